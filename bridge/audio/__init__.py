@@ -1,0 +1,1 @@
+"""Audio in and out: probing, decoding, resampling, formats and stem files."""

@@ -1,0 +1,85 @@
+"""Every error StemBridge raises on purpose.
+
+One tree, so callers can catch as broadly or as narrowly as they need::
+
+    StemBridgeError
+    ├── SettingsError          a value given by the user (flag, config key) is not allowed
+    │   └── DeviceUnavailable  the requested device does not exist on this machine
+    ├── ModelError             weights cannot be found, verified or loaded
+    │   ├── ModelNotFound      no weights on disk and no way to download them
+    │   └── ModelCorrupt       a weights file fails its checksum or cannot be parsed
+    ├── AudioError             an input file cannot be used
+    │   ├── UnreadableAudio    missing, unreadable, empty, not audio or truncated
+    │   └── RangeOutsideAudio  the requested range lies (partly) outside the file
+    ├── OutputError            results cannot be written where they should go
+    └── JobCancelled           work was stopped on request (not a failure)
+
+Every error carries the values it talks about as attributes (``path``, ``value``)
+and a message that names the value, what is allowed and what to do about it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class StemBridgeError(Exception):
+    """Root of all StemBridge errors.
+
+    Args:
+        message: A sentence a person can act on: the value, what was allowed, the fix.
+        path: The file or folder the error is about, if any.
+    """
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = Path(path) if path is not None else None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SettingsError(StemBridgeError):
+    """A setting has a value that is not allowed."""
+
+    def __init__(self, message: str, *, key: str | None = None, value: object = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
+
+
+class DeviceUnavailable(SettingsError):
+    """The requested compute device is not present."""
+
+
+class ModelError(StemBridgeError):
+    """Model weights cannot be found, verified or loaded."""
+
+
+class ModelNotFound(ModelError):
+    """No weights for the model were found and none could be downloaded."""
+
+
+class ModelCorrupt(ModelError):
+    """A weights file is damaged, fails its checksum, or holds something unexpected."""
+
+
+class AudioError(StemBridgeError):
+    """An input file cannot be used as audio."""
+
+
+class UnreadableAudio(AudioError):
+    """The file is missing, unreadable, empty, not audio, or truncated."""
+
+
+class RangeOutsideAudio(AudioError):
+    """The requested time range is not inside the file."""
+
+
+class OutputError(StemBridgeError):
+    """Results cannot be written to the output location."""
+
+
+class JobCancelled(StemBridgeError):
+    """The work was cancelled on request; nothing was written."""

@@ -1,0 +1,90 @@
+"""``manifest.json``: what was separated, how, and where each stem is.
+
+Written last, atomically, beside the stems: its presence means the set is
+complete. Stem paths are relative to the manifest's folder so a share mounted at
+different paths on different machines still resolves them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bridge import __version__, atomic
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class InputEntry:
+    """The input file as it was when separated."""
+
+    path: str
+    sha256: str
+    format: str
+    subtype: str
+    sample_rate: int
+    channels: int
+    frames: int
+
+
+@dataclass(frozen=True)
+class RangeEntry:
+    """The part of the input that was separated, in input frames and seconds."""
+
+    start_samples: int
+    length_samples: int
+    start_seconds: float
+    length_seconds: float
+
+
+@dataclass(frozen=True)
+class StemEntry:
+    """One stem file and the model sources summed into it."""
+
+    name: str
+    path: str
+    sources: list[str]
+
+
+@dataclass(frozen=True)
+class OutputEntry:
+    """The format shared by every stem; ``offset_samples`` is the range start at this rate."""
+
+    format: str
+    subtype: str
+    sample_rate: int
+    channels: int
+    length_samples: int
+    offset_samples: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a host or a person needs to use and trust a set of stems."""
+
+    input: InputEntry
+    range: RangeEntry
+    model: dict[str, Any]
+    settings: dict[str, Any]
+    output: OutputEntry
+    stems: list[StemEntry]
+    timings: dict[str, float]
+    job_id: str | None = None
+    created: str = ""
+    stembridge_version: str = __version__
+    schema: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return asdict(self)
+
+    def write(self, folder: Path) -> Path:
+        """Write ``manifest.json`` into ``folder`` atomically and return its path."""
+        path = folder / MANIFEST_NAME
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        atomic.write_bytes(path, text.encode("utf-8"))
+        return path

@@ -1,0 +1,104 @@
+"""Where and how the networks run: device choice, batch size, precision, transfers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from bridge.errors import DeviceUnavailable, SettingsError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        DeviceUnavailable: CUDA was asked for and is absent, or the index is too high.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(
+                f"device {name}: CUDA is not available here (torch {torch.__version__}"
+                f"{', a CPU-only build' if torch.version.cuda is None else ''}); "
+                "use --device cpu or --device auto",
+                key="device",
+                value=name,
+            )
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceUnavailable(
+                f"device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                f"numbered 0 to {torch.cuda.device_count() - 1}; use one of those",
+                key="device",
+                value=name,
+            )
+    return device
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Segments per forward pass when the user does not say.
+
+    On a CPU one segment at a time is fastest (batching is memory-bound there); on
+    a GPU, as many as fit comfortably: about one per 4 GiB of memory, up to 16.
+    """
+    if device.type != "cuda":
+        return 1
+    total = torch.cuda.get_device_properties(device).total_memory
+    return max(1, min(16, total // (4 << 30)))
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse half precision where it does not help.
+
+    Raises:
+        SettingsError: ``fp16``/``bf16`` on a device other than CUDA.
+    """
+    if precision != "fp32" and device.type != "cuda":
+        raise SettingsError(
+            f"precision {precision} needs a CUDA device, and this run uses {device}; "
+            "use --precision fp32",
+            key="precision",
+            value=precision,
+        )
+
+
+class TorchRunner:
+    """Runs the networks of a bag on one device.
+
+    Args:
+        networks: The bag's networks (moved to ``device`` once, here).
+        device: Where they run.
+        precision: ``fp32``, or ``fp16``/``bf16`` autocast on CUDA.
+    """
+
+    def __init__(
+        self, networks: Sequence[torch.nn.Module], *, device: torch.device, precision: str
+    ) -> None:
+        check_precision(precision, device)
+        self.device = device
+        self.precision = precision
+        self._networks = [network.to(device).eval() for network in networks]
+
+    def __call__(self, member: int, batch: np.ndarray) -> np.ndarray:
+        """Run network ``member`` on ``(B, channels, samples)`` float32 input."""
+        tensor = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        autocast = (
+            torch.autocast("cuda", dtype=_DTYPES[self.precision])
+            if self.precision in _DTYPES
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            out = self._networks[member](tensor)
+        return out.float().cpu().numpy()

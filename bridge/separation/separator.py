@@ -1,0 +1,146 @@
+"""A model loaded once on its device, ready to separate any number of streams.
+
+The daemon and workers keep one :class:`Separator` per process so the model stays
+warm between jobs; the CLI builds one per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from demucs.apply import BagOfModels
+from demucs.htdemucs import HTDemucs
+
+from bridge.errors import ModelCorrupt
+from bridge.separation.catalog import ModelSpec, get_spec
+from bridge.separation.engine import MemberGeometry, OnProgress, separate_stream
+from bridge.separation.groups import ChannelGroup, MixStats
+from bridge.separation.loading import load_bag
+from bridge.separation.runner import TorchRunner, default_batch_size, resolve_device
+from bridge.separation.weights import Download, locate
+from bridge.settings import SeparationSettings
+
+log = logging.getLogger(__name__)
+
+
+class Separator:
+    """A bag of networks on a device, with the settings it runs under.
+
+    Args:
+        settings: Model, device, shifts, overlap, segment, batch size, precision.
+        bag: The loaded networks (see :meth:`load` to find and load them).
+        spec: The model's catalog entry.
+    """
+
+    def __init__(self, settings: SeparationSettings, bag: BagOfModels, spec: ModelSpec) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.samplerate = int(bag.samplerate)
+        self.audio_channels = int(bag.audio_channels)
+        self.sources: tuple[str, ...] = tuple(bag.sources)
+        device = resolve_device(settings.device)
+        self.batch_size = settings.batch_size or default_batch_size(device)
+        self._weights = [tuple(float(w) for w in weights) for weights in bag.weights]
+        self._geometry = [
+            self._member_geometry(network, w)
+            for network, w in zip(bag.models, self._weights, strict=True)
+        ]
+        self._runner = TorchRunner(list(bag.models), device=device, precision=settings.precision)
+        self.device = device
+        log.info(
+            "%s ready on %s (batch %d, %s)", spec.name, device, self.batch_size, settings.precision
+        )
+
+    @classmethod
+    def load(
+        cls,
+        settings: SeparationSettings,
+        *,
+        folders: Sequence[Path] | None = None,
+        download: Download | None = None,
+        offline: bool | None = None,
+    ) -> Separator:
+        """Find the model's weights (offline first), load them and place them on the device.
+
+        Raises:
+            ModelNotFound: No weights and no way to download them.
+            ModelCorrupt: The weights are damaged or not the model's.
+            DeviceUnavailable: The device does not exist here.
+        """
+        spec = get_spec(settings.model)
+        resolve_device(settings.device)
+        files = locate(spec, folders=folders, download=download, offline=offline)
+        return cls(settings, load_bag(files), spec)
+
+    def separate(
+        self,
+        blocks: Iterable[np.ndarray],
+        *,
+        length: int,
+        groups: Sequence[ChannelGroup],
+        stats: Sequence[MixStats],
+        wanted: Sequence[str],
+        on_progress: OnProgress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Separate a stream of ``(channels, n)`` blocks at :attr:`samplerate`.
+
+        Yields:
+            ``(len(wanted), channels, n)`` float32 blocks, ``length`` frames in all.
+
+        Raises:
+            JobCancelled: ``cancel`` was set.
+        """
+        return separate_stream(
+            blocks,
+            length=length,
+            groups=groups,
+            stats=stats,
+            members=self._geometry,
+            sources=len(self.sources),
+            wanted_sources=self._wanted_indices(wanted),
+            run_batch=self._runner,
+            width=self.audio_channels,
+            shifts=self.settings.shifts,
+            max_shift=int(0.5 * self.samplerate),
+            batch_size=self.batch_size,
+            rng=random.Random(0),
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+
+    def _wanted_indices(self, wanted: Sequence[str]) -> list[int]:
+        indices = [self.sources.index(name) for name in wanted]
+        for k in indices:
+            if not any(weights[k] for weights in self._weights):
+                raise ModelCorrupt(
+                    f"{self.spec.name}: no network of the bag produces {self.sources[k]} "
+                    f"(all its weights are 0); use the official {self.spec.bag_file}"
+                )
+        return indices
+
+    def _member_geometry(self, network: object, weights: tuple[float, ...]) -> MemberGeometry:
+        user_segment = self.settings.segment_seconds
+        segment = user_segment if user_segment is not None else network.segment  # type: ignore[attr-defined]
+        segment_length = int(self.samplerate * segment)
+        stride = int((1 - self.settings.overlap) * segment_length)
+        valid_length: Callable[[int], int]
+        if isinstance(network, HTDemucs) and user_segment is not None:
+            fixed = int(user_segment * self.samplerate)
+
+            def valid_length(_: int) -> int:
+                return fixed
+
+        elif hasattr(network, "valid_length"):
+            valid_length = network.valid_length
+        else:
+
+            def valid_length(length: int) -> int:
+                return length
+
+        return MemberGeometry(segment_length, stride, weights, valid_length)

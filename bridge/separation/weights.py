@@ -1,0 +1,348 @@
+"""Finding, installing and downloading model weights, offline first.
+
+Weights are looked up, in order, in
+
+1. ``$STEMBRIDGE_MODEL_DIR`` (if set),
+2. the user data folder (``stembridge models path``),
+3. the Hugging Face cache (what ``demucs`` 4.1 and ``huggingface_hub`` download),
+4. the torch hub cache (what older ``demucs`` versions download),
+
+and only then downloaded from Hugging Face, unless ``STEMBRIDGE_OFFLINE`` or
+``HF_HUB_OFFLINE`` is set. A folder holds a model in either official form:
+
+* Hugging Face: ``<name>.yaml`` and ``<signature>.safetensors`` per network;
+* demucs repo: ``<name>.yaml`` and ``<signature>-<sha256 prefix>.th`` per network.
+
+The ``<name>.yaml`` bag file may be missing; demucs' own copy is used then.
+This module reads no weights and imports no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from bridge import atomic
+from bridge.errors import ModelCorrupt, ModelNotFound
+from bridge.separation.catalog import MODELS, ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: ``download(repo_id, filename) -> local path``; the signature of ``hf_hub_download``.
+Download = Callable[[str, str], str]
+
+_OFFLINE_VARS = ("STEMBRIDGE_OFFLINE", "HF_HUB_OFFLINE")
+#: The only network classes a weights file may name.
+ALLOWED_CLASSES = ("demucs.htdemucs.HTDemucs", "demucs.hdemucs.HDemucs", "demucs.demucs.Demucs")
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """The files that hold one model, found in one place.
+
+    Attributes:
+        spec: The model.
+        origin: Where they were found (a folder, or ``huggingface cache``).
+        bag_file: ``<name>.yaml``, or ``None`` to use the copy shipped with demucs.
+        networks: One file per network of the bag, in bag order.
+    """
+
+    spec: ModelSpec
+    origin: str
+    bag_file: Path | None
+    networks: tuple[Path, ...]
+
+    @property
+    def size_bytes(self) -> int:
+        """Total size on disk."""
+        files = [*self.networks, *([self.bag_file] if self.bag_file else [])]
+        return sum(path.stat().st_size for path in files)
+
+
+def install_folder(env: Mapping[str, str] | None = None) -> Path:
+    """Where ``models install`` puts weights: ``$STEMBRIDGE_MODEL_DIR`` or the data folder."""
+    env = os.environ if env is None else env
+    if env.get("STEMBRIDGE_MODEL_DIR"):
+        return Path(env["STEMBRIDGE_MODEL_DIR"]).expanduser()
+    return Path(platformdirs.user_data_dir("stembridge")) / "models"
+
+
+def search_folders(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """The folders searched for weights, in order (the Hugging Face cache aside)."""
+    env = os.environ if env is None else env
+    folders: list[Path] = []
+    if env.get("STEMBRIDGE_MODEL_DIR"):
+        folders.append(Path(env["STEMBRIDGE_MODEL_DIR"]).expanduser())
+    folders.append(Path(platformdirs.user_data_dir("stembridge")) / "models")
+    torch_home = env.get("TORCH_HOME") or os.path.join(
+        env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
+    )
+    folders.append(Path(torch_home) / "hub" / "checkpoints")
+    return tuple(folders)
+
+
+def find_in_folder(spec: ModelSpec, folder: Path) -> WeightFiles | None:
+    """The model's files in ``folder``, preferring safetensors, or ``None`` if incomplete."""
+    if not folder.is_dir():
+        return None
+    networks: list[Path] = []
+    for signature in spec.signatures:
+        safetensors = folder / f"{signature}.safetensors"
+        if safetensors.is_file():
+            networks.append(safetensors)
+            continue
+        checkpoints = sorted(folder.glob(f"{signature}-*.th"))
+        if not checkpoints:
+            return None
+        if len(checkpoints) > 1:
+            names = ", ".join(path.name for path in checkpoints)
+            raise ModelCorrupt(
+                f"{folder}: several checkpoints for network {signature} of {spec.name} "
+                f"({names}); keep one and delete the others",
+                path=folder,
+            )
+        networks.append(checkpoints[0])
+    bag = folder / spec.bag_file
+    return WeightFiles(spec, str(folder), bag if bag.is_file() else None, tuple(networks))
+
+
+def find_in_hf_cache(spec: ModelSpec) -> WeightFiles | None:
+    """The model's files in the local Hugging Face cache, without touching the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> Path | None:
+        found = try_to_load_from_cache(spec.hf_repo, filename)
+        return Path(found) if isinstance(found, str) else None
+
+    networks = [cached(f"{signature}.safetensors") for signature in spec.signatures]
+    if any(path is None for path in networks):
+        return None
+    return WeightFiles(
+        spec,
+        "huggingface cache",
+        cached(spec.bag_file),
+        tuple(path for path in networks if path is not None),
+    )
+
+
+def find_installed(spec: ModelSpec, *, folders: Sequence[Path] | None = None) -> WeightFiles | None:
+    """The first complete copy of the model on this machine, or ``None``."""
+    for folder in search_folders() if folders is None else folders:
+        found = find_in_folder(spec, folder)
+        if found is not None:
+            return found
+    return find_in_hf_cache(spec)
+
+
+def locate(
+    spec: ModelSpec,
+    *,
+    folders: Sequence[Path] | None = None,
+    download: Download | None = None,
+    offline: bool | None = None,
+) -> WeightFiles:
+    """Find the model's weights, downloading them only when nothing is on disk.
+
+    Args:
+        spec: The model.
+        folders: Folders to search (default :func:`search_folders`).
+        download: Fetches one file of a Hugging Face repository (default
+            ``huggingface_hub.hf_hub_download``).
+        offline: Never download (default: from ``STEMBRIDGE_OFFLINE``/``HF_HUB_OFFLINE``).
+
+    Raises:
+        ModelNotFound: Nothing on disk and no download possible; the message lists the
+            exact files and the folder to put them in.
+    """
+    found = find_installed(spec, folders=folders)
+    if found is not None:
+        log.info("using %s weights from %s", spec.name, found.origin)
+        return found
+    if offline is None:
+        offline = any(os.environ.get(var, "") not in ("", "0") for var in _OFFLINE_VARS)
+    reason = "downloads are off (STEMBRIDGE_OFFLINE or HF_HUB_OFFLINE is set)"
+    if not offline:
+        try:
+            return _download(spec, download)
+        except Exception as exc:  # any network or hub failure means "not available"
+            log.info("downloading %s failed: %s", spec.name, exc)
+            reason = f"the download from huggingface.co/{spec.hf_repo} failed ({exc})"
+    raise ModelNotFound(missing_message(spec, folders, reason))
+
+
+def missing_message(spec: ModelSpec, folders: Sequence[Path] | None, reason: str) -> str:
+    """Say exactly which files are missing and where to put them."""
+    searched = ", ".join(str(folder) for folder in (folders or search_folders()))
+    return (
+        f"model {spec.name} is not installed and {reason}. Searched: {searched} and the "
+        f"Hugging Face cache. Put {expected_files(spec)} into {install_folder()}, "
+        "or run: stembridge models install --from FOLDER"
+    )
+
+
+def expected_files(spec: ModelSpec) -> str:
+    """The files of either official form, and where each comes from."""
+    safetensors = " + ".join(f"{signature}.safetensors" for signature in spec.signatures)
+    checkpoints = " + ".join(spec.checkpoints)
+    return (
+        f"{spec.bag_file} + {safetensors} (from https://huggingface.co/{spec.hf_repo}) "
+        f"or {checkpoints} (from {spec.checkpoint_url('')})"
+    )
+
+
+def _download(spec: ModelSpec, download: Download | None) -> WeightFiles:
+    if download is None:
+        from huggingface_hub import hf_hub_download
+
+        def download(repo_id: str, filename: str) -> str:
+            return str(hf_hub_download(repo_id, filename))
+
+    log.info("downloading %s from huggingface.co/%s", spec.name, spec.hf_repo)
+    bag = Path(download(spec.hf_repo, spec.bag_file))
+    networks = tuple(
+        Path(download(spec.hf_repo, f"{signature}.safetensors")) for signature in spec.signatures
+    )
+    return WeightFiles(spec, f"downloaded from huggingface.co/{spec.hf_repo}", bag, networks)
+
+
+def verify_network_file(path: Path) -> None:
+    """Check one network file without loading it (see the two verifiers below).
+
+    Raises:
+        ModelCorrupt: The file is damaged or names a class that is not allowed.
+    """
+    if path.suffix == ".th":
+        verify_checkpoint(path)
+    else:
+        read_safetensors_metadata(path)
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """Read and check a ``.safetensors`` header: complete, and naming an allowed class.
+
+    Returns:
+        The header's metadata (``klass``, ``args``, ``kwargs``...).
+
+    Raises:
+        ModelCorrupt: The header is unreadable, the data is cut short, or the metadata
+            does not describe a demucs network.
+    """
+    try:
+        with open(path, "rb") as file:
+            (header_size,) = struct.unpack("<Q", file.read(8))
+            header = json.loads(file.read(header_size))
+        size = path.stat().st_size
+        end = max(
+            (
+                int(entry["data_offsets"][1])
+                for key, entry in header.items()
+                if key != "__metadata__"
+            ),
+            default=0,
+        )
+        metadata = header.get("__metadata__") or {}
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise ModelCorrupt(
+            f"{path}: not a readable safetensors file ({exc}); download it again", path=path
+        ) from exc
+    if size < 8 + header_size + end:
+        raise ModelCorrupt(
+            f"{path}: the file is cut short ({size} bytes, its header needs "
+            f"{8 + header_size + end}); download it again",
+            path=path,
+        )
+    if metadata.get("klass") not in ALLOWED_CLASSES:
+        raise ModelCorrupt(
+            f"{path}: names network class {metadata.get('klass')!r}; only "
+            f"{', '.join(ALLOWED_CLASSES)} are loaded; use the official files",
+            path=path,
+        )
+    return dict(metadata)
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Check a ``<signature>-<sha256 prefix>.th`` file against the prefix in its name.
+
+    Raises:
+        ModelCorrupt: The name has no prefix, or the file's hash does not start with it.
+    """
+    _, _, expected = path.stem.rpartition("-")
+    if not expected:
+        raise ModelCorrupt(
+            f"{path}: a demucs checkpoint must be named <signature>-<sha256 prefix>.th; "
+            "rename it or download it again",
+            path=path,
+        )
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    actual = digest.hexdigest()[: len(expected)]
+    if actual != expected:
+        raise ModelCorrupt(
+            f"{path}: checksum mismatch (the name says {expected}, the content hashes to "
+            f"{actual}); the file is damaged or incomplete; download it again",
+            path=path,
+        )
+
+
+def install_from(
+    source: Path, *, names: Sequence[str] | None = None, target: Path | None = None
+) -> list[WeightFiles]:
+    """Copy the complete models found in ``source`` into the install folder.
+
+    Each ``.th`` file is checked against its checksum before it is copied, and files
+    appear in the target whole or not at all.
+
+    Args:
+        source: A folder holding model files in either official form.
+        names: Only these models (default: every complete model in ``source``).
+        target: Where to copy (default :func:`install_folder`).
+
+    Returns:
+        The installed copies.
+
+    Raises:
+        ModelNotFound: ``source`` holds none of the requested models.
+        ModelCorrupt: A file fails its checksum.
+    """
+    target = install_folder() if target is None else target
+    wanted = [MODELS[name] for name in names] if names else list(MODELS.values())
+    found = [files for spec in wanted if (files := find_in_folder(spec, source)) is not None]
+    if not found:
+        expected = "; or ".join(f"{spec.name}: {expected_files(spec)}" for spec in wanted)
+        raise ModelNotFound(
+            f"{source}: no complete model found; expected {expected}",
+            path=source,
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    installed = []
+    for files in found:
+        for network in files.networks:
+            verify_network_file(network)
+        copies = [_copy(path, target) for path in files.networks]
+        bag = _copy(files.bag_file, target) if files.bag_file else None
+        installed.append(WeightFiles(files.spec, str(target), bag, tuple(copies)))
+        log.info("installed %s into %s", files.spec.name, target)
+    return installed
+
+
+def _copy(path: Path, folder: Path) -> Path:
+    final = folder / path.name
+    temp = atomic.temp_path_for(final)
+    try:
+        shutil.copyfile(path, temp)
+        atomic.commit(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return final

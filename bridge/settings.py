@@ -1,0 +1,180 @@
+"""The settings of one separation, as frozen dataclasses built once and passed down.
+
+CLI flags (and, for the daemon, TOML config and job options) become these objects;
+nothing below reads flags or the environment for them. Each class validates its
+values when built and raises :class:`~bridge.errors.SettingsError` naming the key,
+the value, what is allowed and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from bridge.errors import SettingsError
+from bridge.separation.catalog import DEFAULT_MODEL, get_spec
+from bridge.separation.stems import StemPlan, plan_stems
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+PRECISIONS = ("fp32", "fp16", "bf16")
+FORMATS = ("wav", "flac", "mp3", "ogg", "aiff")
+BIT_DEPTHS = (16, 24, 32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeparationSettings:
+    """How the model is run.
+
+    Attributes:
+        model: A name from :data:`bridge.separation.catalog.MODELS`.
+        stems: Stem words (see :mod:`bridge.separation.stems`); empty means every source.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        shifts: Random time shifts averaged (0 = deterministic, as fast as it gets).
+        overlap: Fraction of a segment shared with the next one, in [0, 1).
+        segment_seconds: Segment length; ``None`` means the model's own.
+        batch_size: Segments per forward pass; ``None`` picks one for the device.
+        precision: ``fp32``; ``fp16`` or ``bf16`` on CUDA only.
+    """
+
+    model: str = DEFAULT_MODEL
+    stems: tuple[str, ...] = ()
+    device: str = "auto"
+    shifts: int = 0
+    overlap: float = 0.25
+    segment_seconds: float | None = None
+    batch_size: int | None = None
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        spec = get_spec(self.model)
+        plan_stems(self.stems, spec.sources)
+        if not _DEVICE.match(self.device):
+            raise SettingsError(
+                f"device {self.device!r} is not allowed; use auto, cpu, cuda or cuda:N "
+                "(N = GPU index, e.g. cuda:0)",
+                key="device",
+                value=self.device,
+            )
+        if not 0 <= self.shifts <= 20:
+            raise SettingsError(
+                f"shifts {self.shifts} is out of range; use 0 (deterministic) to 20 "
+                "(each shift adds one full pass)",
+                key="shifts",
+                value=self.shifts,
+            )
+        if not (math.isfinite(self.overlap) and 0 <= self.overlap <= 0.99):
+            raise SettingsError(
+                f"overlap {self.overlap} is out of range; use a fraction from 0 to 0.99 "
+                "(default 0.25)",
+                key="overlap",
+                value=self.overlap,
+            )
+        if self.segment_seconds is not None:
+            limit = spec.max_segment_seconds
+            if not (math.isfinite(self.segment_seconds) and self.segment_seconds >= 1.0):
+                raise SettingsError(
+                    f"segment {self.segment_seconds} s is too short; use at least 1 second "
+                    "or leave it out for the model's own",
+                    key="segment_seconds",
+                    value=self.segment_seconds,
+                )
+            if limit is not None and self.segment_seconds > limit:
+                raise SettingsError(
+                    f"segment {self.segment_seconds} s is longer than {self.model}'s "
+                    f"{limit} s training segment; use at most {limit} or leave it out",
+                    key="segment_seconds",
+                    value=self.segment_seconds,
+                )
+        if self.batch_size is not None and not 1 <= self.batch_size <= 256:
+            raise SettingsError(
+                f"batch size {self.batch_size} is out of range; use 1 to 256 "
+                "(leave it out to pick one for the device)",
+                key="batch_size",
+                value=self.batch_size,
+            )
+        if self.precision not in PRECISIONS:
+            raise SettingsError(
+                f"precision {self.precision!r} is not allowed; use one of {', '.join(PRECISIONS)}",
+                key="precision",
+                value=self.precision,
+            )
+        if self.precision != "fp32" and self.device == "cpu":
+            raise SettingsError(
+                f"precision {self.precision} needs a CUDA device (half precision on a CPU is "
+                "far slower than fp32); use --precision fp32 on the CPU",
+                key="precision",
+                value=self.precision,
+            )
+
+    @property
+    def stem_plans(self) -> tuple[StemPlan, ...]:
+        """The output files these settings ask for."""
+        return plan_stems(self.stems, get_spec(self.model).sources)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputSettings:
+    """What the stem files look like and whether existing ones may be replaced.
+
+    Attributes:
+        format: ``wav``, ``flac``, ``mp3``, ``ogg`` or ``aiff``; ``None`` keeps the input's.
+        bit_depth: 16 or 24 (PCM) or 32 (float); ``None`` keeps the input's.
+        sample_rate: Hz; ``None`` keeps the input's.
+        overwrite: Replace stems that already exist instead of refusing.
+    """
+
+    format: str | None = None
+    bit_depth: int | None = None
+    sample_rate: int | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in FORMATS:
+            raise SettingsError(
+                f"format {self.format!r} is not supported; use one of {', '.join(FORMATS)}",
+                key="format",
+                value=self.format,
+            )
+        if self.bit_depth is not None and self.bit_depth not in BIT_DEPTHS:
+            raise SettingsError(
+                f"bit depth {self.bit_depth} is not supported; use 16, 24 or 32 (float)",
+                key="bit_depth",
+                value=self.bit_depth,
+            )
+        if self.sample_rate is not None and not 8000 <= self.sample_rate <= 384000:
+            raise SettingsError(
+                f"sample rate {self.sample_rate} Hz is out of range; use 8000 to 384000",
+                key="sample_rate",
+                value=self.sample_rate,
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeRange:
+    """A part of the input, in seconds from its start.
+
+    Attributes:
+        start_seconds: Where the part begins.
+        length_seconds: How long it is; ``None`` means to the end of the file.
+    """
+
+    start_seconds: float = 0.0
+    length_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start_seconds) and self.start_seconds >= 0):
+            raise SettingsError(
+                f"start {self.start_seconds} s is not allowed; use 0 or more seconds",
+                key="start",
+                value=self.start_seconds,
+            )
+        if self.length_seconds is not None and not (
+            math.isfinite(self.length_seconds) and self.length_seconds > 0
+        ):
+            raise SettingsError(
+                f"length {self.length_seconds} s is not allowed; use more than 0 seconds "
+                "or leave it out to go to the end of the file",
+                key="length",
+                value=self.length_seconds,
+            )
