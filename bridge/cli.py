@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from bridge import __version__
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(message)s",
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args, err)
     except StemBridgeError as exc:
-        err.print(f"[red]stembridge: error:[/red] {exc}", highlight=False, markup=True)
+        _print_error(err, "stembridge: error:", exc)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         err.print("[yellow]stembridge: interrupted; nothing half-written was kept[/yellow]")
@@ -216,7 +217,7 @@ def _cmd_separate(args: argparse.Namespace, err: Console) -> int:
         except StemBridgeError as exc:
             errors.append(_error_entry(path, exc))
             if not args.json:
-                err.print(f"[red]✗[/red] {exc}", highlight=False)
+                _print_error(err, "✗", exc)
 
     if prepared:
         _separate_prepared(prepared, settings, output, args, err, results, errors)
@@ -254,7 +255,7 @@ def _separate_prepared(
     except StemBridgeError as exc:
         errors.extend(_error_entry(item.info.path, exc) for item in prepared)
         if not args.json:
-            err.print(f"[red]stembridge: error:[/red] {exc}", highlight=False)
+            _print_error(err, "stembridge: error:", exc)
         return
 
     bars = Progress(
@@ -270,7 +271,7 @@ def _separate_prepared(
     )
     with bars:
         for item in prepared:
-            task = bars.add_task(item.info.path.name, total=None, stage="analysing")
+            task = bars.add_task(escape(item.info.path.name), total=None, stage="analysing")
 
             def update(progress: FileProgress, task: Any = task) -> None:
                 bars.update(
@@ -288,19 +289,24 @@ def _separate_prepared(
                 errors.append(_error_entry(item.info.path, exc))
                 bars.update(task, stage="failed")
                 if not args.json:
-                    err.print(f"[red]✗[/red] {exc}", highlight=False)
+                    _print_error(err, "✗", exc)
                 continue
             entry = manifest.to_dict()
             entry["folder"] = str(item.folder)
             results.append(entry)
             if not args.json:
-                stems = ", ".join(stem.path for stem in manifest.stems)
+                stems = escape(", ".join(stem.path for stem in manifest.stems))
                 err.print(
-                    f"[green]✓[/green] {item.info.path.name} → {item.folder} ({stems}) in "
+                    f"[green]✓[/green] {escape(item.info.path.name)} → "
+                    f"{escape(str(item.folder))} ({stems}) in "
                     f"{manifest.timings['total_seconds']:.1f} s "
                     f"({manifest.timings['realtime_factor']:.2f}x realtime)",
                     highlight=False,
                 )
+
+
+def _print_error(err: Console, prefix: str, exc: BaseException) -> None:
+    err.print(f"[red]{prefix}[/red] {escape(str(exc))}", highlight=False)
 
 
 def _error_entry(path: Path, exc: StemBridgeError) -> dict[str, Any]:
@@ -360,11 +366,11 @@ def _cmd_models_install(args: argparse.Namespace, err: Console) -> int:
 
 
 def _cmd_models_path(args: argparse.Namespace, err: Console) -> int:
-    from bridge.separation.weights import install_folder, search_folders
+    from bridge.separation.weights import hf_cache_folder, install_folder, search_folders
 
     print(install_folder())
     err.print("searched, in order:", highlight=False)
     for folder in search_folders():
-        err.print(f"  {folder}", highlight=False)
-    err.print("  the Hugging Face cache", highlight=False)
+        err.print(f"  {escape(str(folder))}", highlight=False)
+    err.print(f"  {escape(str(hf_cache_folder()))} (Hugging Face cache)", highlight=False)
     return EXIT_OK

@@ -115,12 +115,29 @@ def find_in_folder(spec: ModelSpec, folder: Path) -> WeightFiles | None:
     return WeightFiles(spec, str(folder), bag if bag.is_file() else None, tuple(networks))
 
 
+def hf_cache_folder(env: Mapping[str, str] | None = None) -> Path:
+    """The Hugging Face hub cache, read from the environment at call time.
+
+    (``huggingface_hub`` fixes its own idea of it when first imported; a daemon
+    should follow the environment it is given.)
+    """
+    env = os.environ if env is None else env
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"]).expanduser()
+    home = env.get("HF_HOME") or os.path.join(
+        env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
 def find_in_hf_cache(spec: ModelSpec) -> WeightFiles | None:
     """The model's files in the local Hugging Face cache, without touching the network."""
     from huggingface_hub import try_to_load_from_cache
 
+    cache = hf_cache_folder()
+
     def cached(filename: str) -> Path | None:
-        found = try_to_load_from_cache(spec.hf_repo, filename)
+        found = try_to_load_from_cache(spec.hf_repo, filename, cache_dir=cache)
         return Path(found) if isinstance(found, str) else None
 
     networks = [cached(f"{signature}.safetensors") for signature in spec.signatures]
@@ -128,7 +145,7 @@ def find_in_hf_cache(spec: ModelSpec) -> WeightFiles | None:
         return None
     return WeightFiles(
         spec,
-        "huggingface cache",
+        f"huggingface cache ({cache})",
         cached(spec.bag_file),
         tuple(path for path in networks if path is not None),
     )
@@ -183,8 +200,8 @@ def missing_message(spec: ModelSpec, folders: Sequence[Path] | None, reason: str
     """Say exactly which files are missing and where to put them."""
     searched = ", ".join(str(folder) for folder in (folders or search_folders()))
     return (
-        f"model {spec.name} is not installed and {reason}. Searched: {searched} and the "
-        f"Hugging Face cache. Put {expected_files(spec)} into {install_folder()}, "
+        f"model {spec.name} is not installed and {reason}. Searched: {searched} and "
+        f"{hf_cache_folder()}. Put {expected_files(spec)} into {install_folder()}, "
         "or run: stembridge models install --from FOLDER"
     )
 
@@ -204,7 +221,7 @@ def _download(spec: ModelSpec, download: Download | None) -> WeightFiles:
         from huggingface_hub import hf_hub_download
 
         def download(repo_id: str, filename: str) -> str:
-            return str(hf_hub_download(repo_id, filename))
+            return str(hf_hub_download(repo_id, filename, cache_dir=hf_cache_folder()))
 
     log.info("downloading %s from huggingface.co/%s", spec.name, spec.hf_repo)
     bag = Path(download(spec.hf_repo, spec.bag_file))
