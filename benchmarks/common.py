@@ -1,0 +1,100 @@
+"""Shared pieces of the benchmarks: test weights and audio, child processes with peak RSS.
+
+Each side of a comparison runs in its own child process so that its peak resident
+memory (``ru_maxrss`` from ``wait4``) is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bridge.separation.catalog import MODELS  # noqa: E402
+
+from modelfiles import make_networks, write_hf_form  # noqa: E402
+from signals import music  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One child run: its wall time, peak RSS and the JSON it printed last."""
+
+    wall_seconds: float
+    peak_rss_bytes: int
+    result: dict
+
+
+def write_model(folder: Path, *, official: bool, seed: int = 0) -> Path:
+    """htdemucs weights (random init) in the Hugging Face form."""
+    spec = MODELS["htdemucs"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_hf_form(folder, spec, make_networks(spec, seed=seed, official=official))
+    return folder
+
+
+def write_clip(path: Path, seconds: float, *, rate: int = 44100, subtype: str = "PCM_24") -> Path:
+    """A stereo test clip written block by block (long clips never sit in memory)."""
+    frames = int(seconds * rate)
+    block = rate * 30
+    with sf.SoundFile(str(path), "w", rate, 2, subtype=subtype) as file:
+        for start in range(0, frames, block):
+            n = min(block, frames - start)
+            file.write(music(n, 2, seed=start // block, rate=rate))
+    return path
+
+
+def run_child(args: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run ``python args...`` and measure it; the child prints one JSON line last."""
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        text=True,
+    )
+    assert child.stdout is not None
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"child failed ({status}): {' '.join(args)}")
+    last = [line for line in out.splitlines() if line.startswith("{")][-1]
+    return Measured(wall, usage.ru_maxrss * 1024, json.loads(last))
+
+
+def machine() -> str:
+    """A one-line description of where the numbers came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def read_stems(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Stems written as float WAV, as ``(channels, frames)``."""
+    return {
+        name: sf.read(str(folder / f"{name}.wav"), dtype="float32", always_2d=True)[0].T
+        for name in names
+    }

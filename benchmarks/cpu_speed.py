@@ -1,0 +1,80 @@
+"""CPU speed: StemBridge vs demucs' apply_model on the same weights and audio, same run.
+
+    python benchmarks/cpu_speed.py [--seconds 30] [--device cpu]
+
+Writes a randomly initialised network in the released htdemucs configuration
+(41.98 M parameters) and a stereo clip, runs each side in its own process, and
+reports wall times, the speed ratio, peak RSS and the largest difference
+between the two sides' stems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, machine, read_stems, run_child, write_clip, write_model
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        models = write_model(work / "models", official=not args.tiny, seed=7)
+        clip = write_clip(work / "clip.wav", args.seconds)
+        bench = ROOT / "benchmarks"
+        theirs = run_child(
+            [
+                str(bench / "demucs_side.py"),
+                str(models),
+                str(clip),
+                str(work / "demucs"),
+                "--device",
+                args.device,
+            ]
+        )
+        ours = run_child(
+            [
+                str(bench / "stembridge_side.py"),
+                str(models),
+                str(clip),
+                str(work / "ours"),
+                "--device",
+                args.device,
+            ]
+        )
+        a = read_stems(work / "demucs", SOURCES)
+        b = read_stems(Path(ours.result["folder"]), SOURCES)
+        error = max(float(np.abs(a[name] - b[name]).max()) for name in SOURCES)
+
+    demucs_file = theirs.result["total_seconds"] - theirs.result["load_seconds"]
+    report = {
+        "machine": machine(),
+        "audio_seconds": args.seconds,
+        "network": "tiny" if args.tiny else "htdemucs configuration (random init)",
+        "demucs_apply_model_seconds": round(theirs.result["separate_seconds"], 2),
+        "demucs_file_to_file_seconds": round(demucs_file, 2),
+        "stembridge_file_to_file_seconds": round(ours.result["separate_seconds"], 2),
+        "speed_ratio_vs_apply_model": round(
+            theirs.result["separate_seconds"] / ours.result["separate_seconds"], 3
+        ),
+        "speed_ratio_file_to_file": round(demucs_file / ours.result["separate_seconds"], 3),
+        "demucs_peak_rss_mb": round(theirs.peak_rss_bytes / 2**20),
+        "stembridge_peak_rss_mb": round(ours.peak_rss_bytes / 2**20),
+        "max_abs_difference": error,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

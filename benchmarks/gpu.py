@@ -1,0 +1,98 @@
+"""GPU throughput and parity: StemBridge (batched, fp32/fp16/bf16) vs demucs' apply_model.
+
+    python benchmarks/gpu.py [--seconds 180] [--batch-sizes 1 8 16] [--precisions fp32 fp16 bf16]
+
+Same weights (the htdemucs configuration, random init), same clip, same GPU, one
+run. demucs runs as its API does (mix on the host, segments moved to the GPU one
+by one); StemBridge runs file to file. Reports x realtime for each and the
+largest difference of each StemBridge variant from demucs' fp32 stems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, machine, read_stems, run_child, write_clip, write_model
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "bf16"])
+    parser.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
+    args = parser.parse_args()
+
+    bench = ROOT / "benchmarks"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        models = write_model(work / "models", official=not args.tiny, seed=5)
+        clip = write_clip(work / "clip.wav", args.seconds)
+        theirs = run_child(
+            [
+                str(bench / "demucs_side.py"),
+                str(models),
+                str(clip),
+                str(work / "demucs"),
+                "--device",
+                args.device,
+            ]
+        )
+        reference = read_stems(work / "demucs", SOURCES)
+        demucs_speed = args.seconds / theirs.result["separate_seconds"]
+        rows = []
+        for precision in args.precisions:
+            for batch in args.batch_sizes:
+                out = work / f"ours-{precision}-{batch}"
+                ours = run_child(
+                    [
+                        str(bench / "stembridge_side.py"),
+                        str(models),
+                        str(clip),
+                        str(out),
+                        "--device",
+                        args.device,
+                        "--batch-size",
+                        str(batch),
+                        "--precision",
+                        precision,
+                    ]
+                )
+                stems = read_stems(Path(ours.result["folder"]), SOURCES)
+                speed = args.seconds / ours.result["separate_seconds"]
+                rows.append(
+                    {
+                        "precision": precision,
+                        "batch_size": batch,
+                        "x_realtime": round(speed, 1),
+                        "ratio_vs_demucs": round(speed / demucs_speed, 2),
+                        "max_abs_difference": float(
+                            max(np.abs(stems[n] - reference[n]).max() for n in SOURCES)
+                        ),
+                        "peak_host_rss_mb": round(ours.peak_rss_bytes / 2**20),
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "audio_seconds": args.seconds,
+                "demucs_x_realtime": round(demucs_speed, 1),
+                "demucs_peak_host_rss_mb": round(theirs.peak_rss_bytes / 2**20),
+                "stembridge": rows,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

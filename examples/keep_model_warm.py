@@ -1,0 +1,49 @@
+"""Separate several files from Python with one warm model, showing progress.
+
+    python examples/keep_model_warm.py OUTDIR FILE...
+
+The same calls the CLI makes: settings once, ``Separator.load`` once (weights
+looked up offline first), then ``prepare`` + ``separate_file`` per input.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bridge.errors import StemBridgeError
+from bridge.separate import Progress, prepare, separate_file
+from bridge.separation.separator import Separator
+from bridge.settings import OutputSettings, SeparationSettings, TimeRange
+
+
+def show(progress: Progress) -> None:
+    print(f"\r{progress.stage:>10} {progress.fraction:6.1%}", end="", file=sys.stderr)
+
+
+def main(out_dir: Path, inputs: list[Path]) -> int:
+    settings = SeparationSettings(stems=("vocals", "no_vocals"))
+    separator = Separator.load(settings)
+    failures = 0
+    for path in inputs:
+        try:
+            prepared = prepare(
+                path,
+                out_dir=out_dir,
+                stems=settings.stem_plans,
+                output=OutputSettings(),
+                time_range=TimeRange(),
+            )
+            manifest = separate_file(prepared, separator=separator, on_progress=show)
+        except StemBridgeError as exc:
+            print(f"\n{exc}", file=sys.stderr)
+            failures += 1
+            continue
+        print(f"\n{path.name}: {[stem.path for stem in manifest.stems]} in {prepared.folder}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__)
+    raise SystemExit(main(Path(sys.argv[1]), [Path(arg) for arg in sys.argv[2:]]))
