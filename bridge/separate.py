@@ -33,7 +33,7 @@ from bridge.audio.formats import OutputFormat, resolve_output_format
 from bridge.audio.probe import AudioInfo, probe
 from bridge.audio.reader import FrameRange, read_blocks, resolve_range
 from bridge.audio.resample import StreamResampler, converted_length
-from bridge.audio.writer import StemWriter, ensure_writable_folder, refuse_existing, stem_paths
+from bridge.audio.writer import StemWriter, check_writable_folder, refuse_existing, stem_paths
 from bridge.background import Drain, Prefetcher
 from bridge.errors import JobCancelled
 from bridge.manifest import (
@@ -107,7 +107,7 @@ def prepare(
     frames = resolve_range(info, time_range)
     fmt = resolve_output_format(info, output)
     folder = out_dir / path.stem
-    ensure_writable_folder(folder)
+    check_writable_folder(folder)
     if not output.overwrite:
         names = [plan.name for plan in stems]
         refuse_existing([*stem_paths(folder, names, fmt).values(), folder / MANIFEST_NAME])

@@ -27,15 +27,23 @@ def stem_paths(folder: Path, names: Sequence[str], fmt: OutputFormat) -> dict[st
     return {name: folder / f"{name}.{fmt.extension}" for name in names}
 
 
-def ensure_writable_folder(folder: Path) -> None:
-    """Create ``folder`` if needed and check that files can be created in it.
+def check_writable_folder(folder: Path) -> None:
+    """Check that stems can be written into ``folder``, creating nothing that stays.
+
+    The folder itself is only created when writing starts (see :class:`StemWriter`),
+    so a job refused later leaves no empty folder behind.
 
     Raises:
-        OutputError: The folder cannot be created or written to.
+        OutputError: The folder (or, if it does not exist yet, the nearest existing
+            folder above it) is not a folder or cannot be written to.
     """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = atomic.temp_path_for(folder / "write-check")
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        probe = atomic.temp_path_for(existing / "write-check")
         probe.touch(exist_ok=False)
         probe.unlink()
     except OSError as exc:
@@ -69,7 +77,8 @@ class StemWriter:
     files and leaves whatever was at the final names untouched.
 
     Args:
-        folder: Where the stems go; must exist.
+        folder: Where the stems go; created (with missing parents) if needed, and
+            removed again if it was created and nothing was published.
         names: Stem names, in the order of the rows passed to :meth:`write`.
         fmt: The file format of every stem.
         overwrite: Replace existing files with the same names.
@@ -84,11 +93,16 @@ class StemWriter:
         self._temps: dict[str, Path] = {}
         self._files: dict[str, sf.SoundFile] = {}
         self._frames = 0
+        self._folder = folder
+        self._created: list[Path] = []
 
     def __enter__(self) -> StemWriter:
         if not self._overwrite:
             refuse_existing(list(self._final.values()))
         try:
+            missing = [self._folder, *self._folder.parents]
+            self._created = [path for path in missing if not path.exists()]
+            self._folder.mkdir(parents=True, exist_ok=True)
             for name, final in self._final.items():
                 temp = atomic.temp_path_for(final)
                 self._temps[name] = temp
@@ -130,6 +144,7 @@ class StemWriter:
         except (OSError, sf.LibsndfileError, RuntimeError) as exc:
             raise self._error(exc) from exc
         self._temps.clear()
+        self._created.clear()
         log.debug("wrote %d stems of %d frames", len(self._final), self._frames)
         return dict(self._final)
 
@@ -150,6 +165,12 @@ class StemWriter:
                     log.debug("closing a discarded stem failed", exc_info=True)
         for temp in self._temps.values():
             temp.unlink(missing_ok=True)
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created.clear()
         self._temps.clear()
 
     def _error(self, exc: BaseException) -> OutputError:
