@@ -42,17 +42,13 @@ def no_leaked_threads() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model folder: htdemucs (Hugging Face form), htdemucs_ft and htdemucs_6s (demucs form)."""
+    """A model folder: htdemucs (Hugging Face form), the others (demucs form)."""
     folder = tmp_path_factory.mktemp("models")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         write_hf_form(folder, MODELS["htdemucs"], make_networks(MODELS["htdemucs"], seed=1))
-        write_demucs_form(
-            folder, MODELS["htdemucs_ft"], make_networks(MODELS["htdemucs_ft"], seed=2)
-        )
-        write_demucs_form(
-            folder, MODELS["htdemucs_6s"], make_networks(MODELS["htdemucs_6s"], seed=3)
-        )
+        for seed, name in enumerate(("htdemucs_ft", "htdemucs_6s", "hdemucs_mmi"), start=2):
+            write_demucs_form(folder, MODELS[name], make_networks(MODELS[name], seed=seed))
     return folder
 
 

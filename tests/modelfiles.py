@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from demucs.hdemucs import HDemucs
 from demucs.htdemucs import HTDemucs
 from demucs.states import get_state, save_with_checksum
 from safetensors.torch import save_file
@@ -23,6 +24,9 @@ from bridge.separation.catalog import ModelSpec
 OFFICIAL_HTDEMUCS = dict(dconv_mode=3, depth=4, t_layers=5, bottom_channels=512)
 #: A network with the same structure, tiny and with a 2 s segment, for fast tests.
 TINY_HTDEMUCS = dict(channels=4, depth=4, dconv_comp=4, t_heads=2, t_layers=1)
+#: A tiny Hybrid Demucs v3 (the hdemucs_mmi architecture); its bag file sets a 4 s segment.
+TINY_HDEMUCS = dict(channels=4, dconv_comp=4)
+TINY_HDEMUCS_SEGMENT = 4
 
 
 def make_network(sources: tuple[str, ...], *, seed: int, official: bool = False) -> HTDemucs:
@@ -35,8 +39,13 @@ def make_network(sources: tuple[str, ...], *, seed: int, official: bool = False)
     return network.eval()
 
 
-def make_networks(spec: ModelSpec, *, seed: int = 0, official: bool = False) -> list[HTDemucs]:
-    """One network per signature of ``spec``."""
+def make_networks(
+    spec: ModelSpec, *, seed: int = 0, official: bool = False
+) -> list[HTDemucs] | list[HDemucs]:
+    """One network per signature of ``spec`` (Hybrid Demucs v3 for hdemucs_mmi)."""
+    if spec.name == "hdemucs_mmi":
+        torch.manual_seed(seed)
+        return [HDemucs(list(spec.sources), **TINY_HDEMUCS).eval()]
     return [
         make_network(spec.sources, seed=seed + i, official=official)
         for i in range(len(spec.signatures))
@@ -44,8 +53,11 @@ def make_networks(spec: ModelSpec, *, seed: int = 0, official: bool = False) -> 
 
 
 def bag_definition(spec: ModelSpec) -> dict:
-    """The bag file content: each network a specialist of one source when several."""
+    """The bag file content: each network a specialist of one source when several;
+    hdemucs_mmi with a short segment (the released file says 44 s)."""
     definition: dict = {"models": list(spec.signatures)}
+    if spec.name == "hdemucs_mmi":
+        definition["segment"] = TINY_HDEMUCS_SEGMENT
     if len(spec.signatures) > 1:
         definition["weights"] = [
             [1.0 if i == k else 0.0 for k in range(len(spec.sources))]
@@ -54,7 +66,7 @@ def bag_definition(spec: ModelSpec) -> dict:
     return definition
 
 
-def write_demucs_form(folder: Path, spec: ModelSpec, networks: list[HTDemucs]) -> list[Path]:
+def write_demucs_form(folder: Path, spec: ModelSpec, networks: list) -> list[Path]:
     """``<name>.yaml`` and ``<sig>-<sha8>.th`` files, as demucs' training code saves them."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / spec.bag_file).write_text(yaml.safe_dump(bag_definition(spec)))
@@ -77,7 +89,7 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def write_hf_form(folder: Path, spec: ModelSpec, networks: list[HTDemucs]) -> list[Path]:
+def write_hf_form(folder: Path, spec: ModelSpec, networks: list) -> list[Path]:
     """``<name>.yaml`` and ``<sig>.safetensors`` files, as on the Hugging Face hub."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / spec.bag_file).write_text(yaml.safe_dump(bag_definition(spec)))

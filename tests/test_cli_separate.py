@@ -193,7 +193,6 @@ def test_bad_input_files_are_refused_cleanly(
     [
         (["--model", "spleeter"], EXIT_USAGE, "unknown model 'spleeter'; choose one of htdemucs"),
         (["--stems", "guitar"], EXIT_USAGE, "unknown stem 'guitar'"),
-        (["--model", "hdemucs_mmi"], EXIT_MODEL, "model hdemucs_mmi is not installed"),
         (["--device", "cuda"], EXIT_USAGE, "CUDA is not available"),
         (["--start", "5"], EXIT_INPUT, "at or after the end of the file"),
         (["--start", "0.5", "--length", "2"], EXIT_INPUT, "ends after the end of the file"),
@@ -214,6 +213,22 @@ def test_bad_settings_are_refused_cleanly(
     code, _, err = separate([str(source), "-o", str(tmp_path / "out"), *flags], capsys)
     assert code == expected_code
     assert message in " ".join(err.split())
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_missing_weights_are_refused_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given no weights anywhere and downloads off
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "no-models"))
+    source = write_audio(tmp_path / "in.wav", music(44100))
+    # When separating
+    code, _, err = separate([str(source), "-o", str(tmp_path / "out")], capsys)
+    # Then one message names the files and the folder, and nothing is written
+    text = " ".join(err.split())
+    assert code == EXIT_MODEL
+    assert "model htdemucs is not installed" in text and "955717e8.safetensors" in text
+    assert str(tmp_path / "no-models") in text
     assert leftovers(tmp_path / "out") == []
 
 

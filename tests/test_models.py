@@ -31,7 +31,7 @@ def assert_same_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("name", ["htdemucs", "htdemucs_ft", "htdemucs_6s"])
+@pytest.mark.parametrize("name", ["htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi"])
 def test_both_forms_load_the_same_networks_as_demucs(tiny_models: Path, name: str) -> None:
     # Given a folder with htdemucs in the HF form and the others in the demucs form
     spec = MODELS[name]
@@ -194,10 +194,9 @@ def test_cli_install_list_and_path(tiny_models: Path, capsys: pytest.CaptureFixt
     # Then they are listed as installed in the install folder, with their size
     assert main(["models", "list", "--json"]) == EXIT_OK
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
-    for name in ("htdemucs", "htdemucs_ft", "htdemucs_6s"):
+    for name in ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi"):
         assert rows[name]["installed"] and rows[name]["where"] == str(install_folder())
         assert rows[name]["size_bytes"] > 0
-    assert not rows["hdemucs_mmi"]["installed"]
     assert main(["models", "path"]) == EXIT_OK
     assert capsys.readouterr().out.strip() == str(install_folder())
 

@@ -121,6 +121,21 @@ def test_bag_runs_only_needed_specialists_and_matches(tiny_models: Path, tmp_pat
     )
 
 
+def test_hybrid_demucs_v3_matches_apply_model(tiny_models: Path, tmp_path: Path) -> None:
+    # Given hdemucs_mmi (HDemucs: no fixed training length, segment from its bag file)
+    audio = music(9 * SAMPLE_RATE + 77, seed=10)
+    source = write_audio(tmp_path / "mix.wav", audio, subtype="FLOAT")
+    spec = MODELS["hdemucs_mmi"]
+    # When both separate, two segments per forward pass for StemBridge
+    stems = run_stembridge(
+        source, tmp_path / "out", tiny_models, SeparationSettings(model=spec.name, batch_size=2)
+    )
+    expected = separate_reference(demucs_bag(tiny_models, spec), audio)
+    # Then they agree
+    for k, name in enumerate(spec.sources):
+        np.testing.assert_allclose(stems[name], expected[k], atol=TOLERANCE, rtol=0)
+
+
 def test_mono_and_multichannel_match_per_channel_group(tiny_models: Path, tmp_path: Path) -> None:
     # Given a 3-channel file: channels 1-2 are a stereo pair, channel 3 a mono group
     audio = music(3 * SAMPLE_RATE, channels=3, seed=6)
