@@ -58,7 +58,7 @@ def write_clip(path: Path, seconds: float, *, rate: int = 44100, subtype: str = 
 
 
 def run_child(args: list[str], env: dict[str, str] | None = None) -> Measured:
-    """Run ``python args...`` and measure it; the child prints one JSON line last."""
+    """Run ``python args...`` and measure it; the child prints JSON (all, or its last line)."""
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, *args],
@@ -72,8 +72,23 @@ def run_child(args: list[str], env: dict[str, str] | None = None) -> Measured:
     wall = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"child failed ({status}): {' '.join(args)}")
-    last = [line for line in out.splitlines() if line.startswith("{")][-1]
-    return Measured(wall, usage.ru_maxrss * 1024, json.loads(last))
+    try:
+        result = json.loads(out)
+    except json.JSONDecodeError:
+        result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    return Measured(wall, usage.ru_maxrss * 1024, result)
+
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+
+
+def separate_with(
+    side: str, models: Path, clip: Path, out: Path, *, device: str = "cpu", **options: object
+) -> Measured:
+    """Separate ``clip`` with one side (see ``sides.py``) in a child process."""
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+    script = str(ROOT / "benchmarks" / "sides.py")
+    return run_child([script, side, str(models), str(clip), str(out), f"--device={device}", *flags])
 
 
 def machine() -> str:
@@ -92,9 +107,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
-def read_stems(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
-    """Stems written as float WAV, as ``(channels, frames)``."""
+def read_stems(result: Measured) -> dict[str, np.ndarray]:
+    """The float WAV stems a side wrote, as ``(channels, frames)``."""
+    folder = Path(result.result["folder"])
     return {
         name: sf.read(str(folder / f"{name}.wav"), dtype="float32", always_2d=True)[0].T
-        for name in names
+        for name in SOURCES
     }
+
+
+def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """The largest absolute sample difference between two stem sets."""
+    return max(float(np.abs(a[name] - b[name]).max()) for name in SOURCES)

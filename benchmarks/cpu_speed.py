@@ -15,10 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from common import ROOT, machine, read_stems, run_child, write_clip, write_model
-
-SOURCES = ["drums", "bass", "other", "vocals"]
+from common import machine, max_difference, read_stems, separate_with, write_clip, write_model
 
 
 def main() -> None:
@@ -32,43 +29,20 @@ def main() -> None:
         work = Path(tmp)
         models = write_model(work / "models", official=not args.tiny, seed=7)
         clip = write_clip(work / "clip.wav", args.seconds)
-        bench = ROOT / "benchmarks"
-        theirs = run_child(
-            [
-                str(bench / "demucs_side.py"),
-                str(models),
-                str(clip),
-                str(work / "demucs"),
-                "--device",
-                args.device,
-            ]
-        )
-        ours = run_child(
-            [
-                str(bench / "stembridge_side.py"),
-                str(models),
-                str(clip),
-                str(work / "ours"),
-                "--device",
-                args.device,
-            ]
-        )
-        a = read_stems(work / "demucs", SOURCES)
-        b = read_stems(Path(ours.result["folder"]), SOURCES)
-        error = max(float(np.abs(a[name] - b[name]).max()) for name in SOURCES)
+        theirs = separate_with("demucs", models, clip, work / "demucs", device=args.device)
+        ours = separate_with("stembridge", models, clip, work / "ours", device=args.device)
+        error = max_difference(read_stems(theirs), read_stems(ours))
 
-    demucs_file = theirs.result["total_seconds"] - theirs.result["load_seconds"]
+    ours_seconds = ours.result["file_seconds"]
     report = {
         "machine": machine(),
         "audio_seconds": args.seconds,
         "network": "tiny" if args.tiny else "htdemucs configuration (random init)",
-        "demucs_apply_model_seconds": round(theirs.result["separate_seconds"], 2),
-        "demucs_file_to_file_seconds": round(demucs_file, 2),
-        "stembridge_file_to_file_seconds": round(ours.result["separate_seconds"], 2),
-        "speed_ratio_vs_apply_model": round(
-            theirs.result["separate_seconds"] / ours.result["separate_seconds"], 3
-        ),
-        "speed_ratio_file_to_file": round(demucs_file / ours.result["separate_seconds"], 3),
+        "demucs_apply_model_seconds": round(theirs.result["apply_model_seconds"], 2),
+        "demucs_file_to_file_seconds": round(theirs.result["file_seconds"], 2),
+        "stembridge_file_to_file_seconds": round(ours_seconds, 2),
+        "speed_ratio_vs_apply_model": round(theirs.result["apply_model_seconds"] / ours_seconds, 3),
+        "speed_ratio_file_to_file": round(theirs.result["file_seconds"] / ours_seconds, 3),
         "demucs_peak_rss_mb": round(theirs.peak_rss_bytes / 2**20),
         "stembridge_peak_rss_mb": round(ours.peak_rss_bytes / 2**20),
         "max_abs_difference": error,

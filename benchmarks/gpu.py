@@ -15,10 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from common import ROOT, machine, read_stems, run_child, write_clip, write_model
-
-SOURCES = ["drums", "bass", "other", "vocals"]
+from common import machine, max_difference, read_stems, separate_with, write_clip, write_model
 
 
 def main() -> None:
@@ -30,52 +27,33 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
     args = parser.parse_args()
 
-    bench = ROOT / "benchmarks"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         models = write_model(work / "models", official=not args.tiny, seed=5)
         clip = write_clip(work / "clip.wav", args.seconds)
-        theirs = run_child(
-            [
-                str(bench / "demucs_side.py"),
-                str(models),
-                str(clip),
-                str(work / "demucs"),
-                "--device",
-                args.device,
-            ]
-        )
-        reference = read_stems(work / "demucs", SOURCES)
-        demucs_speed = args.seconds / theirs.result["separate_seconds"]
+        theirs = separate_with("demucs", models, clip, work / "demucs", device=args.device)
+        reference = read_stems(theirs)
+        demucs_speed = args.seconds / theirs.result["apply_model_seconds"]
         rows = []
         for precision in args.precisions:
             for batch in args.batch_sizes:
-                out = work / f"ours-{precision}-{batch}"
-                ours = run_child(
-                    [
-                        str(bench / "stembridge_side.py"),
-                        str(models),
-                        str(clip),
-                        str(out),
-                        "--device",
-                        args.device,
-                        "--batch-size",
-                        str(batch),
-                        "--precision",
-                        precision,
-                    ]
+                ours = separate_with(
+                    "stembridge",
+                    models,
+                    clip,
+                    work / f"ours-{precision}-{batch}",
+                    device=args.device,
+                    batch_size=batch,
+                    precision=precision,
                 )
-                stems = read_stems(Path(ours.result["folder"]), SOURCES)
-                speed = args.seconds / ours.result["separate_seconds"]
+                speed = args.seconds / ours.result["file_seconds"]
                 rows.append(
                     {
                         "precision": precision,
                         "batch_size": batch,
                         "x_realtime": round(speed, 1),
                         "ratio_vs_demucs": round(speed / demucs_speed, 2),
-                        "max_abs_difference": float(
-                            max(np.abs(stems[n] - reference[n]).max() for n in SOURCES)
-                        ),
+                        "max_abs_difference": max_difference(read_stems(ours), reference),
                         "peak_host_rss_mb": round(ours.peak_rss_bytes / 2**20),
                     }
                 )

@@ -14,7 +14,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import ROOT, machine, run_child, write_clip, write_model
+from common import machine, run_child, separate_with, write_clip, write_model
 
 
 def main() -> None:
@@ -48,14 +48,7 @@ def main() -> None:
                 "stembridge_seconds": round(ours.wall_seconds, 1),
             }
             if not args.skip_demucs:
-                theirs = run_child(
-                    [
-                        str(ROOT / "benchmarks" / "demucs_side.py"),
-                        str(models),
-                        str(clip),
-                        str(work / "demucs"),
-                    ]
-                )
+                theirs = separate_with("demucs", models, clip, work / "demucs")
                 row["demucs_peak_rss_mb"] = round(theirs.peak_rss_bytes / 2**20)
                 row["demucs_seconds"] = round(theirs.wall_seconds, 1)
             rows.append(row)

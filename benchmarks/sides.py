@@ -1,0 +1,101 @@
+"""The two sides of every benchmark, each run as its own child process.
+
+    python benchmarks/sides.py demucs|stembridge MODELS INPUT OUTDIR [--device D]
+        [--batch-size B] [--precision P]
+
+``demucs``: demucs' loader and ``apply_model(shifts=0, overlap=0.25)`` as its API runs
+them (whole file in memory, normalised like ``demucs.api.Separator``).
+``stembridge``: ``Separator`` + ``separate_file``, as the CLI runs them.
+Both write float WAV stems and print one JSON line of timings last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def run_demucs(args: argparse.Namespace) -> dict:
+    import soundfile as sf
+    import torch
+    from demucs.apply import BagOfModels, apply_model
+    from demucs.hf import load_safetensors_model
+
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    started = time.perf_counter()
+    bag = BagOfModels([load_safetensors_model(args.models / "955717e8.safetensors")])
+    bag.to(args.device).eval()
+    loaded = time.perf_counter()
+    data, rate = sf.read(str(args.input), dtype="float32", always_2d=True)
+    wav = torch.from_numpy(data.T.copy())
+    ref = wav.mean(0)
+    mean, std = ref.mean(), ref.std() + 1e-8
+    sync()
+    separating = time.perf_counter()
+    out = apply_model(bag, ((wav - mean) / std)[None], shifts=0, overlap=0.25, device=args.device)
+    out = out * std + mean
+    sync()
+    separated = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, stem in zip(bag.sources, out[0], strict=True):
+        sf.write(str(args.out / f"{name}.wav"), stem.numpy().T, rate, subtype="FLOAT")
+    finished = time.perf_counter()
+    return {
+        "load_seconds": loaded - started,
+        "apply_model_seconds": separated - separating,
+        "file_seconds": finished - loaded,
+        "audio_seconds": data.shape[0] / rate,
+        "folder": str(args.out),
+    }
+
+
+def run_stembridge(args: argparse.Namespace) -> dict:
+    from bridge.separate import prepare, separate_file
+    from bridge.separation.separator import Separator
+    from bridge.settings import OutputSettings, SeparationSettings, TimeRange
+
+    started = time.perf_counter()
+    settings = SeparationSettings(
+        device=args.device, batch_size=args.batch_size, precision=args.precision
+    )
+    separator = Separator.load(settings, folders=[args.models], offline=True)
+    loaded = time.perf_counter()
+    prepared = prepare(
+        args.input,
+        out_dir=args.out,
+        stems=settings.stem_plans,
+        output=OutputSettings(format="wav", bit_depth=32, overwrite=True),
+        time_range=TimeRange(),
+    )
+    manifest = separate_file(prepared, separator=separator, overwrite=True)
+    finished = time.perf_counter()
+    return {
+        "load_seconds": loaded - started,
+        "file_seconds": finished - loaded,
+        "audio_seconds": manifest.range.length_seconds,
+        "folder": str(prepared.folder),
+        "batch_size": separator.batch_size,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("side", choices=["demucs", "stembridge"])
+    parser.add_argument("models", type=Path)
+    parser.add_argument("input", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--precision", default="fp32")
+    args = parser.parse_args()
+    result = run_demucs(args) if args.side == "demucs" else run_stembridge(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
