@@ -47,13 +47,19 @@ class Prefetcher(Generic[T]):
         self._thread.join()
 
     def _produce(self) -> None:
+        items = iter(self._source)
         try:
-            for item in self._source:
+            for item in items:
                 if not self._put(item):
                     return
         except BaseException as exc:  # handed to the consumer, who raises it
             self._put(_Failure(exc))
             return
+        finally:
+            # A generator holding a file is closed here, on the thread that ran it.
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
         self._put(_DONE)
 
     def _put(self, item: object) -> bool:

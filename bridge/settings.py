@@ -99,13 +99,6 @@ class SeparationSettings:
                 key="precision",
                 value=self.precision,
             )
-        if self.precision != "fp32" and self.device == "cpu":
-            raise SettingsError(
-                f"precision {self.precision} needs a CUDA device (half precision on a CPU is "
-                "far slower than fp32); use --precision fp32 on the CPU",
-                key="precision",
-                value=self.precision,
-            )
 
     @property
     def stem_plans(self) -> tuple[StemPlan, ...]:

@@ -50,10 +50,6 @@ class ModelSpec:
         """The bag definition file name (``<name>.yaml``)."""
         return f"{self.name}.yaml"
 
-    def checkpoint_url(self, checkpoint: str) -> str:
-        """The official download address of one checkpoint file."""
-        return CHECKPOINT_URL + checkpoint
-
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec

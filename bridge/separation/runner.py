@@ -68,8 +68,8 @@ def check_precision(precision: str, device: torch.device) -> None:
     """
     if precision != "fp32" and device.type != "cuda":
         raise SettingsError(
-            f"precision {precision} needs a CUDA device, and this run uses {device}; "
-            "use --precision fp32",
+            f"precision {precision} needs a CUDA device, and this run uses {device} (half "
+            "precision on a CPU is far slower than fp32); use --precision fp32",
             key="precision",
             value=precision,
         )

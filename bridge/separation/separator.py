@@ -21,7 +21,12 @@ from bridge.separation.catalog import ModelSpec, get_spec
 from bridge.separation.engine import MemberGeometry, OnProgress, separate_stream
 from bridge.separation.groups import ChannelGroup, MixStats
 from bridge.separation.loading import load_bag
-from bridge.separation.runner import TorchRunner, default_batch_size, resolve_device
+from bridge.separation.runner import (
+    TorchRunner,
+    check_precision,
+    default_batch_size,
+    resolve_device,
+)
 from bridge.separation.weights import Download, locate
 from bridge.settings import SeparationSettings
 
@@ -73,7 +78,7 @@ class Separator:
             DeviceUnavailable: The device does not exist here.
         """
         spec = get_spec(settings.model)
-        resolve_device(settings.device)
+        check_precision(settings.precision, resolve_device(settings.device))
         files = locate(spec, folders=folders, download=download, offline=offline)
         return cls(settings, load_bag(files), spec)
 

@@ -33,7 +33,7 @@ import platformdirs
 
 from bridge import atomic
 from bridge.errors import ModelCorrupt, ModelNotFound
-from bridge.separation.catalog import MODELS, ModelSpec
+from bridge.separation.catalog import CHECKPOINT_URL, MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def expected_files(spec: ModelSpec) -> str:
     checkpoints = " + ".join(spec.checkpoints)
     return (
         f"{spec.bag_file} + {safetensors} (from https://huggingface.co/{spec.hf_repo}) "
-        f"or {checkpoints} (from {spec.checkpoint_url('')})"
+        f"or {checkpoints} (from {CHECKPOINT_URL})"
     )
 
 
