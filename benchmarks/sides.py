@@ -72,7 +72,7 @@ def run_stembridge(args: argparse.Namespace) -> dict:
         output=OutputSettings(format="wav", bit_depth=32, overwrite=True),
         time_range=TimeRange(),
     )
-    manifest = separate_file(prepared, separator=separator, overwrite=True)
+    manifest = separate_file(prepared, separator=separator)
     finished = time.perf_counter()
     return {
         "load_seconds": loaded - started,

@@ -220,7 +220,7 @@ def _cmd_separate(args: argparse.Namespace, err: Console) -> int:
                 _print_error(err, "✗", exc)
 
     if prepared:
-        _separate_prepared(prepared, settings, output, args, err, results, errors)
+        _separate_prepared(prepared, settings, args, err, results, errors)
 
     if args.json:
         print(json.dumps({"ok": not errors, "results": results, "errors": errors}, indent=2))
@@ -230,7 +230,6 @@ def _cmd_separate(args: argparse.Namespace, err: Console) -> int:
 def _separate_prepared(
     prepared: list[PreparedInput],
     settings: SeparationSettings,
-    output: OutputSettings,
     args: argparse.Namespace,
     err: Console,
     results: list[dict[str, Any]],
@@ -282,9 +281,7 @@ def _separate_prepared(
                 )
 
             try:
-                manifest = separate_file(
-                    item, separator=separator, overwrite=output.overwrite, on_progress=update
-                )
+                manifest = separate_file(item, separator=separator, on_progress=update)
             except StemBridgeError as exc:
                 errors.append(_error_entry(item.info.path, exc))
                 bars.update(task, stage="failed")

@@ -85,6 +85,7 @@ class PreparedInput:
     frames: FrameRange
     output: OutputFormat
     folder: Path
+    overwrite: bool
 
 
 def prepare(
@@ -111,14 +112,13 @@ def prepare(
     if not output.overwrite:
         names = [plan.name for plan in stems]
         refuse_existing([*stem_paths(folder, names, fmt).values(), folder / MANIFEST_NAME])
-    return PreparedInput(info, frames, fmt, folder)
+    return PreparedInput(info, frames, fmt, folder, output.overwrite)
 
 
 def separate_file(
     prepared: PreparedInput,
     *,
     separator: Separator,
-    overwrite: bool = False,
     job_id: str | None = None,
     on_progress: OnProgress | None = None,
     cancel: threading.Event | None = None,
@@ -128,7 +128,6 @@ def separate_file(
     Args:
         prepared: From :func:`prepare`.
         separator: The loaded model.
-        overwrite: Replace existing stems of the same names.
         job_id: Recorded in the manifest.
         on_progress: Called with a :class:`Progress` as work advances.
         cancel: When set, stops at the next block or segment with :class:`JobCancelled`;
@@ -168,17 +167,20 @@ def separate_file(
         share = _ANALYSIS_SHARE + (1 - _ANALYSIS_SHARE) * done / total
         report(Progress("separating", done, total, min(share, 0.99)))
 
-    def to_output(block: np.ndarray, *, last: bool = False) -> np.ndarray:
-        stems = np.stack([block[row].sum(axis=0) for row in rows])
-        flat = stems.reshape(len(plans) * info.channels, -1)
-        return back.push(flat, last=last).reshape(len(plans), info.channels, -1)
-
     decoded = _model_rate_blocks(info, frames, separator.samplerate, model_length)
     names = [plan.name for plan in plans]
-    with StemWriter(prepared.folder, names, fmt, overwrite=overwrite) as writer:
+    with StemWriter(prepared.folder, names, fmt, overwrite=prepared.overwrite) as writer:
+
+        def encode(item: tuple[np.ndarray, bool]) -> None:
+            """Sum sources into stems, convert to the output rate, write (on its own thread)."""
+            block, last = item
+            stems = np.stack([block[row].sum(axis=0) for row in rows])
+            flat = back.push(stems.reshape(len(plans) * info.channels, -1), last=last)
+            writer.write(flat.reshape(len(plans), info.channels, -1))
+
         with (
             Prefetcher(decoded, name="decode") as blocks,
-            Drain(writer.write, name="encode") as encoder,
+            Drain(encode, name="encode") as encoder,
         ):
             for block in separator.separate(
                 blocks,
@@ -189,9 +191,8 @@ def separate_file(
                 on_progress=on_segments,
                 cancel=cancel,
             ):
-                encoder.put(to_output(block))
-            empty = np.zeros((len(wanted), info.channels, 0), dtype=np.float32)
-            encoder.put(to_output(empty, last=True))
+                encoder.put((block, False))
+            encoder.put((np.zeros((len(wanted), info.channels, 0), dtype=np.float32), True))
         report(Progress("writing", 0, 1, 0.99))
         paths = writer.commit()
     finished = time.monotonic()
