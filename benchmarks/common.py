@@ -6,6 +6,7 @@ memory (``ru_maxrss`` from ``wait4``) is its own.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -35,6 +36,21 @@ class Measured:
     wall_seconds: float
     peak_rss_bytes: int
     result: dict
+
+
+def comparison_parser(doc: str, *, seconds: float, device: str) -> argparse.ArgumentParser:
+    """The options every StemBridge-vs-demucs comparison takes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=seconds, help="clip length")
+    parser.add_argument("--device", default=device)
+    parser.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
+    return parser
+
+
+def write_inputs(work: Path, args: argparse.Namespace, *, seed: int) -> tuple[Path, Path]:
+    """Weights (htdemucs configuration, or tiny) and a clip, for a comparison."""
+    models = write_model(work / "models", official=not args.tiny, seed=seed)
+    return models, write_clip(work / "clip.wav", args.seconds)
 
 
 def write_model(folder: Path, *, official: bool, seed: int = 0) -> Path:

@@ -10,25 +10,26 @@ between the two sides' stems.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
-from common import machine, max_difference, read_stems, separate_with, write_clip, write_model
+from common import (
+    comparison_parser,
+    machine,
+    max_difference,
+    read_stems,
+    separate_with,
+    write_inputs,
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
-    args = parser.parse_args()
+    args = comparison_parser(__doc__, seconds=30.0, device="cpu").parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        models = write_model(work / "models", official=not args.tiny, seed=7)
-        clip = write_clip(work / "clip.wav", args.seconds)
+        models, clip = write_inputs(work, args, seed=7)
         theirs = separate_with("demucs", models, clip, work / "demucs", device=args.device)
         ours = separate_with("stembridge", models, clip, work / "ours", device=args.device)
         error = max_difference(read_stems(theirs), read_stems(ours))

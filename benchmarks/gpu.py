@@ -10,27 +10,29 @@ largest difference of each StemBridge variant from demucs' fp32 stems.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
-from common import machine, max_difference, read_stems, separate_with, write_clip, write_model
+from common import (
+    comparison_parser,
+    machine,
+    max_difference,
+    read_stems,
+    separate_with,
+    write_inputs,
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=180.0)
-    parser.add_argument("--device", default="cuda")
+    parser = comparison_parser(__doc__, seconds=180.0, device="cuda")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "bf16"])
-    parser.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        models = write_model(work / "models", official=not args.tiny, seed=5)
-        clip = write_clip(work / "clip.wav", args.seconds)
+        models, clip = write_inputs(work, args, seed=5)
         theirs = separate_with("demucs", models, clip, work / "demucs", device=args.device)
         reference = read_stems(theirs)
         demucs_speed = args.seconds / theirs.result["apply_model_seconds"]
