@@ -67,7 +67,7 @@ def run_stembridge(args: argparse.Namespace) -> dict:
     loaded = time.perf_counter()
     prepared = prepare(
         args.input,
-        out_dir=args.out,
+        folder=args.out / args.input.stem,
         stems=settings.stem_plans,
         output=OutputSettings(format="wav", bit_depth=32, overwrite=True),
         time_range=TimeRange(),

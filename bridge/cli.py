@@ -201,7 +201,7 @@ def _cmd_separate(args: argparse.Namespace, err: Console) -> int:
         try:
             item = prepare(
                 path,
-                out_dir=args.output or path.parent,
+                folder=(args.output or path.parent) / path.stem,
                 stems=settings.stem_plans,
                 output=output,
                 time_range=time_range,

@@ -85,18 +85,26 @@ class PreparedInput:
     frames: FrameRange
     output: OutputFormat
     folder: Path
+    stems: tuple[StemPlan, ...]
     overwrite: bool
 
 
 def prepare(
     path: Path,
     *,
-    out_dir: Path,
+    folder: Path,
     stems: tuple[StemPlan, ...],
     output: OutputSettings,
     time_range: TimeRange,
 ) -> PreparedInput:
-    """Check an input and its destination without decoding the audio.
+    """Check an input and its stem folder without decoding the audio.
+
+    Args:
+        path: The input file.
+        folder: Where its stems go (``<output dir>/<input name>`` for ``separate``).
+        stems: The stem files to write.
+        output: Format overrides and whether existing stems may be replaced.
+        time_range: The part of the input to separate.
 
     Raises:
         AudioError: The input is not usable or the range is outside it.
@@ -107,12 +115,11 @@ def prepare(
     info = probe(path)
     frames = resolve_range(info, time_range)
     fmt = resolve_output_format(info, output)
-    folder = out_dir / path.stem
     check_writable_folder(folder)
     if not output.overwrite:
         names = [plan.name for plan in stems]
         refuse_existing([*stem_paths(folder, names, fmt).values(), folder / MANIFEST_NAME])
-    return PreparedInput(info, frames, fmt, folder, output.overwrite)
+    return PreparedInput(info, frames, fmt, folder, stems, output.overwrite)
 
 
 def separate_file(
@@ -143,7 +150,7 @@ def separate_file(
     """
     started = time.monotonic()
     info, frames, fmt = prepared.info, prepared.frames, prepared.output
-    plans = separator.settings.stem_plans
+    plans = prepared.stems
     report = on_progress or (lambda progress: None)
     groups = channel_groups(info.channels, separator.audio_channels)
 

@@ -29,7 +29,7 @@ def main(out_dir: Path, inputs: list[Path]) -> int:
         try:
             prepared = prepare(
                 path,
-                out_dir=out_dir,
+                folder=out_dir / path.stem,
                 stems=settings.stem_plans,
                 output=OutputSettings(),
                 time_range=TimeRange(),

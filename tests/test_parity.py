@@ -35,7 +35,7 @@ def run_stembridge(
     separator = Separator.load(settings, folders=[model_folder], offline=True)
     prepared = prepare(
         source,
-        out_dir=out,
+        folder=out / source.stem,
         stems=settings.stem_plans,
         output=FLOAT_WAV,
         time_range=time_range or TimeRange(),
@@ -200,7 +200,7 @@ def test_cancel_leaves_nothing_behind(tiny_models: Path, tmp_path: Path) -> None
     separator = Separator.load(settings, folders=[tiny_models], offline=True)
     prepared = prepare(
         source,
-        out_dir=tmp_path / "out",
+        folder=tmp_path / "out" / source.stem,
         stems=settings.stem_plans,
         output=OutputSettings(),
         time_range=TimeRange(),
