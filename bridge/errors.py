@@ -4,7 +4,8 @@ One tree, so callers can catch as broadly or as narrowly as they need::
 
     StemBridgeError
     ├── SettingsError          a value given by the user (flag, config key) is not allowed
-    │   └── DeviceUnavailable  the requested device does not exist on this machine
+    │   ├── DeviceUnavailable  the requested device does not exist on this machine
+    │   └── ConfigError        the config file is unreadable or has a bad key or value
     ├── ModelError             weights cannot be found, verified or loaded
     │   ├── ModelNotFound      no weights on disk and no way to download them
     │   └── ModelCorrupt       a weights file fails its checksum or cannot be parsed
@@ -12,6 +13,8 @@ One tree, so callers can catch as broadly or as narrowly as they need::
     │   ├── UnreadableAudio    missing, unreadable, empty, not audio or truncated
     │   └── RangeOutsideAudio  the requested range lies (partly) outside the file
     ├── OutputError            results cannot be written where they should go
+    ├── JobError               the job queue cannot do what was asked
+    │   └── JobNotFound        no job has that id
     └── JobCancelled           work was stopped on request (not a failure)
 
 Every error carries the values it talks about as attributes (``path``, ``value``)
@@ -53,6 +56,10 @@ class DeviceUnavailable(SettingsError):
     """The requested compute device is not present."""
 
 
+class ConfigError(SettingsError):
+    """The config file cannot be read, or a key in it is unknown or has a bad value."""
+
+
 class ModelError(StemBridgeError):
     """Model weights cannot be found, verified or loaded."""
 
@@ -79,6 +86,14 @@ class RangeOutsideAudio(AudioError):
 
 class OutputError(StemBridgeError):
     """Results cannot be written to the output location."""
+
+
+class JobError(StemBridgeError):
+    """The job queue cannot do what was asked."""
+
+
+class JobNotFound(JobError):
+    """No job has the given id."""
 
 
 class JobCancelled(StemBridgeError):

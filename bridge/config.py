@@ -1,0 +1,353 @@
+"""The TOML config file, turned into typed, validated dataclasses once at start.
+
+Layout (every section and key optional; ``examples/*.toml`` are commented samples)::
+
+    [daemon]          state_dir, poll_interval_seconds, stable_polls, scan_existing
+    [separation]      model, stems, device, shifts, overlap, segment_seconds, batch_size,
+                      precision: defaults for every job
+    [output]          format, bit_depth, sample_rate, overwrite: defaults for every job
+    [[rule]]          a watched folder: name, folder, recursive, patterns, ignore,
+                      output (stem folder template), polling, and any [separation] or
+                      [output] key to override for this folder
+
+Precedence is explicit: job options (``submit`` flags) override the rule, which
+overrides ``[separation]``/``[output]``, which override the built-in defaults.
+Unknown sections and keys are refused by name. Every error names the file, the
+key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from bridge.errors import ConfigError, SettingsError
+from bridge.settings import OutputSettings, SeparationSettings
+
+DEFAULT_PATTERNS = ("*.wav", "*.wave", "*.flac", "*.aif", "*.aiff", "*.ogg", "*.mp3")
+DEFAULT_TEMPLATE = "{dir}/Stems/{name}"
+TEMPLATE_FIELDS = ("dir", "name", "ext", "rule")
+
+_SEPARATION_KEYS: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "stems": (list, str),
+    "device": (str,),
+    "shifts": (int,),
+    "overlap": (float, int),
+    "segment_seconds": (float, int),
+    "batch_size": (int,),
+    "precision": (str,),
+}
+_OUTPUT_KEYS: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "bit_depth": (int,),
+    "sample_rate": (int,),
+    "overwrite": (bool,),
+}
+_DAEMON_KEYS: dict[str, tuple[type, ...]] = {
+    "state_dir": (str,),
+    "poll_interval_seconds": (float, int),
+    "stable_polls": (int,),
+    "scan_existing": (bool,),
+}
+_RULE_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "folder": (str,),
+    "recursive": (bool,),
+    "patterns": (list,),
+    "ignore": (list,),
+    "output": (str,),
+    "polling": (bool,),
+    **_SEPARATION_KEYS,
+    **_OUTPUT_KEYS,
+}
+
+
+def default_config_path() -> Path:
+    """Where ``serve`` and the job commands look for the config without ``--config``."""
+    return Path(platformdirs.user_config_dir("stembridge")) / "config.toml"
+
+
+def default_state_dir() -> Path:
+    """Where the job store and the daemon lock live by default."""
+    return Path(platformdirs.user_state_dir("stembridge"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonSettings:
+    """How the daemon runs.
+
+    Attributes:
+        state_dir: Folder of the job store and the daemon lock.
+        poll_interval_seconds: Tick of polling observers and of the finished-file checks.
+        stable_polls: Polls with unchanged size and mtime before a file counts as finished
+            where no close-after-write event exists (polling observers, macOS, Windows).
+        scan_existing: Also take files already in a folder when it is (re)watched.
+    """
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    poll_interval_seconds: float = 1.0
+    stable_polls: int = 3
+    scan_existing: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """One watched folder and what to do with the files that land in it.
+
+    Attributes:
+        name: Shown in logs and ``jobs``; defaults to the folder's name.
+        folder: The watched folder.
+        recursive: Also watch its subfolders.
+        patterns: File name patterns to take (case-insensitive).
+        ignore: File name patterns to skip, even when a pattern matches.
+        output: Stem folder template; fields ``{dir}`` (the file's folder), ``{name}``
+            (file name without extension), ``{ext}``, ``{rule}``; relative results are
+            relative to the file's folder.
+        polling: Poll the folder instead of using OS events (needed for SMB/NFS shares).
+        separation: Separation settings for this folder's files.
+        output_settings: Output settings for this folder's files.
+    """
+
+    name: str
+    folder: Path
+    recursive: bool = False
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    ignore: tuple[str, ...] = ()
+    output: str = DEFAULT_TEMPLATE
+    polling: bool = False
+    separation: SeparationSettings = field(default_factory=SeparationSettings)
+    output_settings: OutputSettings = field(default_factory=OutputSettings)
+
+    def matches(self, path: Path) -> bool:
+        """Whether a file's name is taken by this rule."""
+        name = path.name.lower()
+        if not any(fnmatch.fnmatch(name, pattern.lower()) for pattern in self.patterns):
+            return False
+        return not any(fnmatch.fnmatch(name, pattern.lower()) for pattern in self.ignore)
+
+    def stem_folder(self, path: Path) -> Path:
+        """Where the stems of ``path`` go."""
+        return render_template(self.output, path, rule=self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything the config file says, validated.
+
+    Attributes:
+        path: The file it came from (``None`` when built-in defaults are used).
+        daemon: Daemon settings.
+        separation: Default separation settings for every job.
+        output: Default output settings for every job.
+        rules: Watched folders.
+    """
+
+    path: Path | None = None
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    separation: SeparationSettings = field(default_factory=SeparationSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    rules: tuple[Rule, ...] = ()
+
+    def with_rules(self, rules: tuple[Rule, ...]) -> Config:
+        """The same config watching ``rules`` instead (``stembridge watch``)."""
+        return dataclasses.replace(self, rules=rules)
+
+    def rule(self, folder: Path, *, output: str) -> Rule:
+        """An ad-hoc rule for ``folder`` using this config's defaults."""
+        return Rule(
+            name=folder.name or str(folder),
+            folder=folder,
+            output=output,
+            separation=self.separation,
+            output_settings=self.output,
+        )
+
+
+def render_template(template: str, path: Path, *, rule: str) -> Path:
+    """Fill an output template for ``path``; relative results hang off the file's folder."""
+    text = os.path.expanduser(
+        template.format(dir=str(path.parent), name=path.stem, ext=path.suffix[1:], rule=rule)
+    )
+    folder = Path(text)
+    return folder if folder.is_absolute() else path.parent / folder
+
+
+def load_config(path: Path | None = None, *, required: bool = False) -> Config:
+    """Read and validate a config file.
+
+    Args:
+        path: The file; ``None`` means :func:`default_config_path`.
+        required: Fail if the file does not exist (``--config`` given) instead of
+            using the built-in defaults.
+
+    Raises:
+        ConfigError: The file cannot be read or parsed, or a section, key or value
+            is not allowed. The message names the file and the key.
+    """
+    file = path or default_config_path()
+    if not file.exists():
+        if required:
+            raise ConfigError(f"{file}: no such config file; check the path given to --config")
+        return Config()
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            f"{file}: cannot be read ({exc.strerror}); check its permissions"
+        ) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax at that place") from exc
+    return parse_config(data, file)
+
+
+def parse_config(data: Mapping[str, Any], file: Path) -> Config:
+    """Validate parsed TOML (see :func:`load_config`)."""
+    _check_keys(
+        data,
+        {"daemon": (dict,), "separation": (dict,), "output": (dict,), "rule": (list,)},
+        file,
+        "",
+    )
+    daemon_table = data.get("daemon", {})
+    _check_keys(daemon_table, _DAEMON_KEYS, file, "[daemon]")
+    daemon = _build(DaemonSettings, _daemon_values(daemon_table), file, "[daemon]")
+    separation = _build(
+        SeparationSettings,
+        _separation_values(data.get("separation", {}), file, "[separation]"),
+        file,
+        "[separation]",
+    )
+    output_table = data.get("output", {})
+    _check_keys(output_table, _OUTPUT_KEYS, file, "[output]")
+    output = _build(OutputSettings, dict(output_table), file, "[output]")
+    rules = tuple(
+        _parse_rule(table, index, file, separation, output)
+        for index, table in enumerate(data.get("rule", []), start=1)
+    )
+    names = [rule.name for rule in rules]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(
+                f"{file}: two [[rule]] tables are named {name!r}; give each rule its own name"
+            )
+    return Config(path=file, daemon=daemon, separation=separation, output=output, rules=rules)
+
+
+def _parse_rule(
+    table: Any, index: int, file: Path, separation: SeparationSettings, output: OutputSettings
+) -> Rule:
+    where = f"[[rule]] #{index}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: {where} must be a table; write it as [[rule]] with keys below")
+    _check_keys(table, _RULE_KEYS, file, where)
+    if "folder" not in table:
+        raise ConfigError(f"{file}: {where} has no 'folder'; add folder = \"/path/to/renders\"")
+    folder = Path(os.path.expanduser(table["folder"]))
+    where = f"[[rule]] {table.get('name', folder.name)!r}"
+    template = table.get("output", DEFAULT_TEMPLATE)
+    try:
+        render_template(template, Path("/x/y.wav"), rule="r")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"{file}: {where} output = {template!r} is not a valid template ({exc}); use the "
+            f"fields {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+        ) from exc
+    for key in ("patterns", "ignore"):
+        if not all(isinstance(item, str) for item in table.get(key, [])):
+            raise ConfigError(f'{file}: {where} {key} must be a list of strings like ["*.wav"]')
+    rule_separation = {key: table[key] for key in _SEPARATION_KEYS if key in table}
+    rule_output = {key: table[key] for key in _OUTPUT_KEYS if key in table}
+    return Rule(
+        name=table.get("name", folder.name or str(folder)),
+        folder=folder,
+        recursive=table.get("recursive", False),
+        patterns=tuple(table.get("patterns", DEFAULT_PATTERNS)),
+        ignore=tuple(table.get("ignore", ())),
+        output=template,
+        polling=table.get("polling", False),
+        separation=_build(
+            SeparationSettings,
+            {**dataclasses.asdict(separation), **_separation_values(rule_separation, file, where)},
+            file,
+            where,
+        ),
+        output_settings=_build(
+            OutputSettings, {**dataclasses.asdict(output), **rule_output}, file, where
+        ),
+    )
+
+
+def _separation_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
+    _check_keys(table, _SEPARATION_KEYS, file, where)
+    values = dict(table)
+    if "stems" in values:
+        stems = values["stems"]
+        words = stems.split(",") if isinstance(stems, str) else stems
+        if not all(isinstance(word, str) for word in words):
+            raise ConfigError(
+                f'{file}: {where} stems must be a list of strings like ["vocals", "instrumental"]'
+            )
+        values["stems"] = tuple(word.strip() for word in words if word.strip())
+    if "overlap" in values:
+        values["overlap"] = float(values["overlap"])
+    if "segment_seconds" in values:
+        values["segment_seconds"] = float(values["segment_seconds"])
+    return values
+
+
+def _daemon_values(table: Mapping[str, Any]) -> dict[str, Any]:
+    values = dict(table)
+    if "state_dir" in values:
+        values["state_dir"] = Path(os.path.expanduser(values["state_dir"]))
+    if "poll_interval_seconds" in values:
+        values["poll_interval_seconds"] = float(values["poll_interval_seconds"])
+    return values
+
+
+def _check_keys(
+    table: Mapping[str, Any], allowed: Mapping[str, tuple[type, ...]], file: Path, where: str
+) -> None:
+    place = f"{where} " if where else ""
+    for key, value in table.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"{file}: {place}unknown key {key!r}; allowed keys are {', '.join(allowed)}",
+                key=key,
+                value=value,
+            )
+        types = allowed[key]
+        # bool is an int in Python; a number key must not accept true/false.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise ConfigError(
+                f"{file}: {place}{key} = {value!r} must be {wanted}; fix the value",
+                key=key,
+                value=value,
+            )
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+}
+
+
+def _build(klass: type, values: dict[str, Any], file: Path, where: str) -> Any:
+    try:
+        return klass(**values)
+    except SettingsError as exc:
+        key = f"{exc.key} " if exc.key else ""
+        raise ConfigError(f"{file}: {where} {key}{exc}", key=exc.key, value=exc.value) from exc

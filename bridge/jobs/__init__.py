@@ -1,0 +1,1 @@
+"""Jobs: what to separate (spec), the durable queue (store), status files and the worker."""

@@ -1,0 +1,80 @@
+"""Per-job status files that host scripts read with plain file I/O.
+
+A REAPER or Ardour Lua script polls these in its UI loop instead of starting a
+process. The file is replaced atomically on every change, so a reader sees a
+whole old version or a whole new one. Format: UTF-8 text, one ``key=value`` per
+line, no quoting, values on one line (newlines become spaces)::
+
+    stembridge_status=1
+    job=3f9a1c2b7d10
+    state=running              queued | running | done | failed | cancelled
+    progress=0.4213            0 to 1
+    stage=separating           analysing | separating | writing | done | ...
+    folder=/renders/Stems/chorus
+    manifest=                  the manifest's path once done
+    error=                     one line a person can act on, once failed
+    error_kind=                e.g. UnreadableAudio
+    origin=<JSON>              what the host passed with --origin, as JSON
+
+Lua: ``for line in io.lines(p) do local k, v = line:match("^([%w_]+)=(.*)$") end``.
+Files live in ``<stem folder's parent>/.stembridge/<job id>.status``; ``submit``
+prints the path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bridge import atomic
+
+if TYPE_CHECKING:
+    from bridge.jobs.store import Job
+
+STATUS_DIR = ".stembridge"
+FORMAT_VERSION = 1
+
+
+def status_path(folder: Path, job_id: str) -> Path:
+    """The status file of job ``job_id`` whose stems go to ``folder``."""
+    return folder.parent / STATUS_DIR / f"{job_id}.status"
+
+
+def render_status(job: Job) -> str:
+    """The file's text for ``job``."""
+    fields = {
+        "stembridge_status": str(FORMAT_VERSION),
+        "job": job.id,
+        "state": job.state,
+        "progress": f"{job.progress:.4f}",
+        "stage": job.stage,
+        "folder": job.spec.folder,
+        "manifest": job.manifest or "",
+        "error": job.error or "" if job.state != "done" else "",
+        "error_kind": job.error_kind or "" if job.state != "done" else "",
+        "origin": json.dumps(job.spec.origin, separators=(",", ":")),
+    }
+    return "".join(f"{key}={_one_line(value)}\n" for key, value in fields.items())
+
+
+def write_status(job: Job) -> Path:
+    """Replace the job's status file atomically; returns its path."""
+    path = job.status_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(path, render_status(job).encode("utf-8"))
+    return path
+
+
+def read_status(path: Path) -> dict[str, str]:
+    """Parse a status file (what a host script does, for Python hosts and tests)."""
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key] = value
+    return values
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.splitlines())
