@@ -29,6 +29,8 @@ class InputEntry:
     sample_rate: int
     channels: int
     frames: int
+    size_bytes: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Manifest:
     stems: list[StemEntry]
     timings: dict[str, float]
     job_id: str | None = None
+    identity: str | None = None
+    reused_from: str | None = None
     created: str = ""
     stembridge_version: str = __version__
     schema: int = SCHEMA_VERSION

@@ -127,6 +127,8 @@ def separate_file(
     *,
     separator: Separator,
     job_id: str | None = None,
+    sha256: str | None = None,
+    identity: str | None = None,
     on_progress: OnProgress | None = None,
     cancel: threading.Event | None = None,
 ) -> Manifest:
@@ -136,6 +138,9 @@ def separate_file(
         prepared: From :func:`prepare`.
         separator: The loaded model.
         job_id: Recorded in the manifest.
+        sha256: The input file's hash, if already known (it is computed otherwise).
+        identity: What the result depends on (see ``JobSpec.identity``), recorded in
+            the manifest so later jobs can reuse it.
         on_progress: Called with a :class:`Progress` as work advances.
         cancel: When set, stops at the next block or segment with :class:`JobCancelled`;
             nothing is left behind.
@@ -154,7 +159,8 @@ def separate_file(
     report = on_progress or (lambda progress: None)
     groups = channel_groups(info.channels, separator.audio_channels)
 
-    digest = _sha256(info.path, cancel)
+    file_stat = info.path.stat()
+    digest = sha256 or file_sha256(info.path, cancel)
     stats, model_length = _analyse(
         info, frames, separator.samplerate, groups, separator.audio_channels, report, cancel
     )
@@ -206,6 +212,7 @@ def separate_file(
 
     manifest = Manifest(
         job_id=job_id,
+        identity=identity,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         input=InputEntry(
             path=str(info.path),
@@ -215,6 +222,8 @@ def separate_file(
             sample_rate=info.sample_rate,
             channels=info.channels,
             frames=info.frames,
+            size_bytes=file_stat.st_size,
+            mtime_ns=file_stat.st_mtime_ns,
         ),
         range=RangeEntry(
             start_samples=frames.start,
@@ -260,7 +269,8 @@ def separate_file(
     return manifest
 
 
-def _sha256(path: Path, cancel: threading.Event | None) -> str:
+def file_sha256(path: Path, cancel: threading.Event | None = None) -> str:
+    """The SHA-256 of a file's bytes, read in chunks (checks ``cancel`` between them)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 22), b""):

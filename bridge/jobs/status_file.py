@@ -10,8 +10,9 @@ line, no quoting, values on one line (newlines become spaces)::
     state=running              queued | running | done | failed | cancelled
     progress=0.4213            0 to 1
     stage=separating           analysing | separating | writing | done | ...
-    folder=/renders/Stems/chorus
+    folder=/renders/Stems/chorus   where the stems are (or will be)
     manifest=                  the manifest's path once done
+    stem.vocals=/renders/Stems/chorus/vocals.wav   one line per stem, once done
     error=                     one line a person can act on, once failed
     error_kind=                e.g. UnreadableAudio
     origin=<JSON>              what the host passed with --origin, as JSON
@@ -43,17 +44,27 @@ def status_path(folder: Path, job_id: str) -> Path:
 
 def render_status(job: Job) -> str:
     """The file's text for ``job``."""
+    folder, stems = job.spec.folder, {}
+    if job.state == "done" and job.manifest:
+        manifest = Path(job.manifest)
+        folder = str(manifest.parent)
+        try:
+            entries = json.loads(manifest.read_text(encoding="utf-8"))["stems"]
+            stems = {f"stem.{e['name']}": str(manifest.parent / e["path"]) for e in entries}
+        except (OSError, ValueError, KeyError, TypeError):
+            stems = {}
     fields = {
         "stembridge_status": str(FORMAT_VERSION),
         "job": job.id,
         "state": job.state,
         "progress": f"{job.progress:.4f}",
         "stage": job.stage,
-        "folder": job.spec.folder,
+        "folder": folder,
         "manifest": job.manifest or "",
         "error": job.error or "" if job.state != "done" else "",
         "error_kind": job.error_kind or "" if job.state != "done" else "",
         "origin": json.dumps(job.spec.origin, separators=(",", ":")),
+        **stems,
     }
     return "".join(f"{key}={_one_line(value)}\n" for key, value in fields.items())
 

@@ -12,7 +12,6 @@ No numpy or torch here: host-facing commands import this module.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sqlite3
@@ -38,6 +37,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     spec TEXT NOT NULL,
+    folder TEXT NOT NULL,
     dedupe_key TEXT,
     identity TEXT,
     state TEXT NOT NULL,
@@ -154,9 +154,9 @@ class JobStore:
                     return _job(row), False
             job_id = secrets.token_hex(6)
             db.execute(
-                "INSERT INTO jobs (id, spec, dedupe_key, state, priority, created, updated) "
-                "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-                (job_id, spec.to_json(), dedupe_key, spec.priority, now, now),
+                "INSERT INTO jobs (id, spec, folder, dedupe_key, state, priority, created, "
+                "updated) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, spec.to_json(), spec.folder, dedupe_key, spec.priority, now, now),
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), True
@@ -232,17 +232,32 @@ class JobStore:
         )
 
     def fail(
-        self, job_id: str, *, error: str, kind: str, retry_in_seconds: float | None = None
+        self,
+        job_id: str,
+        *,
+        error: str,
+        kind: str,
+        retry_in_seconds: float | None = None,
+        spec: JobSpec | None = None,
     ) -> Job:
-        """Mark a job failed, or queue it again after ``retry_in_seconds``."""
+        """Mark a job failed, or queue it again after ``retry_in_seconds``.
+
+        Args:
+            job_id: The job.
+            error: One line a person can act on.
+            kind: The error's class name (hosts map it to what to tell the user).
+            retry_in_seconds: Queue the job again after this delay instead of failing it.
+            spec: For a retry, the spec to run next time (a smaller batch, the CPU).
+        """
         if retry_in_seconds is None:
             return self._end(job_id, "failed", error=error, error_kind=kind, stage="failed")
         now = self._clock()
         with self._transaction() as db:
             db.execute(
                 "UPDATE jobs SET state = 'queued', stage = 'waiting to retry', error = ?, "
-                "error_kind = ?, not_before = ?, owner = NULL, updated = ? WHERE id = ?",
-                (error, kind, now + retry_in_seconds, now, job_id),
+                "error_kind = ?, not_before = ?, owner = NULL, updated = ?, "
+                "spec = COALESCE(?, spec) WHERE id = ?",
+                (error, kind, now + retry_in_seconds, now, spec and spec.to_json(), job_id),
             )
         return self.get(job_id)
 
@@ -342,8 +357,8 @@ class JobStore:
     def output_folders(self) -> set[str]:
         """Every stem folder a job was given (watchers never take files from these)."""
         with closing(self._connect()) as db:
-            rows = db.execute("SELECT spec FROM jobs").fetchall()
-        return {json.loads(row["spec"])["folder"] for row in rows}
+            rows = db.execute("SELECT DISTINCT folder FROM jobs").fetchall()
+        return {row["folder"] for row in rows}
 
     def _end(self, job_id: str, state: str, **values: Any) -> Job:
         now = self._clock()

@@ -16,7 +16,7 @@ import numpy as np
 from demucs.apply import BagOfModels
 from demucs.htdemucs import HTDemucs
 
-from bridge.errors import ModelCorrupt
+from bridge.errors import ModelCorrupt, SettingsError
 from bridge.separation.catalog import ModelSpec, get_spec
 from bridge.separation.engine import MemberGeometry, OnProgress, separate_stream
 from bridge.separation.groups import ChannelGroup, MixStats
@@ -45,6 +45,7 @@ class Separator:
     def __init__(self, settings: SeparationSettings, bag: BagOfModels, spec: ModelSpec) -> None:
         self.settings = settings
         self.spec = spec
+        self._bag = bag
         self.samplerate = int(bag.samplerate)
         self.audio_channels = int(bag.audio_channels)
         self.sources: tuple[str, ...] = tuple(bag.sources)
@@ -81,6 +82,21 @@ class Separator:
         check_precision(settings.precision, resolve_device(settings.device))
         files = locate(spec, folders=folders, download=download, offline=offline)
         return cls(settings, load_bag(files), spec)
+
+    def with_settings(self, settings: SeparationSettings) -> Separator:
+        """The same loaded networks under other settings (shifts, overlap, batch...).
+
+        Raises:
+            SettingsError: ``settings`` names another model or device (load that instead).
+        """
+        if settings.model != self.spec.name or resolve_device(settings.device) != self.device:
+            raise SettingsError(
+                f"this separator holds {self.spec.name} on {self.device}, not "
+                f"{settings.model} on {settings.device}; load that one instead",
+                key="model",
+                value=settings.model,
+            )
+        return Separator(settings, self._bag, self.spec)
 
     def separate(
         self,

@@ -1,0 +1,85 @@
+"""The ``stembridge`` command: parse, call the library, print.
+
+One module per group of commands (``separate``, ``models``, ``jobs`` for the
+host-facing submit/status/jobs/cancel, ``daemon`` for serve/watch/service); exit
+codes are documented in :mod:`bridge.cli.common`. Heavy modules (numpy,
+soundfile, torch) are imported only by the commands that need them: ``submit``,
+``status``, ``jobs`` and ``cancel`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from bridge import __version__
+from bridge.cli import daemon, jobs, models, separate
+from bridge.cli.common import (
+    EXIT_CANCELLED,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_USAGE,
+    exit_code_for,
+    print_error,
+)
+from bridge.errors import StemBridgeError
+
+__all__ = [
+    "EXIT_CANCELLED",
+    "EXIT_INPUT",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_MODEL",
+    "EXIT_OK",
+    "EXIT_OUTPUT",
+    "EXIT_USAGE",
+    "exit_code_for",
+    "main",
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    args = _parser().parse_args(argv)
+    err = Console(stderr=True, soft_wrap=True)
+    # Rich log lines on a terminal; plain timestamped lines for services and pipes.
+    handler: logging.Handler = (
+        RichHandler(console=err, show_path=False) if err.is_terminal else logging.StreamHandler()
+    )
+    if not err.is_terminal:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        handlers=[handler],
+        force=True,
+    )
+    command: Callable[[argparse.Namespace, Console], int] = args.command
+    try:
+        return command(args, err)
+    except StemBridgeError as exc:
+        print_error(err, "stembridge: error:", exc)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        err.print("[yellow]stembridge: interrupted; nothing half-written was kept[/yellow]")
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stembridge",
+        description="Stem separation (HT Demucs) for the places where music is made.",
+    )
+    parser.add_argument("--version", action="version", version=f"stembridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is happening")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    for module in (separate, jobs, daemon, models):
+        module.register(commands)
+    return parser

@@ -1,0 +1,116 @@
+"""Daemon commands: ``serve``, ``watch`` and ``service install``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.markup import escape
+
+from bridge.cli.common import EXIT_OK, add_config_option, config_from
+from bridge.cli.separate import add_model_options, separation_settings
+from bridge.config import Config
+from bridge.errors import ConfigError
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``serve``, ``watch`` and ``service`` to the command line."""
+    serve = commands.add_parser(
+        "serve", help="run the daemon on the config's watched folders (and submitted jobs)"
+    )
+    add_config_option(serve)
+    serve.set_defaults(command=run_serve)
+
+    watch = commands.add_parser(
+        "watch",
+        help="run the daemon on these folders",
+        description="Run the daemon watching DIR...: stems of DIR/x.wav go to OUT/x/ (or "
+        "DIR/x/ without -o), as with `separate`.",
+    )
+    watch.add_argument("folders", nargs="+", type=Path, metavar="DIR")
+    watch.add_argument("-o", "--output", type=Path, help="output folder")
+    watch.add_argument("--recursive", action="store_true", help="also watch subfolders")
+    watch.add_argument(
+        "--polling", action="store_true", help="poll instead of OS events (SMB/NFS shares)"
+    )
+    add_model_options(watch, defaults=False)
+    add_config_option(watch)
+    watch.set_defaults(command=run_watch)
+
+    service = commands.add_parser("service", help="run the daemon at login")
+    actions = service.add_subparsers(title="service commands", required=True, metavar="ACTION")
+    install = actions.add_parser(
+        "install", help="install a systemd user unit (Linux) or launchd agent (macOS)"
+    )
+    install.add_argument("--print", action="store_true", help="show it, install nothing")
+    install.add_argument("--force", action="store_true", help="replace a different one")
+    add_config_option(install)
+    install.set_defaults(command=run_service_install)
+
+
+def run_serve(args: argparse.Namespace, err: Console) -> int:
+    """Serve the config's folders until SIGTERM or Ctrl-C."""
+    return _serve(config_from(args))
+
+
+def run_watch(args: argparse.Namespace, err: Console) -> int:
+    """Serve ad-hoc folders with the config's defaults and the flags given."""
+    import dataclasses
+
+    config = config_from(args)
+    config = dataclasses.replace(
+        config, separation=separation_settings(args, base=config.separation)
+    )
+    if args.output is None:
+        template = "{dir}/{name}"
+    else:
+        # A literal folder in a template: its braces must not read as fields.
+        out = str(args.output.expanduser().resolve()).replace("{", "{{").replace("}", "}}")
+        template = out + "/{name}"
+    rules = []
+    for folder in args.folders:
+        folder = folder.expanduser().resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"{folder}: not a folder; give folders to watch")
+        rule = config.rule(folder, output=template)
+        rules.append(dataclasses.replace(rule, recursive=args.recursive, polling=args.polling))
+    return _serve(config.with_rules(tuple(rules)))
+
+
+def _serve(config: Config) -> int:
+    from bridge.daemon import Daemon
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        Daemon(config).run(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return EXIT_OK
+
+
+def run_service_install(args: argparse.Namespace, err: Console) -> int:
+    """Install (or print) the service definition for this platform."""
+    from bridge.hosts.service import install, service_file
+
+    if args.config is not None:
+        config_from(args)  # refuse a broken config now, not at the next login
+    service = service_file(config=args.config)
+    if args.print:
+        print(service.text, end="")
+        err.print(f"# would be installed as {escape(str(service.path))}", highlight=False)
+        return EXIT_OK
+    changed = install(service, force=args.force)
+    state = "installed" if changed else "already installed"
+    print(f"{state}: {service.path}")
+    err.print(f"start it now and at every login with: {escape(service.enable)}", highlight=False)
+    return EXIT_OK

@@ -1,0 +1,242 @@
+"""``stembridge separate``: files in, stem files out, with progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from bridge.cli.common import EXIT_OK, error_entry, print_error
+from bridge.errors import OutputError, StemBridgeError
+from bridge.separation.catalog import DEFAULT_MODEL, MODELS
+from bridge.settings import (
+    BIT_DEPTHS,
+    FORMATS,
+    PRECISIONS,
+    OutputSettings,
+    SeparationSettings,
+    TimeRange,
+)
+
+if TYPE_CHECKING:
+    from bridge.separate import PreparedInput
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--model``, ``--stems`` and the engine options (``defaults``: fill in the defaults;
+    otherwise unset options are ``None`` and the config decides)."""
+
+    def default(value: object) -> object:
+        return value if defaults else None
+
+    parser.add_argument(
+        "--model",
+        default=default(DEFAULT_MODEL),
+        help=f"one of {', '.join(MODELS)} (default {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--stems",
+        help="comma-separated stems: sources (vocals,drums...), instrumental, no_<stem>, "
+        "or <name>=<stem>+<stem> (default: every source)",
+    )
+    parser.add_argument(
+        "--device", default=default("auto"), help="auto, cpu, cuda or cuda:N (default auto)"
+    )
+    parser.add_argument(
+        "--shifts", type=int, default=default(0), help="random shifts to average, 0 = deterministic"
+    )
+    parser.add_argument(
+        "--overlap", type=float, default=default(0.25), help="segment overlap, 0 to 0.99 (0.25)"
+    )
+    parser.add_argument("--segment", type=float, help="segment length in seconds")
+    parser.add_argument(
+        "--batch-size", type=int, help="segments per forward pass (default: 1 on CPU, more on GPU)"
+    )
+    parser.add_argument(
+        "--precision", default=default("fp32"), choices=PRECISIONS, help="fp16/bf16 need CUDA"
+    )
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--format``, ``--bit-depth``, ``--sample-rate``, ``--overwrite``."""
+    parser.add_argument("--format", choices=FORMATS, help="output format (default: the input's)")
+    parser.add_argument(
+        "--bit-depth", type=int, choices=BIT_DEPTHS, help="16, 24 or 32 (float); default: input's"
+    )
+    parser.add_argument("--sample-rate", type=int, help="output Hz (default: the input's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing stems")
+
+
+def add_range_options(parser: argparse.ArgumentParser) -> None:
+    """``--start`` and ``--length`` in seconds."""
+    parser.add_argument("--start", type=float, default=0.0, help="range start in seconds")
+    parser.add_argument("--length", type=float, help="range length in seconds (default: to end)")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``separate`` to the command line."""
+    parser = commands.add_parser(
+        "separate",
+        help="separate audio files into stems",
+        description="Separate audio files into stems: OUTDIR/<file name>/<stem>.<ext> plus "
+        "manifest.json. Stems keep the input's sample rate, channels, bit depth and "
+        "exact length unless told otherwise.",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio files")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="output folder (default: each input's own folder)"
+    )
+    add_model_options(parser, defaults=True)
+    add_range_options(parser)
+    add_output_options(parser)
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON result on stdout, no progress bars"
+    )
+    parser.set_defaults(command=run)
+
+
+def separation_settings(
+    args: argparse.Namespace, *, base: SeparationSettings | None = None
+) -> SeparationSettings:
+    """``base`` (default: the built-in defaults) with the flags that were given."""
+    from bridge.separation.stems import parse_stem_list
+
+    given = {
+        "model": args.model,
+        "stems": parse_stem_list(args.stems) if args.stems else None,
+        "device": args.device,
+        "shifts": args.shifts,
+        "overlap": args.overlap,
+        "segment_seconds": args.segment,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+    }
+    changes = {key: value for key, value in given.items() if value is not None}
+    return dataclasses.replace(base or SeparationSettings(), **changes)
+
+
+def run(args: argparse.Namespace, err: Console) -> int:
+    """Separate every input; the exit code is that of the first failure."""
+    from bridge.separate import prepare
+
+    settings = separation_settings(args)
+    output = OutputSettings(
+        format=args.format,
+        bit_depth=args.bit_depth,
+        sample_rate=args.sample_rate,
+        overwrite=args.overwrite,
+    )
+    time_range = TimeRange(start_seconds=args.start, length_seconds=args.length)
+
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    prepared: list[PreparedInput] = []
+    folders: dict[Path, Path] = {}
+    for path in args.inputs:
+        try:
+            item = prepare(
+                path,
+                folder=(args.output or path.parent) / path.stem,
+                stems=settings.stem_plans,
+                output=output,
+                time_range=time_range,
+            )
+            if item.folder in folders:
+                raise OutputError(
+                    f"{path}: its stems would go to {item.folder}, like those of "
+                    f"{folders[item.folder]}; separate them in two runs with different -o",
+                    path=item.folder,
+                )
+            folders[item.folder] = path
+            prepared.append(item)
+        except StemBridgeError as exc:
+            errors.append(error_entry(path, exc))
+            if not args.json:
+                print_error(err, "✗", exc)
+
+    if prepared:
+        _separate_prepared(prepared, settings, args, err, results, errors)
+
+    if args.json:
+        print(json.dumps({"ok": not errors, "results": results, "errors": errors}, indent=2))
+    return errors[0]["exit_code"] if errors else EXIT_OK
+
+
+def _separate_prepared(
+    prepared: list[PreparedInput],
+    settings: SeparationSettings,
+    args: argparse.Namespace,
+    err: Console,
+    results: list[dict[str, Any]],
+    errors: list[dict[str, Any]],
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from bridge.separate import Progress as FileProgress
+    from bridge.separate import separate_file
+    from bridge.separation.separator import Separator
+
+    try:
+        separator = Separator.load(settings)
+    except StemBridgeError as exc:
+        errors.extend(error_entry(item.info.path, exc) for item in prepared)
+        if not args.json:
+            print_error(err, "stembridge: error:", exc)
+        return
+
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[stage]}"),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=args.json,
+    )
+    with bars:
+        for item in prepared:
+            task = bars.add_task(escape(item.info.path.name), total=None, stage="analysing")
+
+            def update(progress: FileProgress, task: Any = task) -> None:
+                bars.update(
+                    task,
+                    completed=progress.done,
+                    total=progress.total,
+                    stage=progress.stage,
+                )
+
+            try:
+                manifest = separate_file(item, separator=separator, on_progress=update)
+            except StemBridgeError as exc:
+                errors.append(error_entry(item.info.path, exc))
+                bars.update(task, stage="failed")
+                if not args.json:
+                    print_error(err, "✗", exc)
+                continue
+            entry = manifest.to_dict()
+            entry["folder"] = str(item.folder)
+            results.append(entry)
+            if not args.json:
+                stems = escape(", ".join(stem.path for stem in manifest.stems))
+                err.print(
+                    f"[green]✓[/green] {escape(item.info.path.name)} → "
+                    f"{escape(str(item.folder))} ({stems}) in "
+                    f"{manifest.timings['total_seconds']:.1f} s "
+                    f"({manifest.timings['realtime_factor']:.2f}x realtime)",
+                    highlight=False,
+                )

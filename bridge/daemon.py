@@ -1,0 +1,79 @@
+"""The daemon: watched folders in, one warm worker, ordered start and shutdown.
+
+Start: take the state folder's lock (one daemon per job store), queue again the
+jobs a dead process left running, start the worker thread, then the watchers.
+Loop: supervise the watchers (restart dead observers, queue finished files) and
+recover jobs of processes that died. Stop (SIGTERM, SIGINT): stop the watchers
+first so no new work arrives, then the worker, whose running job is cancelled at
+its next step and queued again, then release the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from bridge.config import Config
+from bridge.jobs.lock import DaemonLock
+from bridge.jobs.store import JobStore
+from bridge.jobs.worker import ModelCache, Worker, owner_alive, owner_id
+from bridge.watch.watcher import FolderWatcher
+
+log = logging.getLogger(__name__)
+
+#: How often jobs left running by dead processes are looked for.
+RECOVER_EVERY_SECONDS = 10.0
+
+
+class Daemon:
+    """Watches the configured folders and runs their jobs, and ``submit``'s, on one model.
+
+    Args:
+        config: Rules and daemon settings.
+        models: The warm model (injectable: tests point it at test weights).
+    """
+
+    def __init__(self, config: Config, *, models: ModelCache | None = None) -> None:
+        self.config = config
+        self.store = JobStore(config.daemon.state_dir)
+        self._models = models or ModelCache()
+        self._owner = owner_id()
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; returns after an ordered shutdown.
+
+        Raises:
+            JobError: Another daemon serves the same state folder.
+        """
+        with DaemonLock(self.config.daemon.state_dir):
+            recovered = self.store.recover(owner_alive)
+            if recovered:
+                log.warning("queued again %d job(s) left running: %s", len(recovered), recovered)
+            worker_stop = threading.Event()
+            worker = Worker(self.store, models=self._models, owner=self._owner)
+            thread = threading.Thread(target=worker.run, args=(worker_stop,), name="worker")
+            thread.start()
+            watcher = FolderWatcher(self.config, self.store)
+            log.info(
+                "StemBridge daemon ready: %d watched folder(s), jobs in %s",
+                len(self.config.rules),
+                self.store.path,
+            )
+            next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+            try:
+                while not stop.is_set():
+                    try:
+                        watcher.supervise()
+                        if time.monotonic() >= next_recover:
+                            self.store.recover(owner_alive)
+                            next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+                    except Exception:  # the daemon outlives any one failure; it is logged
+                        log.exception("watching failed this round; trying again")
+                    stop.wait(self.config.daemon.poll_interval_seconds)
+            finally:
+                log.info("stopping: watchers, then the worker")
+                watcher.stop()
+                worker_stop.set()
+                thread.join()
+                log.info("stopped")

@@ -1,0 +1,178 @@
+"""Run one job: settle its stem folder, reuse an identical earlier result, or separate.
+
+The order is fixed so that nothing is lost or done twice:
+
+1. remove temporary files a killed run left in the stem folder,
+2. check the input (fast failures) and hash it: the job's identity is the audio's
+   content plus every setting that shapes the result,
+3. if the stem folder already holds this identity's stems, the job is done; if
+   another folder does, its stems are linked or copied here (no second
+   separation); if the folder holds other stems, a new ``name (2)`` folder is used
+   unless the job may overwrite,
+4. otherwise separate, writing stems and then the manifest atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge import atomic
+from bridge.audio.writer import check_writable_folder
+from bridge.manifest import MANIFEST_NAME
+from bridge.separate import OnProgress, file_sha256, prepare, separate_file
+from bridge.settings import SeparationSettings
+
+if TYPE_CHECKING:
+    from bridge.jobs.store import Job, JobStore
+    from bridge.separation.separator import Separator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished job produced."""
+
+    manifest: Path
+    reused_from: Path | None = None
+
+
+def execute(
+    job: Job,
+    *,
+    store: JobStore,
+    separator_for: Callable[[SeparationSettings], Separator],
+    on_progress: OnProgress,
+    cancel: threading.Event,
+) -> Result:
+    """Run ``job`` to its result (see the module docstring for the order).
+
+    Raises:
+        StemBridgeError: The job cannot succeed (bad input, settings, output).
+        JobCancelled: ``cancel`` was set.
+    """
+    spec = job.spec
+    stems = spec.separation.stem_plans
+    names = [plan.name for plan in stems]
+    requested = Path(spec.folder)
+    remove_stale_temps(requested)
+    # Checked as if overwriting: which folder the stems really go to is settled below.
+    prepared = prepare(
+        Path(spec.input),
+        folder=requested,
+        stems=stems,
+        output=dataclasses.replace(spec.output, overwrite=True),
+        time_range=spec.time_range,
+    )
+    digest = file_sha256(prepared.info.path, cancel)
+    identity = spec.identity(digest)
+    store.set_identity(job.id, identity)
+    extension = prepared.output.extension
+
+    folder = choose_folder(requested, identity, names, extension, overwrite=spec.output.overwrite)
+    if _holds(folder, identity, names, extension):
+        log.info("job %s: %s already holds these stems", job.id, folder)
+        return Result(folder / MANIFEST_NAME)
+    earlier = store.find_done(identity, exclude=job.id)
+    if earlier is not None and earlier.manifest:
+        source = Path(earlier.manifest).parent
+        if _holds(source, identity, names, extension):
+            remove_stale_temps(folder)
+            manifest = reuse(source, folder, names, extension, job_id=job.id, input_path=spec.input)
+            log.info("job %s: reused the stems of job %s (%s)", job.id, earlier.id, source)
+            return Result(manifest, reused_from=source / MANIFEST_NAME)
+
+    if folder != requested:
+        check_writable_folder(folder)
+        remove_stale_temps(folder)
+    separate_file(
+        dataclasses.replace(prepared, folder=folder, overwrite=spec.output.overwrite),
+        separator=separator_for(spec.separation),
+        job_id=job.id,
+        sha256=digest,
+        identity=identity,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+    return Result(folder / MANIFEST_NAME)
+
+
+def choose_folder(
+    folder: Path, identity: str, names: list[str], extension: str, *, overwrite: bool
+) -> Path:
+    """The stem folder to use: ``folder``, or ``folder (2)``... when it holds other stems.
+
+    A folder is free when it has neither a manifest nor any of the stem files; one
+    that already holds this identity's stems is used as is.
+    """
+    candidate, number = folder, 1
+    while True:
+        if (
+            overwrite
+            or _holds(candidate, identity, names, extension)
+            or _free(candidate, names, extension)
+        ):
+            return candidate
+        number += 1
+        candidate = folder.with_name(f"{folder.name} ({number})")
+
+
+def reuse(
+    source: Path, folder: Path, names: list[str], extension: str, *, job_id: str, input_path: str
+) -> Path:
+    """Link (or copy) the stems of ``source`` into ``folder`` and write its manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        final = folder / f"{name}.{extension}"
+        temp = atomic.temp_path_for(final)
+        try:
+            try:
+                os.link(source / final.name, temp)
+            except OSError:
+                shutil.copyfile(source / final.name, temp)
+            atomic.commit(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+    manifest: dict[str, Any] = json.loads((source / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["job_id"] = job_id
+    manifest["reused_from"] = str(source / MANIFEST_NAME)
+    stat = Path(input_path).stat()
+    manifest["input"].update(path=input_path, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    path = folder / MANIFEST_NAME
+    atomic.write_bytes(path, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+    return path
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete the temporary files an interrupted run left in ``folder``."""
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if atomic.is_temporary(path):
+                log.info("removing %s, left by an interrupted run", path)
+                path.unlink(missing_ok=True)
+
+
+def _holds(folder: Path, identity: str, names: list[str], extension: str) -> bool:
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return manifest.get("identity") == identity and all(
+        (folder / f"{name}.{extension}").is_file() for name in names
+    )
+
+
+def _free(folder: Path, names: list[str], extension: str) -> bool:
+    return not (folder / MANIFEST_NAME).exists() and not any(
+        (folder / f"{name}.{extension}").exists() for name in names
+    )

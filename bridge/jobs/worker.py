@@ -1,0 +1,264 @@
+"""The worker: takes jobs from the store one at a time and runs them on a warm model.
+
+Failures are sorted by what helps: bad input or settings fail the job at once with
+the message; running out of memory retries with half the batch, then on the CPU;
+anything unexpected is retried with backoff, then failed. A stop request (SIGTERM)
+cancels the running job at its next step and puts it back in the queue, so it runs
+again, whole, next time; nothing half-written is left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.errors import JobCancelled, StemBridgeError
+from bridge.jobs.execute import execute
+from bridge.jobs.spec import JobSpec
+from bridge.jobs.status_file import write_status
+from bridge.jobs.store import Job, JobStore
+from bridge.separate import Progress
+from bridge.separation.separator import Separator
+from bridge.separation.weights import Download
+from bridge.settings import SeparationSettings
+
+log = logging.getLogger(__name__)
+
+#: Waits before the 1st, 2nd and 3rd retry of a job that failed unexpectedly.
+RETRY_DELAYS_SECONDS = (5.0, 30.0, 120.0)
+
+
+def owner_id() -> str:
+    """This process, as ``host:pid:start`` (the start time tells a reused pid apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the process named by :func:`owner_id` still runs (other hosts: assumed)."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return _start_ticks(pid) == start
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class ModelCache:
+    """Keeps one model loaded; a job for another model or device replaces it.
+
+    Args:
+        folders: Weight folders to search (default: the standard search order).
+        download: Injected downloader (tests).
+        offline: Never download.
+    """
+
+    def __init__(
+        self,
+        *,
+        folders: Sequence[Path] | None = None,
+        download: Download | None = None,
+        offline: bool | None = None,
+    ) -> None:
+        self._folders = folders
+        self._download = download
+        self._offline = offline
+        self._loaded: Separator | None = None
+
+    def separator(self, settings: SeparationSettings) -> Separator:
+        """A separator for ``settings``, reusing the loaded networks when they fit."""
+        if self._loaded is not None:
+            try:
+                return self._loaded.with_settings(settings)
+            except StemBridgeError:
+                self._loaded = None
+        self._loaded = Separator.load(
+            settings, folders=self._folders, download=self._download, offline=self._offline
+        )
+        return self._loaded
+
+
+class Worker:
+    """Runs queued jobs.
+
+    Args:
+        store: The job store.
+        models: The warm model.
+        owner: This process's owner id (see :func:`owner_id`).
+        poll_interval_seconds: How often an idle worker looks for new jobs.
+        report_interval_seconds: Least time between two progress writes of a job.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        models: ModelCache,
+        owner: str,
+        poll_interval_seconds: float = 0.5,
+        report_interval_seconds: float = 0.25,
+    ) -> None:
+        self._store = store
+        self._models = models
+        self._owner = owner
+        self._poll = poll_interval_seconds
+        self._report = report_interval_seconds
+
+    def run(self, stop: threading.Event) -> None:
+        """Take and run jobs until ``stop`` is set; no single failure ends the loop."""
+        while not stop.is_set():
+            try:
+                job = self._store.claim(self._owner)
+                if job is None:
+                    stop.wait(self._poll)
+                    continue
+                self.run_job(job, stop)
+            except Exception:  # e.g. the store's disk went away: log, wait, go on
+                log.exception("the worker hit an error; going on")
+                stop.wait(self._poll)
+
+    def run_job(self, job: Job, stop: threading.Event) -> Job:
+        """Run one claimed job to its next state; returns the job as stored afterwards."""
+        _write_status(job)
+        log.info("job %s: %s", job.id, job.spec.input)
+        cancel = threading.Event()
+        reporter = _Reporter(self._store, job, stop, cancel, self._report)
+        try:
+            result = execute(
+                job,
+                store=self._store,
+                separator_for=self._models.separator,
+                on_progress=reporter,
+                cancel=cancel,
+            )
+        except JobCancelled:
+            if reporter.cancel_requested:
+                job = self._store.mark_cancelled(job.id)
+                log.info("job %s: cancelled", job.id)
+            else:
+                job = self._store.requeue(job.id)
+                log.info("job %s: stopped, queued again", job.id)
+        except StemBridgeError as exc:
+            job = self._store.fail(job.id, error=str(exc), kind=type(exc).__name__)
+            log.info("job %s failed: %s", job.id, exc)
+        except Exception as exc:  # anything else is unexpected: retried, then failed
+            job = self._retry_or_fail(job, exc)
+        else:
+            job = self._store.finish(
+                job.id,
+                manifest=str(result.manifest),
+                reused_from=str(result.reused_from) if result.reused_from else None,
+            )
+            log.info("job %s: done, %s", job.id, result.manifest)
+        _write_status(job)
+        return job
+
+    def _retry_or_fail(self, job: Job, exc: Exception) -> Job:
+        if _out_of_memory(exc):
+            smaller = _smaller(job.spec)
+            if smaller is not None:
+                log.info("job %s: out of memory; retrying with %s", job.id, smaller.separation)
+                return self._store.fail(
+                    job.id,
+                    error=f"out of memory ({exc}); retrying with less",
+                    kind="OutOfMemory",
+                    retry_in_seconds=1.0,
+                    spec=smaller,
+                )
+        log.error("job %s: unexpected error", job.id, exc_info=exc)
+        if job.attempts <= len(RETRY_DELAYS_SECONDS):
+            delay = RETRY_DELAYS_SECONDS[job.attempts - 1]
+            return self._store.fail(
+                job.id,
+                error=f"unexpected error ({type(exc).__name__}: {exc}); retrying in {delay:g} s",
+                kind=type(exc).__name__,
+                retry_in_seconds=delay,
+            )
+        return self._store.fail(
+            job.id,
+            error=f"failed {job.attempts} times, last with {type(exc).__name__}: {exc}; "
+            "see the daemon's log and submit it again",
+            kind=type(exc).__name__,
+        )
+
+
+def _write_status(job: Job) -> None:
+    """Update the job's status file; a folder that refuses it must not stop the job."""
+    try:
+        write_status(job)
+    except OSError as exc:
+        log.warning("job %s: cannot write %s (%s)", job.id, job.status_file, exc.strerror)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+def _smaller(spec: JobSpec) -> JobSpec | None:
+    """The spec to retry after running out of memory: half the batch, then the CPU."""
+    settings = spec.separation
+    batch = settings.batch_size
+    if batch is None or batch > 1:
+        smaller = dataclasses.replace(settings, batch_size=max(1, (batch or 2) // 2))
+    elif settings.device != "cpu":
+        smaller = dataclasses.replace(settings, device="cpu", precision="fp32")
+    else:
+        return None
+    return dataclasses.replace(spec, separation=smaller)
+
+
+class _Reporter:
+    """Writes a job's progress to the store and its status file, at most every interval.
+
+    Also turns a user's cancel request (seen in the store) or the worker's stop into
+    the job's cancel event.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        job: Job,
+        stop: threading.Event,
+        cancel: threading.Event,
+        interval_seconds: float,
+    ) -> None:
+        self._store = store
+        self._job = job
+        self._stop = stop
+        self._cancel = cancel
+        self._interval = interval_seconds
+        self._last = 0.0
+        self._stage = ""
+        self.cancel_requested = False
+
+    def __call__(self, progress: Progress) -> None:
+        if self._stop.is_set():
+            self._cancel.set()
+        now = time.monotonic()
+        if progress.stage == self._stage and now - self._last < self._interval:
+            return
+        self._last, self._stage = now, progress.stage
+        if self._store.progress(self._job.id, progress.fraction, progress.stage):
+            self.cancel_requested = True
+            self._cancel.set()
+        self._job = dataclasses.replace(self._job, progress=progress.fraction, stage=progress.stage)
+        write_status(self._job)

@@ -1,0 +1,1 @@
+"""Watching render folders: rules, finished-file detection, supervised observers."""
