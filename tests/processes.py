@@ -1,0 +1,80 @@
+"""Real daemon processes for tests: started with the CLI, stopped or killed, always reaped."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from bridge.jobs.store import Job, JobStore
+
+T = TypeVar("T")
+
+
+def write_config(path: Path, state_dir: Path, extra: str = "") -> Path:
+    """A config with a fast tick for tests, plus ``extra`` TOML."""
+    path.write_text(
+        "[daemon]\n"
+        f'state_dir = "{state_dir}"\n'
+        "poll_interval_seconds = 0.2\n"
+        "stable_polls = 3\n" + extra
+    )
+    return path
+
+
+class DaemonProcess:
+    """``python -m bridge ARGS`` in the background, logging to a file."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self._log_file = open(log, "ab")  # noqa: SIM115 (closed in stop/kill)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "-v", *args],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self._log_file.close()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self._log_file.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float = 60, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def all_final(store: JobStore, count: int) -> list[Job] | None:
+    """The jobs, once there are ``count`` and every one has ended."""
+    jobs = store.list(limit=10_000)
+    if len(jobs) == count and all(job.state in ("done", "failed", "cancelled") for job in jobs):
+        return jobs
+    return None
+
+
+def visible_files(folder: Path) -> list[str]:
+    """Every file under ``folder``, relative, sorted."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
