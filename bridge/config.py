@@ -177,8 +177,9 @@ def render_template(template: str, path: Path, *, rule: str) -> Path:
     text = os.path.expanduser(
         template.format(dir=str(path.parent), name=path.stem, ext=path.suffix[1:], rule=rule)
     )
-    folder = Path(text)
-    return folder if folder.is_absolute() else path.parent / folder
+    folder = Path(text) if Path(text).is_absolute() else path.parent / text
+    # "{dir}/../Stems" must compare equal to the folder the stems really land in.
+    return Path(os.path.normpath(folder))
 
 
 def load_config(path: Path | None = None, *, required: bool = False) -> Config:

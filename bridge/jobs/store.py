@@ -13,6 +13,7 @@ No numpy or torch here: host-facing commands import this module.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -30,6 +31,7 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled")
 DB_NAME = "jobs.sqlite3"
+_JOB_ID = re.compile(r"[0-9a-f]{1,12}")
 #: A job whose worker died this many times is failed instead of run again.
 MAX_STARTS = 5
 
@@ -322,12 +324,13 @@ class JobStore:
         Raises:
             JobNotFound: No job, or several, match.
         """
-        with closing(self._connect()) as db:
-            rows = db.execute(
-                "SELECT * FROM jobs WHERE id LIKE ? ORDER BY created LIMIT 2",
-                (job_id.replace("%", "").replace("_", "") + "%",),
-            ).fetchall()
-        if len(rows) != 1 or not job_id:
+        rows = []
+        if _JOB_ID.fullmatch(job_id):
+            with closing(self._connect()) as db:
+                rows = db.execute(
+                    "SELECT * FROM jobs WHERE id LIKE ? ORDER BY created LIMIT 2", (job_id + "%",)
+                ).fetchall()
+        if len(rows) != 1:
             found = "several jobs start with" if rows else "no job has the id"
             raise JobNotFound(
                 f"{found} {job_id!r}; see the ids with: stembridge jobs", path=self.path

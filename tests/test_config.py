@@ -1,0 +1,89 @@
+"""The config file: examples parse, precedence holds, every bad key or value is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import load_config
+from bridge.errors import ConfigError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_examples_are_valid(example: Path) -> None:
+    config = load_config(example, required=True)
+    assert config.rules, f"{example.name} watches no folder"
+
+
+def test_rule_overrides_defaults_which_override_built_ins(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        """
+[separation]
+model = "htdemucs_ft"
+stems = ["vocals", "instrumental"]
+overlap = 0.5
+
+[output]
+bit_depth = 24
+
+[[rule]]
+name = "mixes"
+folder = "~/Mixes"
+stems = "drums,bass"
+format = "flac"
+output = "{dir}/../Stems/{rule}/{name}"
+"""
+    )
+    config = load_config(path)
+    (rule,) = config.rules
+    assert config.separation.stems == ("vocals", "instrumental")
+    assert rule.separation.model == "htdemucs_ft" and rule.separation.overlap == 0.5
+    assert rule.separation.stems == ("drums", "bass")
+    assert (rule.output_settings.format, rule.output_settings.bit_depth) == ("flac", 24)
+    assert rule.folder == Path.home() / "Mixes"
+    assert rule.stem_folder(Path("/music/a/take 1.wav")) == Path("/music/Stems/mixes/take 1")
+    assert rule.matches(Path("X.WAV")) and not rule.matches(Path("x.txt"))
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[separation]\novelap = 0.5", "[separation] unknown key 'ovelap'; allowed keys are model"),
+        ("[separation]\nshifts = true", "[separation] shifts = True must be a whole number"),
+        ("[separation]\noverlap = 2.0", "[separation] overlap overlap 2.0 is out of range"),
+        ("[separation]\nmodel = 'x'", "unknown model 'x'; choose one of htdemucs"),
+        ("[output]\nbit_depth = 20", "[output] bit_depth bit depth 20 is not supported"),
+        (
+            "[daemon]\nstable_polls = 'many'",
+            "[daemon] stable_polls = 'many' must be a whole number",
+        ),
+        ("[deamon]\n", "unknown key 'deamon'; allowed keys are daemon"),
+        ("[[rule]]\nname = 'x'", "[[rule]] #1 has no 'folder'"),
+        ("[[rule]]\nfolder = '/x'\nstems = ['guitar']", "[[rule]] 'x' stems unknown stem 'guitar'"),
+        ("[[rule]]\nfolder = '/x'\noutput = '{dir}/{nme}'", "is not a valid template"),
+        ("[[rule]]\nfolder = '/x'\npatterns = [1]", "patterns must be a list of strings"),
+        (
+            "[[rule]]\nfolder = '/a/x'\n[[rule]]\nfolder = '/b/x'",
+            "two [[rule]] tables are named 'x'",
+        ),
+        ("[separation\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_key_and_fix(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert text.startswith(str(path)), text
+    assert message in text, text
+
+
+def test_missing_config_uses_defaults_unless_required(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "none.toml").rules == ()
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "none.toml", required=True)
