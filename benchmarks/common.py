@@ -62,14 +62,20 @@ def write_model(folder: Path, *, official: bool, seed: int = 0) -> Path:
     return folder
 
 
-def write_clip(path: Path, seconds: float, *, rate: int = 44100, subtype: str = "PCM_24") -> Path:
-    """A stereo test clip written block by block (long clips never sit in memory)."""
+def write_clip(
+    path: Path, seconds: float, *, rate: int = 44100, subtype: str = "PCM_24", seed: int = 0
+) -> Path:
+    """A stereo test clip written block by block (long clips never sit in memory).
+
+    Clips with different ``seed`` differ in content (StemBridge would reuse the
+    result of identical audio instead of separating it again).
+    """
     frames = int(seconds * rate)
     block = rate * 30
     with sf.SoundFile(str(path), "w", rate, 2, subtype=subtype) as file:
         for start in range(0, frames, block):
             n = min(block, frames - start)
-            file.write(music(n, 2, seed=start // block, rate=rate))
+            file.write(music(n, 2, seed=seed * 100_000 + start // block, rate=rate))
     return path
 
 

@@ -1,12 +1,13 @@
 """The two sides of every benchmark, each run as its own child process.
 
-    python benchmarks/sides.py demucs|stembridge MODELS INPUT OUTDIR [--device D]
+    python benchmarks/sides.py demucs|stembridge|pure MODELS INPUT OUTDIR [--device D]
         [--batch-size B] [--precision P]
 
 ``demucs``: demucs' loader and ``apply_model(shifts=0, overlap=0.25)`` as its API runs
 them (whole file in memory, normalised like ``demucs.api.Separator``).
 ``stembridge``: ``Separator`` + ``separate_file``, as the CLI runs them.
 Both write float WAV stems and print one JSON line of timings last.
+``pure``: the network alone, warm, times the number of segments the clip needs.
 """
 
 from __future__ import annotations
@@ -83,9 +84,40 @@ def run_stembridge(args: argparse.Namespace) -> dict:
     }
 
 
+def run_pure(args: argparse.Namespace) -> dict:
+    """The network alone: warm forward passes times the segments the clip needs."""
+    import math
+    import statistics
+
+    import soundfile as sf
+    import torch
+    from demucs.hf import load_safetensors_model
+
+    from bridge.separation.runner import keep_freed_memory
+
+    if args.device == "cpu":
+        keep_freed_memory()  # the same allocator setting the daemon runs with
+    network = load_safetensors_model(args.models / "955717e8.safetensors").to(args.device).eval()
+    segment = int(network.samplerate * network.segment)
+    stride = int(0.75 * segment)
+    frames = sf.info(str(args.input)).frames
+    batch = torch.randn(1, 2, segment, device=args.device)
+    times = []
+    with torch.inference_mode():
+        for _ in range(4):
+            started = time.perf_counter()
+            network(batch)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+    forward = statistics.median(times[1:])
+    segments = math.ceil(frames / stride)
+    return {"forward_seconds": forward, "segments": segments, "compute_seconds": forward * segments}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("side", choices=["demucs", "stembridge"])
+    parser.add_argument("side", choices=["demucs", "stembridge", "pure"])
     parser.add_argument("models", type=Path)
     parser.add_argument("input", type=Path)
     parser.add_argument("out", type=Path)
@@ -93,8 +125,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--precision", default="fp32")
     args = parser.parse_args()
-    result = run_demucs(args) if args.side == "demucs" else run_stembridge(args)
-    print(json.dumps(result))
+    sides = {"demucs": run_demucs, "stembridge": run_stembridge, "pure": run_pure}
+    print(json.dumps(sides[args.side](args)))
 
 
 if __name__ == "__main__":

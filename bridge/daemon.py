@@ -46,6 +46,9 @@ class Daemon:
         Raises:
             JobError: Another daemon serves the same state folder.
         """
+        from bridge.separation.runner import keep_freed_memory
+
+        keep_freed_memory()  # before any thread starts: see its docstring
         with DaemonLock(self.config.daemon.state_dir):
             recovered = self.store.recover(owner_alive)
             if recovered:

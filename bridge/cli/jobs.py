@@ -133,7 +133,9 @@ def run_submit(args: argparse.Namespace, err: Console) -> int:
 def _run_here(store: JobStore, job: Job, err: Console, args: argparse.Namespace) -> Job:
     """Separate the job in this process (no daemon), following it like a daemon's."""
     from bridge.jobs.worker import ModelCache, Worker, owner_id
+    from bridge.separation.runner import keep_freed_memory
 
+    keep_freed_memory()  # before the worker thread starts: see its docstring
     owner = owner_id()
     claimed = store.claim(owner, job_id=job.id)
     if claimed is None:
