@@ -31,6 +31,16 @@ def daemons(model_dir: Path, tmp_path: Path) -> Iterator[list[DaemonProcess]]:
             daemon.kill()
 
 
+def watch_renders(
+    daemons: list[DaemonProcess], tmp_path: Path, *extra: str
+) -> tuple[DaemonProcess, JobStore, Path, Path]:
+    """A daemon watching ``renders/`` with stems going to ``stems/``."""
+    watched, out = tmp_path / "renders", tmp_path / "stems"
+    watched.mkdir(exist_ok=True)
+    daemon, store = start_watch(daemons, tmp_path, watched, out, *extra)
+    return daemon, store, watched, out
+
+
 def start_watch(
     daemons: list[DaemonProcess], tmp_path: Path, folder: Path, out: Path, *extra: str
 ) -> tuple[DaemonProcess, JobStore]:
@@ -49,9 +59,7 @@ def test_slow_render_gives_one_job_after_it_is_complete(
     daemons: list[DaemonProcess], tmp_path: Path
 ) -> None:
     # Given a daemon watching a folder
-    watched, out = tmp_path / "renders", tmp_path / "stems"
-    watched.mkdir()
-    daemon, store = start_watch(daemons, tmp_path, watched, out)
+    daemon, store, watched, _out = watch_renders(daemons, tmp_path)
     # When a DAW-like writer renders a file over about three seconds
     audio = music(3 * RATE)
     with sf.SoundFile(str(watched / "take.wav"), "w", RATE, 2, subtype="PCM_24") as file:
@@ -75,9 +83,7 @@ def test_slow_render_gives_one_job_after_it_is_complete(
 def test_fifty_files_dropped_at_once_give_fifty_results(
     daemons: list[DaemonProcess], tmp_path: Path
 ) -> None:
-    watched, out = tmp_path / "renders", tmp_path / "stems"
-    watched.mkdir()
-    daemon, store = start_watch(daemons, tmp_path, watched, out, "--stems", "vocals")
+    daemon, store, watched, out = watch_renders(daemons, tmp_path, "--stems", "vocals")
     for n in range(50):
         write_audio(watched / f"clip{n:02d}.wav", music(RATE // 2, seed=n))
     jobs = wait_for(lambda: all_final(store, 50), timeout=180, what="50 jobs to end")
@@ -96,9 +102,7 @@ def test_kill_during_a_job_then_restart_completes_it_once(
     daemons: list[DaemonProcess], tmp_path: Path
 ) -> None:
     # Given a daemon separating a long file
-    watched, out = tmp_path / "renders", tmp_path / "stems"
-    watched.mkdir()
-    daemon, store = start_watch(daemons, tmp_path, watched, out)
+    daemon, store, watched, out = watch_renders(daemons, tmp_path)
     write_audio(watched / "long.wav", music(90 * RATE))
     wait_for(
         lambda: any(j.stage == "separating" and j.progress > 0.1 for j in store.list()),
@@ -121,9 +125,7 @@ def test_kill_during_a_job_then_restart_completes_it_once(
 def test_sigterm_requeues_the_running_job_and_leaves_nothing_partial(
     daemons: list[DaemonProcess], tmp_path: Path
 ) -> None:
-    watched, out = tmp_path / "renders", tmp_path / "stems"
-    watched.mkdir()
-    daemon, store = start_watch(daemons, tmp_path, watched, out)
+    daemon, store, watched, out = watch_renders(daemons, tmp_path)
     write_audio(watched / "long.wav", music(90 * RATE))
     wait_for(lambda: any(j.stage == "separating" for j in store.list()), what="separating")
     assert daemon.stop() == 0
@@ -134,9 +136,7 @@ def test_sigterm_requeues_the_running_job_and_leaves_nothing_partial(
 
 def test_same_audio_twice_is_separated_once(daemons: list[DaemonProcess], tmp_path: Path) -> None:
     # Given one render, and the same bytes under another name a bit later
-    watched, out = tmp_path / "renders", tmp_path / "stems"
-    watched.mkdir()
-    daemon, store = start_watch(daemons, tmp_path, watched, out)
+    daemon, store, watched, out = watch_renders(daemons, tmp_path)
     write_audio(watched / "mix.wav", music(2 * RATE))
     wait_for(lambda: all_final(store, 1), what="the first job")
     shutil.copyfile(watched / "mix.wav", watched / "mix copy.wav")
@@ -171,9 +171,7 @@ def test_output_folder_inside_the_watched_folder_does_not_loop(
 def test_corrupt_file_fails_its_job_and_the_daemon_goes_on(
     daemons: list[DaemonProcess], tmp_path: Path
 ) -> None:
-    watched, out = tmp_path / "renders", tmp_path / "stems"
-    watched.mkdir()
-    daemon, store = start_watch(daemons, tmp_path, watched, out)
+    daemon, store, watched, _out = watch_renders(daemons, tmp_path)
     (watched / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio at all")
     wait_for(lambda: all_final(store, 1), what="the broken file's job")
     write_audio(watched / "good.wav", music(RATE))
