@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority, created);
 CREATE INDEX IF NOT EXISTS jobs_identity ON jobs (identity);
 CREATE INDEX IF NOT EXISTS jobs_dedupe ON jobs (dedupe_key);
+CREATE INDEX IF NOT EXISTS jobs_folder ON jobs (folder);
 """
 
 
