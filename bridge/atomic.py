@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 TEMP_PREFIX = ".stembridge-"
@@ -63,6 +64,23 @@ def write_bytes(final: Path, data: bytes, *, mode: int = 0o644) -> None:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as file:
             file.write(data)
+        commit(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def copy_file(source: Path, final: Path, *, link: bool = False) -> None:
+    """Copy ``source`` to ``final`` atomically; ``link`` tries a hard link first."""
+    temp = temp_path_for(final)
+    try:
+        if link:
+            try:
+                os.link(source, temp)
+            except OSError:  # another file system, or one without hard links
+                shutil.copyfile(source, temp)
+        else:
+            shutil.copyfile(source, temp)
         commit(temp, final)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -88,7 +88,12 @@ class Manifest:
 
     def write(self, folder: Path) -> Path:
         """Write ``manifest.json`` into ``folder`` atomically and return its path."""
-        path = folder / MANIFEST_NAME
-        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
-        atomic.write_bytes(path, text.encode("utf-8"))
-        return path
+        return write_manifest(folder, self.to_dict())
+
+
+def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
+    """Write manifest data (a :class:`Manifest` or one read back) into ``folder`` atomically."""
+    path = folder / MANIFEST_NAME
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    atomic.write_bytes(path, text.encode("utf-8"))
+    return path

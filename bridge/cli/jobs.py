@@ -8,7 +8,6 @@ imports the engine).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import threading
@@ -33,13 +32,14 @@ from bridge.cli.separate import (
     add_model_options,
     add_output_options,
     add_range_options,
+    output_settings,
     separation_settings,
 )
 from bridge.errors import SettingsError, UnreadableAudio
 from bridge.jobs.spec import PRIORITY_INTERACTIVE, JobSpec
 from bridge.jobs.status_file import write_status
 from bridge.jobs.store import FINAL, STATES, Job, JobStore
-from bridge.settings import OutputSettings, TimeRange
+from bridge.settings import TimeRange
 
 #: How often ``--wait`` looks at the job.
 FOLLOW_INTERVAL_SECONDS = 0.2
@@ -100,7 +100,7 @@ def run_submit(args: argparse.Namespace, err: Console) -> int:
             (args.output.expanduser().resolve() if args.output else path.parent) / path.stem
         ),
         separation=separation_settings(args, base=config.separation),
-        output=_output(config.output, args),
+        output=output_settings(args, base=config.output),
         time_range=TimeRange(start_seconds=args.start, length_seconds=args.length),
         origin=_origin(args.origin),
         priority=PRIORITY_INTERACTIVE,
@@ -266,14 +266,6 @@ def run_cancel(args: argparse.Namespace, err: Console) -> int:
     else:
         print(f"{job.id} is already {job.state}; nothing to cancel")
     return EXIT_OK
-
-
-def _output(base: OutputSettings, args: argparse.Namespace) -> OutputSettings:
-    given = {"format": args.format, "bit_depth": args.bit_depth, "sample_rate": args.sample_rate}
-    changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    if args.overwrite:
-        changes["overwrite"] = True
-    return dataclasses.replace(base, **changes)
 
 
 def _origin(text: str | None) -> dict[str, Any]:

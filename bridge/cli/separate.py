@@ -120,17 +120,23 @@ def separation_settings(
     return dataclasses.replace(base or SeparationSettings(), **changes)
 
 
+def output_settings(
+    args: argparse.Namespace, *, base: OutputSettings | None = None
+) -> OutputSettings:
+    """``base`` (default: the built-in defaults) with the output flags that were given."""
+    given = {"format": args.format, "bit_depth": args.bit_depth, "sample_rate": args.sample_rate}
+    changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    if args.overwrite:
+        changes["overwrite"] = True
+    return dataclasses.replace(base or OutputSettings(), **changes)
+
+
 def run(args: argparse.Namespace, err: Console) -> int:
     """Separate every input; the exit code is that of the first failure."""
     from bridge.separate import prepare
 
     settings = separation_settings(args)
-    output = OutputSettings(
-        format=args.format,
-        bit_depth=args.bit_depth,
-        sample_rate=args.sample_rate,
-        overwrite=args.overwrite,
-    )
+    output = output_settings(args)
     time_range = TimeRange(start_seconds=args.start, length_seconds=args.length)
 
     results: list[dict[str, Any]] = []

@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import atomic
 from bridge.audio.writer import check_writable_folder
-from bridge.manifest import MANIFEST_NAME
+from bridge.manifest import MANIFEST_NAME, write_manifest
 from bridge.separate import OnProgress, file_sha256, prepare, separate_file
 from bridge.settings import SeparationSettings
 
@@ -132,25 +130,14 @@ def reuse(
     """Link (or copy) the stems of ``source`` into ``folder`` and write its manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        final = folder / f"{name}.{extension}"
-        temp = atomic.temp_path_for(final)
-        try:
-            try:
-                os.link(source / final.name, temp)
-            except OSError:
-                shutil.copyfile(source / final.name, temp)
-            atomic.commit(temp, final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        stem = f"{name}.{extension}"
+        atomic.copy_file(source / stem, folder / stem, link=True)
     manifest: dict[str, Any] = json.loads((source / MANIFEST_NAME).read_text(encoding="utf-8"))
     manifest["job_id"] = job_id
     manifest["reused_from"] = str(source / MANIFEST_NAME)
     stat = Path(input_path).stat()
     manifest["input"].update(path=input_path, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
-    path = folder / MANIFEST_NAME
-    atomic.write_bytes(path, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
-    return path
+    return write_manifest(folder, manifest)
 
 
 def remove_stale_temps(folder: Path) -> None:

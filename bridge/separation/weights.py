@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -355,11 +354,5 @@ def install_from(
 
 def _copy(path: Path, folder: Path) -> Path:
     final = folder / path.name
-    temp = atomic.temp_path_for(final)
-    try:
-        shutil.copyfile(path, temp)
-        atomic.commit(temp, final)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    atomic.copy_file(path, final)
     return final
