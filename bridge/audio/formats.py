@@ -8,7 +8,8 @@ container asked for from a lossy input gets 24-bit PCM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import soundfile as sf
 
@@ -47,6 +48,7 @@ class OutputFormat:
         subtype: libsndfile sample format (``PCM_24``).
         sample_rate: Frames per second.
         channels: Channel count.
+        encoder_options: Extra ``soundfile.SoundFile`` arguments (lossy bitrate/quality).
     """
 
     extension: str
@@ -54,6 +56,7 @@ class OutputFormat:
     subtype: str
     sample_rate: int
     channels: int
+    encoder_options: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_output_format(info: AudioInfo, wanted: OutputSettings) -> OutputFormat:
@@ -90,7 +93,37 @@ def resolve_output_format(info: AudioInfo, wanted: OutputSettings) -> OutputForm
         subtype=subtype,
         sample_rate=rate,
         channels=info.channels,
+        encoder_options=_encoder_options(extension, wanted),
     )
+
+
+def _encoder_options(extension: str, wanted: OutputSettings) -> dict[str, Any]:
+    """libsndfile's compression level (0 = best, 1 = smallest) for a bitrate or quality."""
+    if wanted.bitrate_kbps is not None:
+        if extension != "mp3":
+            raise SettingsError(
+                f"a bitrate applies to MP3 only and the stems are {extension}; use --format "
+                "mp3, or --quality for OGG",
+                key="bitrate_kbps",
+                value=wanted.bitrate_kbps,
+            )
+        # libsndfile maps level L to 320 - 288 L kbps (snapped to a standard rate); 1.0
+        # itself is refused, 0.99 already gives 32 kbps.
+        level = min((320 - wanted.bitrate_kbps) / 288, 0.99)
+        return {"compression_level": level, "bitrate_mode": "CONSTANT"}
+    if wanted.quality is not None:
+        if extension not in ("mp3", "ogg"):
+            raise SettingsError(
+                f"quality applies to MP3 and OGG only and the stems are {extension}; leave it "
+                "out, or use --format mp3 or ogg",
+                key="quality",
+                value=wanted.quality,
+            )
+        level = min(1 - wanted.quality / 10, 0.99)
+        if extension == "mp3":
+            return {"compression_level": level, "bitrate_mode": "VARIABLE"}
+        return {"compression_level": level}
+    return {}
 
 
 def _subtype(info: AudioInfo, extension: str, bit_depth: int | None) -> str:

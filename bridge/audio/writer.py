@@ -8,15 +8,17 @@ replaced when the caller allows it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from bridge import atomic
 from bridge.audio.formats import OutputFormat
+from bridge.audio.quantize import Quantizer
 from bridge.errors import OutputError
 
 log = logging.getLogger(__name__)
@@ -76,25 +78,49 @@ class StemWriter:
     the block without committing (an error, a cancellation) deletes the temporary
     files and leaves whatever was at the final names untouched.
 
+    When a gain is only known at the end (loudness normalisation), ``staged=True``
+    first writes float32 copies and :meth:`commit` applies each stem's gain while
+    converting them to the output format; memory stays bounded either way.
+
     Args:
         folder: Where the stems go; created (with missing parents) if needed, and
             removed again if it was created and nothing was published.
-        names: Stem names, in the order of the rows passed to :meth:`write`.
+        names: Stem names.
         fmt: The file format of every stem.
         overwrite: Replace existing files with the same names.
+        dither: Add TPDF dither when rounding to PCM (see :mod:`bridge.audio.quantize`).
+        staged: Write float copies first and apply gains in :meth:`commit`.
     """
 
     def __init__(
-        self, folder: Path, names: Sequence[str], fmt: OutputFormat, *, overwrite: bool
+        self,
+        folder: Path,
+        names: Sequence[str],
+        fmt: OutputFormat,
+        *,
+        overwrite: bool,
+        dither: bool = False,
+        staged: bool = False,
     ) -> None:
         self._final = stem_paths(folder, names, fmt)
         self._fmt = fmt
         self._overwrite = overwrite
+        self._staged = staged
+        self._quantizers = {
+            name: Quantizer(fmt.subtype, dither=dither, seed=index)
+            for index, name in enumerate(names)
+        }
         self._temps: dict[str, Path] = {}
+        self._stages: dict[str, Path] = {}
         self._files: dict[str, sf.SoundFile] = {}
-        self._frames = 0
+        self.frames = dict.fromkeys(names, 0)
         self._folder = folder
         self._created: list[Path] = []
+
+    @property
+    def clipped_samples(self) -> dict[str, int]:
+        """Samples of each stem that were outside full scale and clipped (PCM only)."""
+        return {name: q.clipped_samples for name, q in self._quantizers.items()}
 
     def __enter__(self) -> StemWriter:
         if not self._overwrite:
@@ -104,32 +130,34 @@ class StemWriter:
             self._created = [path for path in missing if not path.exists()]
             self._folder.mkdir(parents=True, exist_ok=True)
             for name, final in self._final.items():
-                temp = atomic.temp_path_for(final)
-                self._temps[name] = temp
-                self._files[name] = sf.SoundFile(
-                    str(temp),
-                    "w",
-                    samplerate=self._fmt.sample_rate,
-                    channels=self._fmt.channels,
-                    format=self._fmt.container,
-                    subtype=self._fmt.subtype,
-                )
+                self._temps[name] = atomic.temp_path_for(final)
+                if self._staged:
+                    stage = atomic.temp_path_for(final.with_name(f"{name}.staged.w64"))
+                    self._stages[name] = stage
+                    self._files[name] = self._open(stage, "W64", "FLOAT")
+                else:
+                    self._files[name] = self._open(self._temps[name])
         except (OSError, sf.LibsndfileError, RuntimeError) as exc:
             self._discard()
             raise self._error(exc) from exc
         return self
 
-    def write(self, block: np.ndarray) -> None:
-        """Append one block shaped ``(stems, channels, frames)``."""
+    def write(self, name: str, block: np.ndarray) -> None:
+        """Append ``(channels, frames)`` float samples to one stem."""
         try:
-            for row, name in enumerate(self._final):
-                self._files[name].write(np.ascontiguousarray(block[row].T))
+            if self._staged:
+                self._files[name].write(np.ascontiguousarray(block.T, dtype=np.float32))
+            else:
+                self._files[name].write(self._quantizers[name](block))
         except (OSError, sf.LibsndfileError, RuntimeError) as exc:
             raise self._error(exc) from exc
-        self._frames += block.shape[-1]
+        self.frames[name] += block.shape[-1]
 
-    def commit(self) -> dict[str, Path]:
+    def commit(self, gains_db: Mapping[str, float] | None = None) -> dict[str, Path]:
         """Close every stem and rename them to their final names.
+
+        Args:
+            gains_db: Gain per stem, applied on the way out of a staged write.
 
         Returns:
             The final path of each stem.
@@ -137,6 +165,9 @@ class StemWriter:
         try:
             for file in self._files.values():
                 file.close()
+            if self._staged:
+                for name in self._final:
+                    self._convert(name, (gains_db or {}).get(name, 0.0))
             if not self._overwrite:
                 refuse_existing(list(self._final.values()))
             for name, final in self._final.items():
@@ -145,7 +176,7 @@ class StemWriter:
             raise self._error(exc) from exc
         self._temps.clear()
         self._created.clear()
-        log.debug("wrote %d stems of %d frames", len(self._final), self._frames)
+        log.debug("wrote stems %s", self.frames)
         return dict(self._final)
 
     def __exit__(
@@ -156,6 +187,28 @@ class StemWriter:
     ) -> None:
         self._discard()
 
+    def _open(self, path: Path, container: str | None = None, subtype: str | None = None) -> Any:
+        fmt = self._fmt
+        return sf.SoundFile(
+            str(path),
+            "w",
+            samplerate=fmt.sample_rate,
+            channels=fmt.channels,
+            format=container or fmt.container,
+            subtype=subtype or fmt.subtype,
+            **({} if container else fmt.encoder_options),
+        )
+
+    def _convert(self, name: str, gain_db: float) -> None:
+        """Second pass of a staged write: gain, round, encode."""
+        gain = np.float32(10 ** (gain_db / 20))
+        stage = self._stages[name]
+        with sf.SoundFile(str(stage)) as source, self._open(self._temps[name]) as target:
+            for block in source.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                target.write(self._quantizers[name](block.T * gain))
+        stage.unlink()
+        del self._stages[name]
+
     def _discard(self) -> None:
         for file in self._files.values():
             if not file.closed:
@@ -163,7 +216,7 @@ class StemWriter:
                     file.close()
                 except (OSError, sf.LibsndfileError, RuntimeError):
                     log.debug("closing a discarded stem failed", exc_info=True)
-        for temp in self._temps.values():
+        for temp in [*self._temps.values(), *self._stages.values()]:
             temp.unlink(missing_ok=True)
         for folder in self._created:
             try:
@@ -172,6 +225,7 @@ class StemWriter:
                 break
         self._created.clear()
         self._temps.clear()
+        self._stages.clear()
 
     def _error(self, exc: BaseException) -> OutputError:
         folder = next(iter(self._final.values())).parent
