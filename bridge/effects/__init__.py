@@ -1,0 +1,1 @@
+"""Effects, loudness and stem post-processing."""
