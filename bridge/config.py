@@ -5,13 +5,17 @@ Layout (every section and key optional; ``examples/*.toml`` are commented sample
     [daemon]          state_dir, poll_interval_seconds, stable_polls, scan_existing
     [separation]      model, stems, device, shifts, overlap, segment_seconds, batch_size,
                       precision: defaults for every job
-    [output]          format, bit_depth, sample_rate, overwrite: defaults for every job
+    [output]          format, bit_depth, sample_rate, overwrite, bitrate_kbps, quality,
+                      dither: defaults for every job
+    [effects]         preset, exact_sum, residual_stem, loudness_lufs, match_mix,
+                      true_peak_dbtp: defaults for every job
     [[rule]]          a watched folder: name, folder, recursive, patterns, ignore,
-                      output (stem folder template), polling, and any [separation] or
-                      [output] key to override for this folder
+                      output (stem folder template), polling, and any [separation],
+                      [output] or [effects] key to override for this folder
 
 Precedence is explicit: job options (``submit`` flags) override the rule, which
-overrides ``[separation]``/``[output]``, which override the built-in defaults.
+overrides ``[separation]``/``[output]``/``[effects]``, which override the preset
+(for effects) and the built-in defaults.
 Unknown sections and keys are refused by name. Every error names the file, the
 key and the fix.
 """
@@ -29,8 +33,9 @@ from typing import Any
 
 import platformdirs
 
-from bridge.errors import ConfigError, SettingsError
-from bridge.settings import OutputSettings, SeparationSettings
+from bridge.effects.presets import load_preset
+from bridge.errors import ConfigError, PresetError, SettingsError
+from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
 
 DEFAULT_PATTERNS = ("*.wav", "*.wave", "*.flac", "*.aif", "*.aiff", "*.ogg", "*.mp3")
 DEFAULT_TEMPLATE = "{dir}/Stems/{name}"
@@ -51,6 +56,17 @@ _OUTPUT_KEYS: dict[str, tuple[type, ...]] = {
     "bit_depth": (int,),
     "sample_rate": (int,),
     "overwrite": (bool,),
+    "bitrate_kbps": (int,),
+    "quality": (float, int),
+    "dither": (str,),
+}
+_EFFECTS_KEYS: dict[str, tuple[type, ...]] = {
+    "preset": (str,),
+    "exact_sum": (bool,),
+    "residual_stem": (str,),
+    "loudness_lufs": (float, int),
+    "match_mix": (bool,),
+    "true_peak_dbtp": (float, int),
 }
 _DAEMON_KEYS: dict[str, tuple[type, ...]] = {
     "state_dir": (str,),
@@ -68,6 +84,7 @@ _RULE_KEYS: dict[str, tuple[type, ...]] = {
     "polling": (bool,),
     **_SEPARATION_KEYS,
     **_OUTPUT_KEYS,
+    **_EFFECTS_KEYS,
 }
 
 
@@ -115,6 +132,7 @@ class Rule:
         polling: Poll the folder instead of using OS events (needed for SMB/NFS shares).
         separation: Separation settings for this folder's files.
         output_settings: Output settings for this folder's files.
+        effects: Effects settings for this folder's files.
     """
 
     name: str
@@ -126,6 +144,7 @@ class Rule:
     polling: bool = False
     separation: SeparationSettings = field(default_factory=SeparationSettings)
     output_settings: OutputSettings = field(default_factory=OutputSettings)
+    effects: EffectsSettings = field(default_factory=EffectsSettings)
 
     def matches(self, path: Path) -> bool:
         """Whether a file's name is taken by this rule."""
@@ -148,6 +167,7 @@ class Config:
         daemon: Daemon settings.
         separation: Default separation settings for every job.
         output: Default output settings for every job.
+        effects: Default effects settings for every job.
         rules: Watched folders.
     """
 
@@ -155,6 +175,7 @@ class Config:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     separation: SeparationSettings = field(default_factory=SeparationSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    effects: EffectsSettings = field(default_factory=EffectsSettings)
     rules: tuple[Rule, ...] = ()
 
     def with_rules(self, rules: tuple[Rule, ...]) -> Config:
@@ -169,6 +190,7 @@ class Config:
             output=output,
             separation=self.separation,
             output_settings=self.output,
+            effects=self.effects,
         )
 
 
@@ -214,7 +236,13 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     """Validate parsed TOML (see :func:`load_config`)."""
     _check_keys(
         data,
-        {"daemon": (dict,), "separation": (dict,), "output": (dict,), "rule": (list,)},
+        {
+            "daemon": (dict,),
+            "separation": (dict,),
+            "output": (dict,),
+            "effects": (dict,),
+            "rule": (list,),
+        },
         file,
         "",
     )
@@ -229,22 +257,40 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     )
     output_table = data.get("output", {})
     _check_keys(output_table, _OUTPUT_KEYS, file, "[output]")
-    output = _build(OutputSettings, dict(output_table), file, "[output]")
+    output = _build(OutputSettings, _output_values(output_table), file, "[output]")
+    effects_table = data.get("effects", {})
+    _check_keys(effects_table, _EFFECTS_KEYS, file, "[effects]")
+    effects = _build(EffectsSettings, _effects_values(effects_table), file, "[effects]")
     rules = tuple(
-        _parse_rule(table, index, file, separation, output)
+        _parse_rule(table, index, file, separation, output, effects)
         for index, table in enumerate(data.get("rule", []), start=1)
     )
+    _check_preset(effects, file, "[effects]")
+    for rule in rules:
+        _check_preset(rule.effects, file, f"[[rule]] {rule.name!r}")
     names = [rule.name for rule in rules]
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(
                 f"{file}: two [[rule]] tables are named {name!r}; give each rule its own name"
             )
-    return Config(path=file, daemon=daemon, separation=separation, output=output, rules=rules)
+    return Config(
+        path=file,
+        daemon=daemon,
+        separation=separation,
+        output=output,
+        effects=effects,
+        rules=rules,
+    )
 
 
 def _parse_rule(
-    table: Any, index: int, file: Path, separation: SeparationSettings, output: OutputSettings
+    table: Any,
+    index: int,
+    file: Path,
+    separation: SeparationSettings,
+    output: OutputSettings,
+    effects: EffectsSettings,
 ) -> Rule:
     where = f"[[rule]] #{index}"
     if not isinstance(table, dict):
@@ -267,6 +313,7 @@ def _parse_rule(
             raise ConfigError(f'{file}: {where} {key} must be a list of strings like ["*.wav"]')
     rule_separation = {key: table[key] for key in _SEPARATION_KEYS if key in table}
     rule_output = {key: table[key] for key in _OUTPUT_KEYS if key in table}
+    rule_effects = {key: table[key] for key in _EFFECTS_KEYS if key in table}
     return Rule(
         name=table.get("name", folder.name or str(folder)),
         folder=folder,
@@ -282,7 +329,16 @@ def _parse_rule(
             where,
         ),
         output_settings=_build(
-            OutputSettings, {**dataclasses.asdict(output), **rule_output}, file, where
+            OutputSettings,
+            {**dataclasses.asdict(output), **_output_values(rule_output)},
+            file,
+            where,
+        ),
+        effects=_build(
+            EffectsSettings,
+            {**dataclasses.asdict(effects), **_effects_values(rule_effects)},
+            file,
+            where,
         ),
     )
 
@@ -302,6 +358,33 @@ def _separation_values(table: Mapping[str, Any], file: Path, where: str) -> dict
         values["overlap"] = float(values["overlap"])
     if "segment_seconds" in values:
         values["segment_seconds"] = float(values["segment_seconds"])
+    return values
+
+
+def _check_preset(effects: EffectsSettings, file: Path, where: str) -> None:
+    """Refuse at start-up a preset that every job would fail on."""
+    try:
+        load_preset(effects.preset)
+    except PresetError as exc:
+        raise ConfigError(
+            f"{file}: {where} preset = {effects.preset!r}: {exc}",
+            key="preset",
+            value=effects.preset,
+        ) from exc
+
+
+def _output_values(table: Mapping[str, Any]) -> dict[str, Any]:
+    values = dict(table)
+    if "quality" in values:
+        values["quality"] = float(values["quality"])
+    return values
+
+
+def _effects_values(table: Mapping[str, Any]) -> dict[str, Any]:
+    values = dict(table)
+    for key in ("loudness_lufs", "true_peak_dbtp"):
+        if key in values:
+            values[key] = float(values[key])
     return values
 
 

@@ -5,13 +5,15 @@ One tree, so callers can catch as broadly or as narrowly as they need::
     StemBridgeError
     ├── SettingsError          a value given by the user (flag, config key) is not allowed
     │   ├── DeviceUnavailable  the requested device does not exist on this machine
-    │   └── ConfigError        the config file is unreadable or has a bad key or value
+    │   ├── ConfigError        the config file is unreadable or has a bad key or value
+    │   └── PresetError        an effects preset is missing or has a bad effect, key or value
     ├── ModelError             weights cannot be found, verified or loaded
     │   ├── ModelNotFound      no weights on disk and no way to download them
     │   └── ModelCorrupt       a weights file fails its checksum or cannot be parsed
     ├── AudioError             an input file cannot be used
     │   ├── UnreadableAudio    missing, unreadable, empty, not audio or truncated
     │   └── RangeOutsideAudio  the requested range lies (partly) outside the file
+    ├── EffectError            an effect or plugin failed (crashed, hung) while processing
     ├── OutputError            results cannot be written where they should go
     ├── JobError               the job queue cannot do what was asked
     │   └── JobNotFound        no job has that id
@@ -60,6 +62,28 @@ class ConfigError(SettingsError):
     """The config file cannot be read, or a key in it is unknown or has a bad value."""
 
 
+class PresetError(SettingsError):
+    """An effects preset cannot be found or read, or names an effect, key or value not allowed.
+
+    Args:
+        message: Names the preset file, the stem, the key and the allowed values.
+        path: The preset file, when there is one.
+        key: The dotted place in the preset (``stems.vocals.chain[2].ratio``).
+        value: The value refused.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        key: str | None = None,
+        value: object = None,
+    ) -> None:
+        super().__init__(message, key=key, value=value)
+        self.path = Path(path) if path is not None else None
+
+
 class ModelError(StemBridgeError):
     """Model weights cannot be found, verified or loaded."""
 
@@ -82,6 +106,10 @@ class UnreadableAudio(AudioError):
 
 class RangeOutsideAudio(AudioError):
     """The requested time range is not inside the file."""
+
+
+class EffectError(StemBridgeError):
+    """An effect or third-party plugin failed while processing a stem (crash, hang, error)."""
 
 
 class OutputError(StemBridgeError):

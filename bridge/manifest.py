@@ -8,14 +8,14 @@ different paths on different machines still resolves them.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bridge import __version__, atomic
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,26 @@ class RangeEntry:
 
 @dataclass(frozen=True)
 class StemEntry:
-    """One stem file and the model sources summed into it."""
+    """One stem file: the model sources summed into it, its effects, its level.
+
+    ``length_samples`` is the output range's length plus ``tail_samples`` (a tail
+    kept because the preset asked for it). Loudness and peaks are those of the file
+    as written (after effects and gain); ``silent`` stems have no integrated
+    loudness (nothing above -70 LUFS), so hosts can skip them.
+    """
 
     name: str
     path: str
     sources: list[str]
+    length_samples: int = 0
+    tail_samples: int = 0
+    effects: list[str] = field(default_factory=list)
+    gain_db: float | None = 0.0
+    limited_by_true_peak: bool = False
+    loudness_lufs: float | None = None
+    true_peak_dbtp: float | None = None
+    silent: bool = False
+    clipped_samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ class OutputEntry:
     channels: int
     length_samples: int
     offset_samples: int
+    dither: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,7 @@ class Manifest:
     output: OutputEntry
     stems: list[StemEntry]
     timings: dict[str, float]
+    effects: dict[str, Any] = field(default_factory=dict)
     job_id: str | None = None
     identity: str | None = None
     reused_from: str | None = None

@@ -7,10 +7,13 @@
 2. a first pass over the range: sha256 of the file, the exact length at the
    model's rate, and the normalisation statistics of each channel group,
 3. a second pass: decode ahead on a thread, separate with the warm
-   :class:`~bridge.separation.separator.Separator`, sum sources into stems,
-   convert back to the output rate, and write behind on another thread into
-   hidden files,
-4. publish the stems and then ``manifest.json``.
+   :class:`~bridge.separation.separator.Separator`, convert the sources back to
+   the output rate, and on another thread run the effects stage (exact-sum
+   residual, stem sums, effects chains, meters; see :mod:`bridge.effects.stage`)
+   and write into hidden files,
+4. when stems are loudness-normalised, apply each stem's gain while converting
+   the hidden float copies to the output format,
+5. publish the stems and then ``manifest.json``.
 
 Memory stays bounded by the block and segment sizes whatever the file's length.
 """
@@ -31,10 +34,15 @@ import numpy as np
 
 from bridge.audio.formats import OutputFormat, resolve_output_format
 from bridge.audio.probe import AudioInfo, probe
+from bridge.audio.quantize import wants_dither
 from bridge.audio.reader import FrameRange, read_blocks, resolve_range
 from bridge.audio.resample import StreamResampler, converted_length
 from bridge.audio.writer import StemWriter, check_writable_folder, refuse_existing, stem_paths
 from bridge.background import Drain, Prefetcher
+from bridge.effects.loudness import GainDecision, Loudness, LoudnessMeter
+from bridge.effects.plan import EffectsPlan
+from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
+from bridge.effects.stage import EffectsStage
 from bridge.errors import JobCancelled
 from bridge.manifest import (
     MANIFEST_NAME,
@@ -87,6 +95,8 @@ class PreparedInput:
     folder: Path
     stems: tuple[StemPlan, ...]
     overwrite: bool
+    effects: EffectsPlan
+    dither: bool
 
 
 def prepare(
@@ -96,6 +106,7 @@ def prepare(
     stems: tuple[StemPlan, ...],
     output: OutputSettings,
     time_range: TimeRange,
+    effects: EffectsPlan,
 ) -> PreparedInput:
     """Check an input and its stem folder without decoding the audio.
 
@@ -105,21 +116,27 @@ def prepare(
         stems: The stem files to write.
         output: Format overrides and whether existing stems may be replaced.
         time_range: The part of the input to separate.
+        effects: What happens to the stems after separation.
 
     Raises:
         AudioError: The input is not usable or the range is outside it.
-        SettingsError: The output format cannot hold this input.
+        SettingsError: The output format cannot hold this input, or the preset names a
+            frequency the output rate cannot hold.
         OutputError: The destination cannot be written, or stems exist and
             ``output.overwrite`` is off.
     """
     info = probe(path)
     frames = resolve_range(info, time_range)
     fmt = resolve_output_format(info, output)
+    effects.preset.check_sample_rate(fmt.sample_rate)
     check_writable_folder(folder)
     if not output.overwrite:
         names = [plan.name for plan in stems]
         refuse_existing([*stem_paths(folder, names, fmt).values(), folder / MANIFEST_NAME])
-    return PreparedInput(info, frames, fmt, folder, stems, output.overwrite)
+    dither = wants_dither(
+        input_subtype=info.subtype, output_subtype=fmt.subtype, mode=output.dither
+    )
+    return PreparedInput(info, frames, fmt, folder, stems, output.overwrite, effects, dither)
 
 
 def separate_file(
@@ -131,6 +148,7 @@ def separate_file(
     identity: str | None = None,
     on_progress: OnProgress | None = None,
     cancel: threading.Event | None = None,
+    plugin_loader: PluginLoader = load_with_pedalboard,
 ) -> Manifest:
     """Separate a prepared input into its stems and write the manifest.
 
@@ -144,52 +162,94 @@ def separate_file(
         on_progress: Called with a :class:`Progress` as work advances.
         cancel: When set, stops at the next block or segment with :class:`JobCancelled`;
             nothing is left behind.
+        plugin_loader: Loads third-party plugins (in their child process).
 
     Returns:
         The manifest that was written.
 
     Raises:
         AudioError: Decoding failed (damaged file, NaN samples, changed while read).
+        EffectError: An effect or plugin failed (crashed, hung, refused a parameter).
         OutputError: Writing failed.
         JobCancelled: ``cancel`` was set.
     """
     started = time.monotonic()
     info, frames, fmt = prepared.info, prepared.frames, prepared.output
-    plans = prepared.stems
+    plans, effects = prepared.stems, prepared.effects
     report = on_progress or (lambda progress: None)
     groups = channel_groups(info.channels, separator.audio_channels)
+    match_mix = effects.loudness is not None and effects.loudness.match_mix
 
     file_stat = info.path.stat()
     digest = sha256 or file_sha256(info.path, cancel)
-    stats, model_length = _analyse(
-        info, frames, separator.samplerate, groups, separator.audio_channels, report, cancel
+    stats, model_length, mix_loudness = _analyse(
+        info,
+        frames,
+        separator.samplerate,
+        groups,
+        separator.audio_channels,
+        report,
+        cancel,
+        meter=match_mix,
     )
     analysed = time.monotonic()
 
-    wanted = sources_needed(plans, separator.sources)
-    rows = [[wanted.index(source) for source in plan.sources] for plan in plans]
+    # Exact-sum needs every source: the residual is the input minus all of them.
+    wanted = (
+        tuple(separator.sources)
+        if effects.residual_source is not None
+        else sources_needed(plans, separator.sources)
+    )
     out_length = converted_length(frames.length, info.sample_rate, fmt.sample_rate)
     back = StreamResampler(
         in_rate=separator.samplerate,
         out_rate=fmt.sample_rate,
-        channels=len(plans) * info.channels,
+        channels=len(wanted) * info.channels,
         out_frames=out_length,
+    )
+    mix = (
+        _rate_blocks(info, frames, fmt.sample_rate, out_length)
+        if effects.residual_source is not None
+        else None
     )
 
     def on_segments(done: int, total: int) -> None:
         share = _ANALYSIS_SHARE + (1 - _ANALYSIS_SHARE) * done / total
         report(Progress("separating", done, total, min(share, 0.99)))
 
-    decoded = _model_rate_blocks(info, frames, separator.samplerate, model_length)
+    decoded = _rate_blocks(info, frames, separator.samplerate, model_length)
     names = [plan.name for plan in plans]
-    with StemWriter(prepared.folder, names, fmt, overwrite=prepared.overwrite) as writer:
+    with (
+        StemWriter(
+            prepared.folder,
+            names,
+            fmt,
+            overwrite=prepared.overwrite,
+            dither=prepared.dither,
+            staged=effects.loudness is not None,
+        ) as writer,
+        EffectsStage(
+            effects,
+            stems=plans,
+            wanted=wanted,
+            channels=info.channels,
+            sample_rate=fmt.sample_rate,
+            mix=mix,
+            plugin_loader=plugin_loader,
+        ) as stage,
+    ):
 
         def encode(item: tuple[np.ndarray, bool]) -> None:
-            """Sum sources into stems, convert to the output rate, write (on its own thread)."""
+            """Back to the output rate, effects stage, write (on its own thread)."""
             block, last = item
-            stems = np.stack([block[row].sum(axis=0) for row in rows])
-            flat = back.push(stems.reshape(len(plans) * info.channels, -1), last=last)
-            writer.write(flat.reshape(len(plans), info.channels, -1))
+            flat = back.push(block.reshape(len(wanted) * info.channels, -1), last=last)
+            for name, stem in stage.push(flat.reshape(len(wanted), info.channels, -1)).items():
+                writer.write(name, stem)
+            if last:
+                rests, tails = stage.finish()
+                for name in names:
+                    writer.write(name, rests[name])
+                    writer.write(name, tails[name])
 
         with (
             Prefetcher(decoded, name="decode") as blocks,
@@ -207,7 +267,13 @@ def separate_file(
                 encoder.put((block, False))
             encoder.put((np.zeros((len(wanted), info.channels, 0), dtype=np.float32), True))
         report(Progress("writing", 0, 1, 0.99))
-        paths = writer.commit()
+        measured = stage.loudness()
+        gains = stage.gains(measured, mix_loudness)
+        paths = writer.commit(
+            {name: gain.gain_db for name, gain in gains.items()} if gains else None
+        )
+        lengths = dict(writer.frames)
+        clipped = writer.clipped_samples
     finished = time.monotonic()
 
     manifest = Manifest(
@@ -249,11 +315,25 @@ def separate_file(
             channels=fmt.channels,
             length_samples=out_length,
             offset_samples=converted_length(frames.start, info.sample_rate, fmt.sample_rate),
+            dither=prepared.dither,
         ),
         stems=[
-            StemEntry(name=plan.name, path=paths[plan.name].name, sources=list(plan.sources))
+            _stem_entry(
+                plan,
+                paths[plan.name],
+                effects,
+                measured[plan.name],
+                gains.get(plan.name) if gains else None,
+                length=lengths[plan.name],
+                body=out_length,
+                clipped=clipped[plan.name],
+            )
             for plan in plans
         ],
+        effects={
+            **effects.describe(),
+            "mix_loudness_lufs": _rounded(mix_loudness.integrated_lufs if mix_loudness else None),
+        },
         timings={
             "analyse_seconds": round(analysed - started, 3),
             "separate_seconds": round(finished - analysed, 3),
@@ -269,6 +349,43 @@ def separate_file(
     return manifest
 
 
+def _stem_entry(
+    plan: StemPlan,
+    path: Path,
+    effects: EffectsPlan,
+    measured: Loudness,
+    gain: GainDecision | None,
+    *,
+    length: int,
+    body: int,
+    clipped: int,
+) -> StemEntry:
+    """A stem's manifest entry; loudness and peaks are those of the file as written."""
+    gain_db = gain.gain_db if gain is not None else 0.0
+
+    def shifted(value: float | None) -> float | None:
+        return _rounded(value + gain_db if value is not None else None)
+
+    return StemEntry(
+        name=plan.name,
+        path=path.name,
+        sources=list(plan.sources),
+        length_samples=length,
+        tail_samples=length - body,
+        effects=[spec.describe() for spec in effects.treatments[plan.name].chain],
+        gain_db=_rounded(gain_db),
+        limited_by_true_peak=gain.limited_by_true_peak if gain is not None else False,
+        loudness_lufs=shifted(measured.integrated_lufs),
+        true_peak_dbtp=shifted(measured.true_peak_dbtp),
+        silent=measured.silent,
+        clipped_samples=clipped,
+    )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 def file_sha256(path: Path, cancel: threading.Event | None = None) -> str:
     """The SHA-256 of a file's bytes, read in chunks (checks ``cancel`` between them)."""
     digest = hashlib.sha256()
@@ -279,12 +396,12 @@ def file_sha256(path: Path, cancel: threading.Event | None = None) -> str:
     return digest.hexdigest()
 
 
-def _model_rate_blocks(
-    info: AudioInfo, frames: FrameRange, rate: int, model_length: int
+def _rate_blocks(
+    info: AudioInfo, frames: FrameRange, rate: int, length: int
 ) -> Iterator[np.ndarray]:
-    """The range, decoded and converted to the model's rate, block by block."""
+    """The range, decoded and converted to ``rate`` (``length`` frames), block by block."""
     resampler = StreamResampler(
-        in_rate=info.sample_rate, out_rate=rate, channels=info.channels, out_frames=model_length
+        in_rate=info.sample_rate, out_rate=rate, channels=info.channels, out_frames=length
     )
     for block in read_blocks(info, frames):
         yield resampler.push(block)
@@ -299,17 +416,23 @@ def _analyse(
     width: int,
     report: OnProgress,
     cancel: threading.Event | None,
-) -> tuple[tuple[MixStats, ...], int]:
-    """First pass: normalisation statistics and exact length at the model's rate."""
+    *,
+    meter: bool,
+) -> tuple[tuple[MixStats, ...], int, Loudness | None]:
+    """First pass: normalisation statistics, exact length at the model's rate and,
+    with ``meter``, the mix's loudness (for match-mix normalisation)."""
     model_length = converted_length(frames.length, info.sample_rate, rate)
     stats = GroupStats(groups, width=width)
+    loudness = LoudnessMeter(sample_rate=rate, channels=info.channels) if meter else None
     done = 0
-    for block in _model_rate_blocks(info, frames, rate, model_length):
+    for block in _rate_blocks(info, frames, rate, model_length):
         _check_cancel(cancel)
         stats.update(block, source=str(info.path))
+        if loudness is not None:
+            loudness.update(block)
         done += block.shape[-1]
         report(Progress("analysing", done, model_length, _ANALYSIS_SHARE * done / model_length))
-    return stats.result(), model_length
+    return stats.result(), model_length, loudness.result() if loudness is not None else None
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

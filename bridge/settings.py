@@ -20,6 +20,8 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 PRECISIONS = ("fp32", "fp16", "bf16")
 FORMATS = ("wav", "flac", "mp3", "ogg", "aiff")
 BIT_DEPTHS = (16, 24, 32)
+MP3_BITRATES = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+DITHER_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,12 +117,19 @@ class OutputSettings:
         bit_depth: 16 or 24 (PCM) or 32 (float); ``None`` keeps the input's.
         sample_rate: Hz; ``None`` keeps the input's.
         overwrite: Replace stems that already exist instead of refusing.
+        bitrate_kbps: Constant MP3 bitrate; ``None`` uses the encoder's default.
+        quality: 0 (smallest) to 10 (best) for MP3 VBR and OGG; ``None`` uses the default.
+        dither: ``auto`` (TPDF dither when writing fewer bits than the input has),
+            ``on`` or ``off``.
     """
 
     format: str | None = None
     bit_depth: int | None = None
     sample_rate: int | None = None
     overwrite: bool = False
+    bitrate_kbps: int | None = None
+    quality: float | None = None
+    dither: str = "auto"
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:
@@ -140,6 +149,33 @@ class OutputSettings:
                 f"sample rate {self.sample_rate} Hz is out of range; use 8000 to 384000",
                 key="sample_rate",
                 value=self.sample_rate,
+            )
+        if self.bitrate_kbps is not None and self.bitrate_kbps not in MP3_BITRATES:
+            raise SettingsError(
+                f"MP3 bitrate {self.bitrate_kbps} kbps is not allowed; use one of "
+                f"{', '.join(map(str, MP3_BITRATES))}",
+                key="bitrate_kbps",
+                value=self.bitrate_kbps,
+            )
+        if self.quality is not None and not (
+            math.isfinite(self.quality) and 0 <= self.quality <= 10
+        ):
+            raise SettingsError(
+                f"quality {self.quality} is out of range; use 0 (smallest file) to 10 (best)",
+                key="quality",
+                value=self.quality,
+            )
+        if self.bitrate_kbps is not None and self.quality is not None:
+            raise SettingsError(
+                "give either a constant MP3 bitrate or a VBR quality, not both",
+                key="bitrate_kbps",
+                value=self.bitrate_kbps,
+            )
+        if self.dither not in DITHER_MODES:
+            raise SettingsError(
+                f"dither {self.dither!r} is not allowed; use auto, on or off",
+                key="dither",
+                value=self.dither,
             )
 
 
@@ -170,4 +206,60 @@ class TimeRange:
                 "or leave it out to go to the end of the file",
                 key="length",
                 value=self.length_seconds,
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EffectsSettings:
+    """What happens to the stems after separation (see :mod:`bridge.effects.plan`).
+
+    Values given here override the preset's.
+
+    Attributes:
+        preset: A preset name (``clean``, ``vocal-polish``...) or a path to a ``.toml`` file.
+        exact_sum: Put the residual the model leaves into one stem so the stems add
+            back to the input; ``None`` turns it on when nothing changes the stems.
+        residual_stem: The model source that takes the residual.
+        loudness_lufs: Normalise each stem to this integrated loudness.
+        match_mix: Normalise each stem to the input mix's loudness instead.
+        true_peak_dbtp: Ceiling for the normalisation gain (default -1 dBTP).
+    """
+
+    preset: str = "clean"
+    exact_sum: bool | None = None
+    residual_stem: str = "other"
+    loudness_lufs: float | None = None
+    match_mix: bool = False
+    true_peak_dbtp: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.preset.strip():
+            raise SettingsError(
+                "preset is empty; give a preset name (stembridge presets list) or a .toml path",
+                key="preset",
+                value=self.preset,
+            )
+        if self.loudness_lufs is not None and not (
+            math.isfinite(self.loudness_lufs) and -70 <= self.loudness_lufs <= 0
+        ):
+            raise SettingsError(
+                f"loudness {self.loudness_lufs} LUFS is out of range; use -70 to 0 "
+                "(-23 for broadcast, -14 for streaming)",
+                key="loudness_lufs",
+                value=self.loudness_lufs,
+            )
+        if self.loudness_lufs is not None and self.match_mix:
+            raise SettingsError(
+                "give either a loudness target or match-mix, not both",
+                key="loudness_lufs",
+                value=self.loudness_lufs,
+            )
+        if self.true_peak_dbtp is not None and not (
+            math.isfinite(self.true_peak_dbtp) and -30 <= self.true_peak_dbtp <= 0
+        ):
+            raise SettingsError(
+                f"true-peak ceiling {self.true_peak_dbtp} dBTP is out of range; use -30 to 0 "
+                "(-1 is usual)",
+                key="true_peak_dbtp",
+                value=self.true_peak_dbtp,
             )

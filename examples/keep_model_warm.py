@@ -11,10 +11,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bridge.effects.plan import plan_effects
 from bridge.errors import StemBridgeError
 from bridge.separate import Progress, prepare, separate_file
+from bridge.separation.catalog import get_spec
 from bridge.separation.separator import Separator
-from bridge.settings import OutputSettings, SeparationSettings, TimeRange
+from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 
 def show(progress: Progress) -> None:
@@ -24,6 +26,12 @@ def show(progress: Progress) -> None:
 def main(out_dir: Path, inputs: list[Path]) -> int:
     settings = SeparationSettings(stems=("vocals", "no_vocals"))
     separator = Separator.load(settings)
+    # The vocals get the bundled polish; the preset is checked once, before any audio.
+    effects = plan_effects(
+        EffectsSettings(preset="vocal-polish"),
+        stems=settings.stem_plans,
+        model_sources=get_spec(settings.model).sources,
+    )
     failures = 0
     for path in inputs:
         try:
@@ -33,6 +41,7 @@ def main(out_dir: Path, inputs: list[Path]) -> int:
                 stems=settings.stem_plans,
                 output=OutputSettings(),
                 time_range=TimeRange(),
+                effects=effects,
             )
             manifest = separate_file(prepared, separator=separator, on_progress=show)
         except StemBridgeError as exc:

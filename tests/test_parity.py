@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bridge.effects.plan import plan_effects
 from bridge.separate import prepare, separate_file
 from bridge.separation.catalog import MODELS
 from bridge.separation.separator import Separator
-from bridge.settings import OutputSettings, SeparationSettings, TimeRange
+from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 from modelfiles import make_networks, write_hf_form
 from reference import demucs_bag, separate_reference, separate_shifted_reference
@@ -39,6 +40,12 @@ def run_stembridge(
         stems=settings.stem_plans,
         output=FLOAT_WAV,
         time_range=time_range or TimeRange(),
+        # The raw model output: no residual added, so it must equal apply_model's.
+        effects=plan_effects(
+            EffectsSettings(exact_sum=False),
+            stems=settings.stem_plans,
+            model_sources=MODELS[settings.model].sources,
+        ),
     )
     manifest = separate_file(prepared, separator=separator)
     folder = out / source.stem
@@ -204,6 +211,9 @@ def test_cancel_leaves_nothing_behind(tiny_models: Path, tmp_path: Path) -> None
         stems=settings.stem_plans,
         output=OutputSettings(),
         time_range=TimeRange(),
+        effects=plan_effects(
+            EffectsSettings(), stems=settings.stem_plans, model_sources=MODELS["htdemucs"].sources
+        ),
     )
     cancel = threading.Event()
 

@@ -174,3 +174,33 @@ def test_failed_job_exit_code_matches_its_error(
     broken.write_bytes(b"not audio at all")
     code, _, err = cli(capsys, "submit", str(broken), "--config", str(config), "--wait")
     assert code == EXIT_INPUT and "not audio" in err
+
+
+def test_submit_with_a_preset_runs_it_and_a_bad_one_is_refused_at_once(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_audio(tmp_path / "verse.wav", music(2 * 44100))
+    # Given a preset that does not exist: refused before anything is queued
+    code, _, err = cli(capsys, "submit", str(source), "--config", str(config), "--preset", "nope")
+    assert code == EXIT_USAGE and "no preset named 'nope'" in err
+    assert JobStore(tmp_path / "state").list() == []
+    # When a real one is submitted and waited for
+    code, out, err = cli(
+        capsys,
+        "submit",
+        str(source),
+        "--config",
+        str(config),
+        "--wait",
+        "--json",
+        "--preset",
+        "broadcast",
+    )
+    # Then the job ran with it: stems at -23 LUFS, recorded in the manifest
+    assert code == EXIT_OK, err
+    manifest = json.loads(Path(json.loads(out)["manifest"]).read_text(encoding="utf-8"))
+    assert manifest["effects"]["preset"] == "broadcast"
+    assert all(
+        stem["limited_by_true_peak"] or abs(stem["loudness_lufs"] + 23) <= 0.05
+        for stem in manifest["stems"]
+    )

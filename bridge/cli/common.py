@@ -34,6 +34,7 @@ EXIT_MODEL = 3
 EXIT_INPUT = 4
 EXIT_OUTPUT = 5
 EXIT_CANCELLED = 6
+EXIT_EFFECT = 7
 EXIT_INTERRUPTED = 130
 
 _EXIT_BY_CLASS: tuple[tuple[type[errors.StemBridgeError], int], ...] = (
@@ -43,6 +44,7 @@ _EXIT_BY_CLASS: tuple[tuple[type[errors.StemBridgeError], int], ...] = (
     (errors.AudioError, EXIT_INPUT),
     (errors.OutputError, EXIT_OUTPUT),
     (errors.JobCancelled, EXIT_CANCELLED),
+    (errors.EffectError, EXIT_EFFECT),
 )
 
 

@@ -12,7 +12,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from bridge.cli.common import EXIT_OK, add_config_option, config_from
-from bridge.cli.separate import add_model_options, separation_settings
+from bridge.cli.separate import (
+    add_effects_options,
+    add_model_options,
+    effects_settings,
+    separation_settings,
+)
 from bridge.config import Config
 from bridge.errors import ConfigError
 
@@ -38,6 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--polling", action="store_true", help="poll instead of OS events (SMB/NFS shares)"
     )
     add_model_options(watch, defaults=False)
+    add_effects_options(watch)
     add_config_option(watch)
     watch.set_defaults(command=run_watch)
 
@@ -63,7 +69,9 @@ def run_watch(args: argparse.Namespace, err: Console) -> int:
 
     config = config_from(args)
     config = dataclasses.replace(
-        config, separation=separation_settings(args, base=config.separation)
+        config,
+        separation=separation_settings(args, base=config.separation),
+        effects=effects_settings(args, base=config.effects),
     )
     if args.output is None:
         template = "{dir}/{name}"

@@ -29,16 +29,20 @@ from bridge.cli.common import (
     print_error,
 )
 from bridge.cli.separate import (
+    add_effects_options,
     add_model_options,
     add_output_options,
     add_range_options,
+    effects_settings,
     output_settings,
     separation_settings,
 )
+from bridge.effects.plan import plan_effects
 from bridge.errors import SettingsError, UnreadableAudio
 from bridge.jobs.spec import PRIORITY_INTERACTIVE, JobSpec
 from bridge.jobs.status_file import write_status
 from bridge.jobs.store import FINAL, STATES, Job, JobStore
+from bridge.separation.catalog import get_spec
 from bridge.settings import TimeRange
 
 #: How often ``--wait`` looks at the job.
@@ -51,8 +55,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "submit",
         help="queue a file for separation (for host scripts; answers at once)",
         description="Queue FILE for the daemon and print the job id. Flags override the "
-        "config's [separation] and [output]. With --wait, show progress and exit with the "
-        "job's result; without a running daemon, --wait separates in this process.",
+        "config's [separation], [output] and [effects]. With --wait, show progress and exit "
+        "with the job's result; without a running daemon, --wait separates in this process.",
     )
     submit.add_argument("input", type=Path, metavar="FILE")
     submit.add_argument(
@@ -61,6 +65,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model_options(submit, defaults=False)
     add_range_options(submit)
     add_output_options(submit)
+    add_effects_options(submit)
     submit.add_argument("--origin", help="JSON object handed back untouched (host data)")
     submit.add_argument("--wait", action="store_true", help="wait for the result")
     submit.add_argument("--json", action="store_true", help="print JSON")
@@ -101,10 +106,17 @@ def run_submit(args: argparse.Namespace, err: Console) -> int:
         ),
         separation=separation_settings(args, base=config.separation),
         output=output_settings(args, base=config.output),
+        effects=effects_settings(args, base=config.effects),
         time_range=TimeRange(start_seconds=args.start, length_seconds=args.length),
         origin=_origin(args.origin),
         priority=PRIORITY_INTERACTIVE,
         source="submit",
+    )
+    # A bad preset is refused now, not when the daemon gets to the job.
+    plan_effects(
+        spec.effects,
+        stems=spec.separation.stem_plans,
+        model_sources=get_spec(spec.separation.model).sources,
     )
     store = JobStore(config.daemon.state_dir)
     stat = path.stat()

@@ -16,8 +16,10 @@ from bridge.errors import OutputError, StemBridgeError
 from bridge.separation.catalog import DEFAULT_MODEL, MODELS
 from bridge.settings import (
     BIT_DEPTHS,
+    DITHER_MODES,
     FORMATS,
     PRECISIONS,
+    EffectsSettings,
     OutputSettings,
     SeparationSettings,
     TimeRange,
@@ -63,13 +65,55 @@ def add_model_options(parser: argparse.ArgumentParser, *, defaults: bool) -> Non
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """``--format``, ``--bit-depth``, ``--sample-rate``, ``--overwrite``."""
+    """``--format``, ``--bit-depth``, ``--sample-rate``, lossy quality, dither, ``--overwrite``."""
     parser.add_argument("--format", choices=FORMATS, help="output format (default: the input's)")
     parser.add_argument(
         "--bit-depth", type=int, choices=BIT_DEPTHS, help="16, 24 or 32 (float); default: input's"
     )
     parser.add_argument("--sample-rate", type=int, help="output Hz (default: the input's)")
+    parser.add_argument(
+        "--bitrate", type=int, dest="bitrate_kbps", metavar="KBPS", help="constant MP3 bitrate"
+    )
+    parser.add_argument(
+        "--quality", type=float, help="MP3 VBR / OGG quality, 0 (smallest) to 10 (best)"
+    )
+    parser.add_argument(
+        "--dither",
+        choices=DITHER_MODES,
+        help="TPDF dither when rounding to PCM (auto: when writing fewer bits than the input)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing stems")
+
+
+def add_effects_options(parser: argparse.ArgumentParser) -> None:
+    """``--preset``, exact-sum and loudness options (unset ones leave it to the preset)."""
+    parser.add_argument(
+        "--preset",
+        help="effects preset name or .toml path (stembridge presets list; default clean)",
+    )
+    parser.add_argument(
+        "--exact-sum",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="put the model's residual into one stem so the stems add back to the input "
+        "(default: on when no effects are applied)",
+    )
+    parser.add_argument(
+        "--residual-to", dest="residual_stem", metavar="STEM", help="stem taking the residual"
+    )
+    parser.add_argument(
+        "--loudness", type=float, dest="loudness_lufs", metavar="LUFS", help="normalise each stem"
+    )
+    parser.add_argument(
+        "--match-mix", action="store_true", help="normalise each stem to the mix's loudness"
+    )
+    parser.add_argument(
+        "--true-peak",
+        type=float,
+        dest="true_peak_dbtp",
+        metavar="DBTP",
+        help="true-peak ceiling for normalisation (default -1)",
+    )
 
 
 def add_range_options(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +138,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model_options(parser, defaults=True)
     add_range_options(parser)
     add_output_options(parser)
+    add_effects_options(parser)
     parser.add_argument(
         "--json", action="store_true", help="print one JSON result on stdout, no progress bars"
     )
@@ -124,20 +169,53 @@ def output_settings(
     args: argparse.Namespace, *, base: OutputSettings | None = None
 ) -> OutputSettings:
     """``base`` (default: the built-in defaults) with the output flags that were given."""
-    given = {"format": args.format, "bit_depth": args.bit_depth, "sample_rate": args.sample_rate}
+    given = {
+        "format": args.format,
+        "bit_depth": args.bit_depth,
+        "sample_rate": args.sample_rate,
+        "bitrate_kbps": args.bitrate_kbps,
+        "quality": args.quality,
+        "dither": args.dither,
+    }
     changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     if args.overwrite:
         changes["overwrite"] = True
     return dataclasses.replace(base or OutputSettings(), **changes)
 
 
+def effects_settings(
+    args: argparse.Namespace, *, base: EffectsSettings | None = None
+) -> EffectsSettings:
+    """``base`` (default: the built-in defaults) with the effects flags that were given."""
+    given = {
+        "preset": args.preset,
+        "exact_sum": args.exact_sum,
+        "residual_stem": args.residual_stem,
+        "loudness_lufs": args.loudness_lufs,
+        "true_peak_dbtp": args.true_peak_dbtp,
+    }
+    changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    if args.match_mix:
+        changes.update(match_mix=True, loudness_lufs=None)
+    elif args.loudness_lufs is not None:
+        changes["match_mix"] = False
+    return dataclasses.replace(base or EffectsSettings(), **changes)
+
+
 def run(args: argparse.Namespace, err: Console) -> int:
     """Separate every input; the exit code is that of the first failure."""
+    from bridge.effects.plan import plan_effects
     from bridge.separate import prepare
+    from bridge.separation.catalog import get_spec
 
     settings = separation_settings(args)
     output = output_settings(args)
     time_range = TimeRange(start_seconds=args.start, length_seconds=args.length)
+    effects = plan_effects(
+        effects_settings(args),
+        stems=settings.stem_plans,
+        model_sources=get_spec(settings.model).sources,
+    )
 
     results: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -151,6 +229,7 @@ def run(args: argparse.Namespace, err: Console) -> int:
                 stems=settings.stem_plans,
                 output=output,
                 time_range=time_range,
+                effects=effects,
             )
             if item.folder in folders:
                 raise OutputError(

@@ -25,8 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import atomic
 from bridge.audio.writer import check_writable_folder
+from bridge.effects.plan import plan_effects
+from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
 from bridge.manifest import MANIFEST_NAME, write_manifest
 from bridge.separate import OnProgress, file_sha256, prepare, separate_file
+from bridge.separation.catalog import get_spec
 from bridge.settings import SeparationSettings
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ def execute(
     separator_for: Callable[[SeparationSettings], Separator],
     on_progress: OnProgress,
     cancel: threading.Event,
+    plugin_loader: PluginLoader = load_with_pedalboard,
 ) -> Result:
     """Run ``job`` to its result (see the module docstring for the order).
 
@@ -63,6 +67,9 @@ def execute(
     names = [plan.name for plan in stems]
     requested = Path(spec.folder)
     remove_stale_temps(requested)
+    effects = plan_effects(
+        spec.effects, stems=stems, model_sources=get_spec(spec.separation.model).sources
+    )
     # Checked as if overwriting: which folder the stems really go to is settled below.
     prepared = prepare(
         Path(spec.input),
@@ -70,9 +77,10 @@ def execute(
         stems=stems,
         output=dataclasses.replace(spec.output, overwrite=True),
         time_range=spec.time_range,
+        effects=effects,
     )
     digest = file_sha256(prepared.info.path, cancel)
-    identity = spec.identity(digest)
+    identity = spec.identity(digest, effects.preset.sha256)
     store.set_identity(job.id, identity)
     extension = prepared.output.extension
 
@@ -100,6 +108,7 @@ def execute(
         identity=identity,
         on_progress=on_progress,
         cancel=cancel,
+        plugin_loader=plugin_loader,
     )
     return Result(folder / MANIFEST_NAME)
 

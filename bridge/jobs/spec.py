@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.errors import JobError, SettingsError
-from bridge.settings import OutputSettings, SeparationSettings, TimeRange
+from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 #: Interactive submissions (a host script waiting) run before folder batches.
 PRIORITY_INTERACTIVE = 0
@@ -33,6 +33,7 @@ class JobSpec:
         folder: Absolute path of the stem folder.
         separation: Model and engine settings.
         output: Stem format settings.
+        effects: What happens to the stems after separation (preset, exact-sum, loudness).
         time_range: The part of the input.
         origin: Whatever the submitting host wants back (project, track, item
             position...), carried through untouched.
@@ -45,6 +46,7 @@ class JobSpec:
     folder: str
     separation: SeparationSettings = field(default_factory=SeparationSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    effects: EffectsSettings = field(default_factory=EffectsSettings)
     time_range: TimeRange = field(default_factory=TimeRange)
     origin: dict[str, Any] = field(default_factory=dict)
     priority: int = PRIORITY_INTERACTIVE
@@ -79,6 +81,7 @@ class JobSpec:
                 folder=_field(data, "folder", str),
                 separation=_settings(SeparationSettings, data.get("separation", {}), "separation"),
                 output=_settings(OutputSettings, data.get("output", {}), "output"),
+                effects=_settings(EffectsSettings, data.get("effects", {}), "effects"),
                 time_range=_settings(TimeRange, data.get("time_range", {}), "time_range"),
                 origin=_field(data, "origin", dict, {}),
                 priority=_field(data, "priority", int, PRIORITY_INTERACTIVE),
@@ -87,12 +90,13 @@ class JobSpec:
         except SettingsError as exc:
             raise JobError(f"job spec: {exc}") from exc
 
-    def identity(self, input_sha256: str) -> str:
+    def identity(self, input_sha256: str, preset_sha256: str = "") -> str:
         """What the result depends on: the audio's content and every output-shaping setting.
 
         Two jobs with the same identity produce the same stems, so the second can
         reuse the first's result. Device and batch size only change how the engine
-        runs, not what it computes, and are left out.
+        runs, not what it computes, and are left out. The preset counts by its
+        content (``preset_sha256``), so editing a preset file invalidates reuse.
         """
         separation = {
             key: value
@@ -105,6 +109,8 @@ class JobSpec:
             "separation": separation,
             "output": output,
             "time_range": dataclasses.asdict(self.time_range),
+            "effects": dataclasses.asdict(self.effects),
+            "preset_sha256": preset_sha256,
         }
         text = json.dumps({"audio": input_sha256, **shape}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
 from bridge.errors import JobCancelled, StemBridgeError
 from bridge.jobs.execute import execute
 from bridge.jobs.spec import JobSpec
@@ -106,6 +107,7 @@ class Worker:
         owner: This process's owner id (see :func:`owner_id`).
         poll_interval_seconds: How often an idle worker looks for new jobs.
         report_interval_seconds: Least time between two progress writes of a job.
+        plugin_loader: Loads third-party effect plugins (in a child process per chain).
     """
 
     def __init__(
@@ -116,8 +118,10 @@ class Worker:
         owner: str,
         poll_interval_seconds: float = 0.5,
         report_interval_seconds: float = 0.25,
+        plugin_loader: PluginLoader = load_with_pedalboard,
     ) -> None:
         self._store = store
+        self._plugin_loader = plugin_loader
         self._models = models
         self._owner = owner
         self._poll = poll_interval_seconds
@@ -149,6 +153,7 @@ class Worker:
                 separator_for=self._models.separator,
                 on_progress=reporter,
                 cancel=cancel,
+                plugin_loader=self._plugin_loader,
             )
         except JobCancelled:
             if reporter.cancel_requested:

@@ -177,6 +177,7 @@ class FolderWatcher:
             folder=str(rule.stem_folder(path)),
             separation=rule.separation,
             output=rule.output_settings,
+            effects=rule.effects,
             priority=PRIORITY_WATCHED,
             source=f"watch:{rule.name}",
         )
