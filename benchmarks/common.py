@@ -108,7 +108,10 @@ def separate_with(
     side: str, models: Path, clip: Path, out: Path, *, device: str = "cpu", **options: object
 ) -> Measured:
     """Separate ``clip`` with one side (see ``sides.py``) in a child process."""
-    flags = [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+    flags = [
+        f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}")
+        for key, value in options.items()
+    ]
     script = str(ROOT / "benchmarks" / "sides.py")
     return run_child([script, side, str(models), str(clip), str(out), f"--device={device}", *flags])
 

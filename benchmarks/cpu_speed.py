@@ -5,7 +5,8 @@
 Writes a randomly initialised network in the released htdemucs configuration
 (41.98 M parameters) and a stereo clip, runs each side in its own process, and
 reports wall times, the speed ratio, peak RSS and the largest difference
-between the two sides' stems.
+between the two sides' stems. Two more StemBridge runs price the post-processing:
+exact-sum (the default without effects) and the vocal-polish effects preset.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def main() -> None:
         theirs = separate_with("demucs", models, clip, work / "demucs", device=args.device)
         ours = separate_with("stembridge", models, clip, work / "ours", device=args.device)
         error = max_difference(read_stems(theirs), read_stems(ours))
+        exact = separate_with(
+            "stembridge", models, clip, work / "exact", device=args.device, exact_sum=True
+        )
+        polish = separate_with(
+            "stembridge", models, clip, work / "polish", device=args.device, preset="vocal-polish"
+        )
 
     ours_seconds = ours.result["file_seconds"]
     report = {
@@ -47,6 +54,10 @@ def main() -> None:
         "demucs_peak_rss_mb": round(theirs.peak_rss_bytes / 2**20),
         "stembridge_peak_rss_mb": round(ours.peak_rss_bytes / 2**20),
         "max_abs_difference": error,
+        "stembridge_exact_sum_seconds": round(exact.result["file_seconds"], 2),
+        "stembridge_vocal_polish_seconds": round(polish.result["file_seconds"], 2),
+        "exact_sum_peak_rss_mb": round(exact.peak_rss_bytes / 2**20),
+        "vocal_polish_peak_rss_mb": round(polish.peak_rss_bytes / 2**20),
     }
     print(json.dumps(report, indent=2))
 

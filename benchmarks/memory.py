@@ -1,9 +1,10 @@
 """Peak memory against input length: StemBridge vs demucs' apply_model, same small network.
 
-    python benchmarks/memory.py [--minutes 1 10 60]
+    python benchmarks/memory.py [--minutes 1 10 60] [--preset NAME]
 
 For each length a stereo 16-bit WAV is written, then each side separates it in
-its own process (StemBridge through the real ``stembridge separate`` command);
+its own process (StemBridge through the real ``stembridge separate`` command, with
+its defaults: exact-sum on; ``--preset broadcast`` adds the staged loudness pass);
 the peak RSS of each process and its wall time are reported.
 """
 
@@ -21,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
     parser.add_argument("--skip-demucs", action="store_true", help="measure StemBridge only")
+    parser.add_argument("--preset", default="clean", help="StemBridge effects preset")
     args = parser.parse_args()
 
     rows = []
@@ -39,11 +41,14 @@ def main() -> None:
                     str(work / "ours"),
                     "--json",
                     "--overwrite",
+                    "--preset",
+                    args.preset,
                 ],
                 env={"STEMBRIDGE_MODEL_DIR": str(models), "STEMBRIDGE_OFFLINE": "1"},
             )
             row = {
                 "minutes": minutes,
+                "preset": args.preset,
                 "stembridge_peak_rss_mb": round(ours.peak_rss_bytes / 2**20),
                 "stembridge_seconds": round(ours.wall_seconds, 1),
             }

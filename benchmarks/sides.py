@@ -1,11 +1,13 @@
 """The two sides of every benchmark, each run as its own child process.
 
     python benchmarks/sides.py demucs|stembridge|pure MODELS INPUT OUTDIR [--device D]
-        [--batch-size B] [--precision P]
+        [--batch-size B] [--precision P] [--preset NAME] [--exact-sum]
 
 ``demucs``: demucs' loader and ``apply_model(shifts=0, overlap=0.25)`` as its API runs
 them (whole file in memory, normalised like ``demucs.api.Separator``).
-``stembridge``: ``Separator`` + ``separate_file``, as the CLI runs them.
+``stembridge``: ``Separator`` + ``separate_file``, as the CLI runs them; by default
+the raw model output (no exact-sum residual, no effects) so it can be compared with
+demucs, or with ``--exact-sum`` / ``--preset`` the post-processing users get.
 Both write float WAV stems and print one JSON line of timings last.
 ``pure``: the network alone, warm, times the number of segments the clip needs.
 """
@@ -56,9 +58,10 @@ def run_demucs(args: argparse.Namespace) -> dict:
 
 
 def run_stembridge(args: argparse.Namespace) -> dict:
+    from bridge.effects.plan import plan_effects
     from bridge.separate import prepare, separate_file
     from bridge.separation.separator import Separator
-    from bridge.settings import OutputSettings, SeparationSettings, TimeRange
+    from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
     started = time.perf_counter()
     settings = SeparationSettings(
@@ -72,6 +75,11 @@ def run_stembridge(args: argparse.Namespace) -> dict:
         stems=settings.stem_plans,
         output=OutputSettings(format="wav", bit_depth=32, overwrite=True),
         time_range=TimeRange(),
+        effects=plan_effects(
+            EffectsSettings(preset=args.preset, exact_sum=args.exact_sum),
+            stems=settings.stem_plans,
+            model_sources=separator.sources,
+        ),
     )
     manifest = separate_file(prepared, separator=separator)
     finished = time.perf_counter()
@@ -124,6 +132,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--preset", default="clean")
+    parser.add_argument("--exact-sum", action="store_true")
     args = parser.parse_args()
     sides = {"demucs": run_demucs, "stembridge": run_stembridge, "pure": run_pure}
     print(json.dumps(sides[args.side](args)))
