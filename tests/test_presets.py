@@ -16,6 +16,8 @@ from bridge.separation.catalog import MODELS
 from bridge.separation.stems import plan_stems
 from bridge.settings import EffectsSettings
 
+from signals import music, write_audio
+
 SOURCES = MODELS["htdemucs"].sources
 
 
@@ -228,8 +230,6 @@ def test_separate_with_a_bad_preset_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given an input and a preset with an out-of-range value
-    from signals import music, write_audio
-
     source = write_audio(tmp_path / "in" / "mix.wav", music(44100))
     preset = write_preset(
         tmp_path, "loud", '[stems.vocals]\nchain = [{ effect = "Gain", gain_db = 40 }]\n'
