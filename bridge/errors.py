@@ -15,6 +15,7 @@ One tree, so callers can catch as broadly or as narrowly as they need::
     │   └── RangeOutsideAudio  the requested range lies (partly) outside the file
     ├── EffectError            an effect or plugin failed (crashed, hung) while processing
     ├── OutputError            results cannot be written where they should go
+    ├── HostError              a host integration cannot be installed or reached
     ├── JobError               the job queue cannot do what was asked
     │   └── JobNotFound        no job has that id
     └── JobCancelled           work was stopped on request (not a failure)
@@ -114,6 +115,10 @@ class EffectError(StemBridgeError):
 
 class OutputError(StemBridgeError):
     """Results cannot be written to the output location."""
+
+
+class HostError(StemBridgeError):
+    """A host integration cannot be installed or reached (e.g. REAPER's resource folder)."""
 
 
 class JobError(StemBridgeError):

@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from bridge import __version__
-from bridge.cli import daemon, jobs, models, presets, separate
+from bridge.cli import daemon, jobs, models, presets, reaper, separate
 from bridge.cli.common import (
     EXIT_CANCELLED,
     EXIT_EFFECT,
+    EXIT_HOST,
     EXIT_INPUT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -36,6 +37,7 @@ from bridge.errors import StemBridgeError
 __all__ = [
     "EXIT_CANCELLED",
     "EXIT_EFFECT",
+    "EXIT_HOST",
     "EXIT_INPUT",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
@@ -82,6 +84,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stembridge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is happening")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    for module in (separate, jobs, daemon, models, presets):
+    for module in (separate, jobs, daemon, models, presets, reaper):
         module.register(commands)
     return parser

@@ -11,6 +11,8 @@ Exit codes (also for ``python -m bridge``):
 4     an input cannot be used (not audio, truncated, range outside the file)
 5     the output cannot be written (permissions, disk full, stems exist)
 6     the job was cancelled
+7     an effect or plugin failed while processing a stem
+8     a host integration cannot be installed (REAPER's resource folder missing)
 130   interrupted (Ctrl-C); nothing half-written is left behind
 ====  =====================================================================
 """
@@ -35,6 +37,7 @@ EXIT_INPUT = 4
 EXIT_OUTPUT = 5
 EXIT_CANCELLED = 6
 EXIT_EFFECT = 7
+EXIT_HOST = 8
 EXIT_INTERRUPTED = 130
 
 _EXIT_BY_CLASS: tuple[tuple[type[errors.StemBridgeError], int], ...] = (
@@ -45,6 +48,7 @@ _EXIT_BY_CLASS: tuple[tuple[type[errors.StemBridgeError], int], ...] = (
     (errors.OutputError, EXIT_OUTPUT),
     (errors.JobCancelled, EXIT_CANCELLED),
     (errors.EffectError, EXIT_EFFECT),
+    (errors.HostError, EXIT_HOST),
 )
 
 
