@@ -1,0 +1,77 @@
+-- @description StemBridge: Auto-import finished renders (toggle)
+-- @version 0.1.0
+-- @author StemBridge
+-- @noindex
+
+-- While on, stems that the StemBridge daemon makes of this project's renders (a
+-- [[rule]] watching the render folder, stems in <render folder>/Stems/<name>/)
+-- are put on new tracks at the render's start as soon as each job is done.
+local dir = ({ reaper.get_action_context() })[2]:match("^(.*[/\\])")
+local lib = dofile(dir .. "stembridge_lib.lua")
+local _, _, section, command = reaper.get_action_context()
+
+local function render_folder()
+  local _, folder = reaper.GetSetProjectInfo_String(0, "RENDER_FILE", "", false)
+  local project = reaper.GetProjectPath()
+  if folder == "" then return project end
+  if not (folder:match("^/") or folder:match("^%a:[/\\]") or folder:match("^\\\\")) then
+    folder = lib.join(reaper.GetProjectPath():match("^(.*)[/\\][^/\\]+$") or project, folder)
+  end
+  return folder
+end
+
+-- Where the render began: the project start, the custom bounds' start, or else the
+-- edit cursor (REAPER does not record where a time-selection or region render began).
+local function render_start()
+  local bounds = reaper.GetSetProjectInfo(0, "RENDER_BOUNDSFLAG", 0, false)
+  if bounds == 1 then return 0 end
+  if bounds == 0 then return reaper.GetSetProjectInfo(0, "RENDER_STARTPOS", 0, false) end
+  return reaper.GetCursorPosition()
+end
+
+local function imported(id)
+  local _, value = reaper.GetProjExtState(0, lib.SECTION, "imported_" .. id)
+  return value == "1"
+end
+
+local last = 0
+local function tick()
+  local now = reaper.time_precise()
+  if now - last >= 1 then
+    last = now
+    local status_dir = lib.join(lib.join(render_folder(), "Stems"), ".stembridge")
+    local index = 0
+    while true do
+      local name = reaper.EnumerateFiles(status_dir, index)
+      if not name then break end
+      index = index + 1
+      local id = name:match("^(%x+)%.status$")
+      if id and not imported(id) then
+        local status = lib.read_status(lib.join(status_dir, name))
+        if status and status.state == "done" and #status.stems > 0 then
+          local length = 0
+          for _, stem in ipairs(status.stems) do
+            local source = reaper.PCM_Source_CreateFromFile(stem.path)
+            length = math.max(length, (reaper.GetMediaSourceLength(source)))
+            reaper.PCM_Source_Destroy(source)
+          end
+          reaper.Undo_BeginBlock()
+          local title = (status.folder or id):match("([^/\\]+)$") or id
+          lib.import_stems(nil, title, status.stems, render_start(), length)
+          reaper.SetProjExtState(0, lib.SECTION, "imported_" .. id, "1")
+          reaper.Undo_EndBlock("StemBridge: stems of render " .. title, -1)
+          reaper.UpdateArrange()
+        end
+      end
+    end
+  end
+  reaper.defer(tick)
+end
+
+reaper.SetToggleCommandState(section, command, 1)
+reaper.RefreshToolbar2(section, command)
+reaper.atexit(function()
+  reaper.SetToggleCommandState(section, command, 0)
+  reaper.RefreshToolbar2(section, command)
+end)
+tick()

@@ -1,0 +1,477 @@
+-- @noindex
+-- StemBridge for REAPER: the logic shared by every action.
+--
+-- Flow: plan each selected item (which section of which file it plays, or why it
+-- cannot be read as a plain range), submit that range with `stembridge submit`,
+-- poll the job's status file in a defer loop (never blocking the UI), and import
+-- the stems under the source track when the job is done, in one undo block.
+
+local M = {}
+
+M.VERSION = "0.1.0"
+M.SECTION = "StemBridge" -- ExtState section
+M.RENDER_TO_NEW_TAKE = 41999 -- "Item: Render items to new take"
+M.POLL_SECONDS = 0.25
+M.DASH = " \u{2013} " -- "<item> – vocals"
+
+local SEP = package.config:sub(1, 1)
+
+-- Paths and config ---------------------------------------------------------
+
+function M.script_dir()
+  local _, path = reaper.get_action_context()
+  return path:match("^(.*[/\\])") or ""
+end
+
+function M.join(a, b)
+  if a:sub(-1) == "/" or a:sub(-1) == "\\" then return a .. b end
+  return a .. SEP .. b
+end
+
+--- The stembridge command recorded by `stembridge reaper install`: next to the scripts,
+-- or (for scripts installed by ReaPack, one folder deeper) in Scripts/StemBridge.
+function M.load_config()
+  local places = {
+    M.join(M.script_dir(), "stembridge_config.lua"),
+    M.join(M.join(M.join(reaper.GetResourcePath(), "Scripts"), "StemBridge"), "stembridge_config.lua"),
+  }
+  for _, path in ipairs(places) do
+    local chunk = loadfile(path, "t", {})
+    local ok, config = pcall(chunk or error, "missing")
+    if ok and type(config) == "table" and type(config.command) == "table" and #config.command > 0 then
+      return config
+    end
+  end
+  return nil, "StemBridge is not set up: " .. places[1] .. " is missing or damaged.\n\n" ..
+    "Run `stembridge reaper install` in a terminal, then try again."
+end
+
+-- Command lines --------------------------------------------------------------
+
+function M.is_windows()
+  return (reaper.GetOS() or ""):match("^Win") ~= nil
+end
+
+--- One argument for /bin/sh: single quotes, with embedded ones closed and escaped.
+function M.quote_posix(arg)
+  return "'" .. arg:gsub("'", "'\\''") .. "'"
+end
+
+--- One argument as the Microsoft C runtime (CommandLineToArgvW) reads it back: quoted
+-- when it holds blanks or is empty; backslashes before a quote are doubled.
+function M.quote_windows(arg)
+  local quoted = arg == "" or arg:find("[ \t]") ~= nil
+  local out, slashes = {}, 0
+  for ch in arg:gmatch(".") do
+    if ch == "\\" then
+      slashes = slashes + 1
+    elseif ch == '"' then
+      out[#out + 1] = string.rep("\\", slashes * 2) .. '\\"'
+      slashes = 0
+    else
+      out[#out + 1] = string.rep("\\", slashes) .. ch
+      slashes = 0
+    end
+  end
+  local tail = string.rep("\\", quoted and slashes * 2 or slashes)
+  if quoted then return '"' .. table.concat(out) .. tail .. '"' end
+  return table.concat(out) .. tail
+end
+
+function M.command_line(args, windows)
+  local quote = windows and M.quote_windows or M.quote_posix
+  local parts = {}
+  for i, arg in ipairs(args) do parts[i] = quote(tostring(arg)) end
+  return table.concat(parts, " ")
+end
+
+--- Run stembridge with `args`; returns exit code and output (nil, message if it could not start).
+function M.run(config, args, timeout_ms)
+  local full = {}
+  for _, arg in ipairs(config.command) do full[#full + 1] = arg end
+  for _, arg in ipairs(args) do full[#full + 1] = arg end
+  local out = reaper.ExecProcess(M.command_line(full, M.is_windows()), timeout_ms or 30000)
+  if not out then
+    return nil, "could not run " .. config.command[1] .. "; reinstall with `stembridge reaper install`"
+  end
+  local code, text = out:match("^(%-?%d+)\n?(.*)$")
+  return tonumber(code), text or ""
+end
+
+-- Items ------------------------------------------------------------------------
+
+local function item_name(item, take, path)
+  local name = take and reaper.GetTakeName(take) or ""
+  if name == "" and path then name = path:match("([^/\\]+)$") or path end
+  if name == "" then name = "item" end
+  return (name:gsub("%.[%w]+$", ""))
+end
+
+--- What an item plays, as a plain range of a file, or why it is not one.
+-- Returns {path, start, length, position, name, track, item, rate} or {reason, renderable}.
+function M.plan_item(item)
+  local take = reaper.GetActiveTake(item)
+  if not take then
+    local name = string.format("item at %.3f s", reaper.GetMediaItemInfo_Value(item, "D_POSITION"))
+    return { item = item, name = name, reason = "empty item (no take)", renderable = false }
+  end
+  local name = item_name(item, take)
+  local plan = { item = item, name = name, track = reaper.GetMediaItem_Track(item) }
+  if reaper.TakeIsMIDI(take) then
+    plan.reason, plan.renderable = "MIDI item", true
+    return plan
+  end
+  local source = reaper.GetMediaItemTake_Source(take)
+  local offset = 0
+  while true do
+    local parent = reaper.GetMediaSourceParent(source)
+    if not parent then break end
+    local ok, section_offset, _, reversed = reaper.PCM_Source_GetSectionInfo(source)
+    if ok and reversed then
+      plan.reason, plan.renderable = "reversed", true
+      return plan
+    end
+    if ok then offset = offset + section_offset end
+    source = parent
+  end
+  local path = reaper.GetMediaSourceFileName(source)
+  if not path or path == "" then
+    plan.reason, plan.renderable = "no source file", true
+    return plan
+  end
+  plan.name = item_name(item, take, path)
+  local playrate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE")
+  local start = reaper.GetMediaItemTakeInfo_Value(take, "D_STARTOFFS") + offset
+  local length = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+  local source_length = reaper.GetMediaSourceLength(source)
+  if playrate ~= 1 then
+    plan.reason = string.format("playrate %g", playrate)
+  elseif reaper.TakeFX_GetCount(take) > 0 then
+    plan.reason = "take FX"
+  elseif start < 0 or start + length > source_length + 1e-9 then
+    plan.reason = reaper.GetMediaItemInfo_Value(item, "B_LOOPSRC") == 1 and "loops its source"
+      or "extends past its source"
+  end
+  if plan.reason then
+    plan.renderable = true
+    return plan
+  end
+  plan.path, plan.start, plan.length = path, start, length
+  plan.position = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+  plan.rate = reaper.GetMediaSourceSampleRate(source)
+  return plan
+end
+
+function M.selected_items()
+  local items = {}
+  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
+    items[#items + 1] = reaper.GetSelectedMediaItem(0, i)
+  end
+  return items
+end
+
+--- Render `items` to new takes (REAPER's own action), keeping the selection as it was.
+function M.render_items(items)
+  local selected = M.selected_items()
+  reaper.SelectAllMediaItems(0, false)
+  for _, item in ipairs(items) do reaper.SetMediaItemSelected(item, true) end
+  reaper.Main_OnCommand(M.RENDER_TO_NEW_TAKE, 0)
+  reaper.SelectAllMediaItems(0, false)
+  for _, item in ipairs(selected) do reaper.SetMediaItemSelected(item, true) end
+end
+
+--- Plans for the selected items; asks before rendering the ones that need it.
+-- Returns plans to submit and a list of "name: reason" lines for skipped items.
+function M.plan_selection()
+  local plans, skipped, renderable = {}, {}, {}
+  for _, item in ipairs(M.selected_items()) do
+    local plan = M.plan_item(item)
+    if not plan.reason then
+      plans[#plans + 1] = plan
+    elseif plan.renderable then
+      renderable[#renderable + 1] = plan
+    else
+      skipped[#skipped + 1] = plan.name .. ": " .. plan.reason
+    end
+  end
+  if #renderable > 0 then
+    local lines = {}
+    for _, plan in ipairs(renderable) do lines[#lines + 1] = "  " .. plan.name .. ": " .. plan.reason end
+    local answer = reaper.ShowMessageBox(
+      "These items do not play a plain part of a file:\n" .. table.concat(lines, "\n") ..
+        "\n\nRender them to new takes first (Item: Render items to new take)?\n" ..
+        "No skips them.", "StemBridge", 4)
+    if answer == 6 then
+      local items = {}
+      for _, plan in ipairs(renderable) do items[#items + 1] = plan.item end
+      M.render_items(items)
+      for _, item in ipairs(items) do
+        local plan = M.plan_item(item)
+        if plan.reason then
+          skipped[#skipped + 1] = plan.name .. ": " .. plan.reason .. " (also after rendering)"
+        else
+          plans[#plans + 1] = plan
+        end
+      end
+    else
+      for _, plan in ipairs(renderable) do
+        skipped[#skipped + 1] = plan.name .. ": " .. plan.reason .. " (not rendered)"
+      end
+    end
+  end
+  return plans, skipped
+end
+
+-- Submitting and following jobs ---------------------------------------------------
+
+function M.stems_folder()
+  return M.join(reaper.GetProjectPath(), "Stems")
+end
+
+local function number(value)
+  return string.format("%.17g", value)
+end
+
+--- Submit one planned item; returns the job (id, status file, plan) or nil and a message.
+function M.submit(config, plan, options)
+  local folder = M.stems_folder()
+  local origin = string.format('{"host":"reaper","position":%s,"length":%s}',
+    number(plan.position), number(plan.length))
+  local args = { "submit", plan.path, "--start", number(plan.start), "--length", number(plan.length),
+    "-o", folder, "--origin", origin, "--json" }
+  if options.stems and options.stems ~= "" then
+    args[#args + 1] = "--stems"; args[#args + 1] = options.stems
+  end
+  if options.model and options.model ~= "" then
+    args[#args + 1] = "--model"; args[#args + 1] = options.model
+  end
+  if options.preset and options.preset ~= "" then
+    args[#args + 1] = "--preset"; args[#args + 1] = options.preset
+  end
+  local code, out = M.run(config, args)
+  if code ~= 0 then
+    local last = ""
+    for line in (out or ""):gmatch("[^\r\n]+") do last = line end
+    return nil, plan.name .. ": " .. (last ~= "" and last or "stembridge submit failed")
+  end
+  local id = out:match('"id"%s*:%s*"(%x+)"')
+  if not id then return nil, plan.name .. ": unexpected answer from stembridge submit" end
+  return {
+    id = id,
+    plan = plan,
+    status_path = M.join(M.join(folder, ".stembridge"), id .. ".status"),
+    daemon = out:match('"daemon_running"%s*:%s*true') ~= nil,
+    state = "queued", progress = 0, stage = "queued",
+  }
+end
+
+--- The status file as a table, with the stems in file order (nil while it is absent).
+function M.read_status(path)
+  local file = io.open(path, "r")
+  if not file then return nil end
+  local status = { stems = {} }
+  for line in file:lines() do
+    local key, value = line:match("^([%w_%.%-]+)=(.*)$")
+    if key then
+      local stem = key:match("^stem%.(.+)$")
+      if stem then
+        status.stems[#status.stems + 1] = { name = stem, path = value }
+      else
+        status[key] = value
+      end
+    end
+  end
+  file:close()
+  return status
+end
+
+-- Importing ----------------------------------------------------------------------
+
+--- A folder track under `track` (or after the last track when nil) named `name`, with
+-- one child track per stem holding one item at `position`/`length`.
+function M.import_stems(track, name, stems, position, length)
+  local index, depth = reaper.CountTracks(0), 0
+  if track then
+    index = math.floor(reaper.GetMediaTrackInfo_Value(track, "IP_TRACKNUMBER"))
+    depth = reaper.GetMediaTrackInfo_Value(track, "I_FOLDERDEPTH")
+  end
+  reaper.InsertTrackAtIndex(index, true)
+  local folder = reaper.GetTrack(0, index)
+  reaper.GetSetMediaTrackInfo_String(folder, "P_NAME", name, true)
+  reaper.SetMediaTrackInfo_Value(folder, "I_FOLDERDEPTH", 1)
+  -- A source track that closes folders hands that over to the last stem track.
+  if track and depth < 0 then reaper.SetMediaTrackInfo_Value(track, "I_FOLDERDEPTH", 0) end
+  for i, stem in ipairs(stems) do
+    reaper.InsertTrackAtIndex(index + i, true)
+    local child = reaper.GetTrack(0, index + i)
+    local label = name .. M.DASH .. stem.name
+    reaper.GetSetMediaTrackInfo_String(child, "P_NAME", label, true)
+    local item = reaper.AddMediaItemToTrack(child)
+    local take = reaper.AddTakeToMediaItem(item)
+    reaper.SetMediaItemTake_Source(take, reaper.PCM_Source_CreateFromFile(stem.path))
+    reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", label, true)
+    reaper.SetMediaItemInfo_Value(item, "D_POSITION", position)
+    reaper.SetMediaItemInfo_Value(item, "D_LENGTH", length)
+    reaper.SetMediaTrackInfo_Value(child, "I_FOLDERDEPTH", i == #stems and -1 + math.min(depth, 0) or 0)
+  end
+  return folder
+end
+
+function M.import_job(job, mute_original)
+  local plan = job.plan
+  if not reaper.ValidatePtr2(0, plan.track, "MediaTrack*") then
+    return false, plan.name .. ": its track was deleted; the stems are in " .. (job.status.folder or "")
+  end
+  reaper.Undo_BeginBlock()
+  M.import_stems(plan.track, plan.name, job.status.stems, plan.position, plan.length)
+  if mute_original and reaper.ValidatePtr2(0, plan.item, "MediaItem*") then
+    reaper.SetMediaItemInfo_Value(plan.item, "B_MUTE", 1)
+  end
+  reaper.Undo_EndBlock("StemBridge: stems of " .. plan.name, -1)
+  reaper.UpdateArrange()
+  return true
+end
+
+-- Progress window ----------------------------------------------------------------------
+
+local CANCEL = { x = 10, w = 90, h = 22 }
+
+function M.draw(jobs)
+  local height = 44 + 24 * #jobs
+  if not M.window then
+    gfx.init("StemBridge", 460, height)
+    M.window = true
+  end
+  gfx.set(0.12, 0.12, 0.12)
+  gfx.rect(0, 0, gfx.w, gfx.h, 1)
+  for i, job in ipairs(jobs) do
+    local y = 8 + 24 * (i - 1)
+    gfx.set(0.25, 0.45, 0.75)
+    gfx.rect(10, y, math.floor(300 * job.progress), 18, 1)
+    gfx.set(0.9, 0.9, 0.9)
+    gfx.x, gfx.y = 14, y + 2
+    gfx.drawstr(string.format("%s  %s %d%%", job.plan.name, job.stage, math.floor(job.progress * 100)))
+  end
+  CANCEL.y = height - 30
+  gfx.set(0.6, 0.2, 0.2)
+  gfx.rect(CANCEL.x, CANCEL.y, CANCEL.w, CANCEL.h, 1)
+  gfx.set(1, 1, 1)
+  gfx.x, gfx.y = CANCEL.x + 18, CANCEL.y + 4
+  gfx.drawstr("Cancel")
+  gfx.update()
+  local char = gfx.getchar()
+  local clicked = gfx.mouse_cap & 1 == 1 and gfx.mouse_x >= CANCEL.x and gfx.mouse_x <= CANCEL.x + CANCEL.w
+    and gfx.mouse_y >= CANCEL.y and gfx.mouse_y <= CANCEL.y + CANCEL.h
+  if char == -1 then M.window = nil end -- closed: jobs go on, stems still arrive
+  return clicked or char == 27
+end
+
+function M.close_window()
+  if M.window then gfx.quit(); M.window = nil end
+end
+
+--- Follow `jobs` in a defer loop: progress, cancel, import; report failures at the end.
+function M.follow(config, jobs, options, problems)
+  local pending, done = {}, {}
+  for _, job in ipairs(jobs) do pending[#pending + 1] = job end
+  local function finish()
+    M.close_window()
+    if #problems > 0 then
+      reaper.ShowMessageBox(table.concat(problems, "\n\n"), "StemBridge", 0)
+    end
+  end
+  local function tick()
+    local still = {}
+    for _, job in ipairs(pending) do
+      local status = M.read_status(job.status_path)
+      if status then
+        job.state, job.stage = status.state or job.state, status.stage or job.stage
+        job.progress = tonumber(status.progress) or job.progress
+        job.status = status
+      end
+      if job.state == "done" then
+        local ok, message = M.import_job(job, options.mute)
+        if not ok then problems[#problems + 1] = message end
+        done[#done + 1] = job
+      elseif job.state == "failed" then
+        problems[#problems + 1] = job.plan.name .. ": " .. (job.status.error or "failed") ..
+          "\n(stembridge status " .. job.id .. " shows more)"
+      elseif job.state ~= "cancelled" then
+        still[#still + 1] = job
+      end
+    end
+    pending = still
+    if #pending == 0 then return finish() end
+    if M.draw(pending) then
+      for _, job in ipairs(pending) do M.run(config, { "cancel", job.id }, 10000) end
+    end
+    reaper.defer(tick)
+  end
+  tick()
+end
+
+-- The actions --------------------------------------------------------------------------
+
+function M.options_from_state()
+  local function get(key, default)
+    if reaper.HasExtState(M.SECTION, key) then return reaper.GetExtState(M.SECTION, key) end
+    return default
+  end
+  return {
+    stems = get("stems", "vocals,instrumental"),
+    model = get("model", "htdemucs"),
+    preset = get("preset", "clean"),
+    mute = get("mute", "y") ~= "n",
+  }
+end
+
+function M.ask_options()
+  local options = M.options_from_state()
+  local defaults = table.concat({ options.stems:gsub(",", ";"), options.model, options.preset,
+    options.mute and "y" or "n" }, ",")
+  local ok, answer = reaper.GetUserInputs("StemBridge: separate selected items", 4,
+    "Stems (a;b or vocals;instrumental),Model,Preset,Mute originals (y/n),extrawidth=120", defaults)
+  if not ok then return nil end
+  local stems, model, preset, mute = answer:match("^([^,]*),([^,]*),([^,]*),([^,]*)$")
+  if not stems then return nil end
+  options = { stems = stems:gsub(";", ","), model = model, preset = preset, mute = mute ~= "n" }
+  reaper.SetExtState(M.SECTION, "stems", options.stems, true)
+  reaper.SetExtState(M.SECTION, "model", options.model, true)
+  reaper.SetExtState(M.SECTION, "preset", options.preset, true)
+  reaper.SetExtState(M.SECTION, "mute", options.mute and "y" or "n", true)
+  return options
+end
+
+--- Separate the selected items with `options` (stems, model, preset, mute).
+function M.separate_selected(options)
+  local config, problem = M.load_config()
+  if not config then
+    reaper.ShowMessageBox(problem, "StemBridge", 0)
+    return
+  end
+  local plans, skipped = M.plan_selection()
+  if #plans == 0 and #skipped == 0 then
+    reaper.ShowMessageBox("Select one or more audio items first.", "StemBridge", 0)
+    return
+  end
+  local jobs, problems = {}, {}
+  for _, line in ipairs(skipped) do problems[#problems + 1] = "Skipped " .. line end
+  local daemon = true
+  for _, plan in ipairs(plans) do
+    local job, message = M.submit(config, plan, options)
+    if job then
+      jobs[#jobs + 1] = job
+      daemon = daemon and job.daemon
+    else
+      problems[#problems + 1] = message
+    end
+  end
+  if #jobs > 0 and not daemon then
+    reaper.ShowMessageBox("The StemBridge daemon is not running, so the jobs wait for it. " ..
+      "Start it with `stembridge serve` (or `stembridge service install` to run it at login); " ..
+      "the stems arrive here as soon as it runs.", "StemBridge", 0)
+  end
+  M.follow(config, jobs, options, problems)
+end
+
+return M
