@@ -248,6 +248,7 @@ def test_selected_items_become_aligned_stem_tracks(
     assert by_name["Vox"]["depth"] == 0
     assert sum(track["depth"] for track in project["tracks"]) == 0
     assert project["messages"] == []
+    assert project["projext"] == [], "every job seen to the end is forgotten"
 
 
 def test_items_that_are_not_plain_ranges_are_rendered_with_consent(
@@ -428,3 +429,35 @@ F.run_deferred(120, 0.2)
     assert "broken take.wav" in message and "stembridge status" in message
     assert track_names(project) == ["Gtr"]
     assert project["undo_open"] == 0 and project["undo_blocks"] == []
+
+
+def test_jobs_left_running_when_the_script_stopped_are_imported_by_the_next_run(
+    lua: str, tmp_path: Path, scripts: Path, daemon: Any
+) -> None:
+    # Given a submitted item whose script was stopped (REAPER closed, script terminated)
+    # before its job was done
+    source = write_audio(tmp_path / "media" / "take.wav", music(2 * 44100))
+    body = f"""
+F.project_path = {lua_string(tmp_path)}
+local track = F.add_track('Keys', 0)
+local src = F.source({lua_string(source)})
+F.add_item(track, {{ name = 'k', position = 4, length = 1.5, startoffs = 0.25, source = src }})
+F.run_script({lua_string(scripts / QUICK)})
+F.deferred = {{}}
+assert(#F.tracks == 1, "nothing may be imported yet")
+os.execute("sleep 4")
+F.R.SelectAllMediaItems(0, false)
+F.run_script({lua_string(scripts / QUICK)})
+F.run_deferred(120, 0.2)
+F.run_script({lua_string(scripts / QUICK)})
+"""
+    # When the action runs again later, with nothing selected
+    project = run_lua(lua, body, tmp_path)
+    # Then the earlier job's stems are imported under its item, once, and it is forgotten
+    assert track_names(project) == ["Keys", "k", f"k{DASH}vocals", f"k{DASH}instrumental"]
+    for track in project["tracks"][2:]:
+        (item,) = track["items"]
+        assert (item["position"], item["length"]) == (4, 1.5)
+    assert project["tracks"][0]["items"][0]["mute"] == 1
+    assert project["projext"] == []
+    assert project["messages"] == ["Select one or more audio items first."]

@@ -14,6 +14,13 @@ local F = {
   project_path = "/tmp", script = "", os = "Linux-x86_64", clock = 0,
 }
 local R = {}
+local guids = 0
+
+--- REAPER's GUID text form, unique within the fake.
+local function new_guid()
+  guids = guids + 1
+  return string.format("{%08X-0000-4000-8000-%012X}", guids, guids)
+end
 
 -- Sources ------------------------------------------------------------------------
 
@@ -51,14 +58,15 @@ end
 -- Project building (used by the tests, not by scripts) --------------------------------
 
 function F.add_track(name, depth)
-  local track = { name = name or "", depth = depth or 0, items = {} }
+  local track = { name = name or "", depth = depth or 0, items = {}, guid = new_guid() }
   F.tracks[#F.tracks + 1] = track
   return track
 end
 
 function F.add_item(track, spec)
   local item = { track = track, position = spec.position or 0, length = spec.length or 1,
-    mute = 0, loopsrc = spec.loopsrc or 0, selected = spec.selected ~= false, takes = {} }
+    mute = 0, loopsrc = spec.loopsrc or 0, selected = spec.selected ~= false, takes = {},
+    guid = new_guid() }
   local take = { item = item, name = spec.name or "", source = spec.source, startoffs = spec.startoffs or 0,
     playrate = spec.playrate or 1, fx = spec.fx or 0, midi = spec.midi or false }
   item.takes[1], item.active = take, take
@@ -168,8 +176,19 @@ function R.GetSetMediaItemTakeInfo_String(tk, parmname, stringNeedBig, setNewVal
   return true, tk.name
 end
 
+function R.CountMediaItems(proj) return #all_items() end
+
+function R.GetMediaItem(proj, itemidx) return all_items()[itemidx + 1] end
+
+function R.GetSetMediaItemInfo_String(item, parmname, stringNeedBig, setNewValue)
+  assert(parmname == "GUID", "fake: item string " .. parmname)
+  if setNewValue then item.guid = stringNeedBig end
+  return true, item.guid
+end
+
 function R.AddMediaItemToTrack(tr)
-  local item = { track = tr, position = 0, length = 0, mute = 0, loopsrc = 0, selected = false, takes = {} }
+  local item = { track = tr, position = 0, length = 0, mute = 0, loopsrc = 0, selected = false,
+    takes = {}, guid = new_guid() }
   tr.items[#tr.items + 1] = item
   return item
 end
@@ -193,7 +212,7 @@ function R.CountTracks(proj) return #F.tracks end
 function R.GetTrack(proj, trackidx) return F.tracks[trackidx + 1] end
 
 function R.InsertTrackAtIndex(idx, wantDefaults)
-  table.insert(F.tracks, math.min(idx, #F.tracks) + 1, { name = "", depth = 0, items = {} })
+  table.insert(F.tracks, math.min(idx, #F.tracks) + 1, { name = "", depth = 0, items = {}, guid = new_guid() })
 end
 
 function R.GetMediaTrackInfo_Value(tr, parmname)
@@ -209,9 +228,9 @@ function R.SetMediaTrackInfo_Value(tr, parmname, newvalue)
 end
 
 function R.GetSetMediaTrackInfo_String(tr, parmname, stringNeedBig, setNewValue)
-  assert(parmname == "P_NAME", "fake: track string " .. parmname)
-  if setNewValue then tr.name = stringNeedBig end
-  return true, tr.name
+  local key = ({ P_NAME = "name", GUID = "guid" })[parmname] or error("fake: track string " .. parmname)
+  if setNewValue then tr[key] = stringNeedBig end
+  return true, tr[key]
 end
 
 function R.ValidatePtr2(proj, pointer, ctypename)
@@ -320,9 +339,22 @@ function R.GetProjExtState(proj, extname, key)
   return value and #value or 0, value or ""
 end
 
+--- An empty value deletes the key, as in REAPER.
 function R.SetProjExtState(proj, extname, key, value)
-  F.projext[extname .. "/" .. key] = value
+  F.projext[extname .. "/" .. key] = value ~= "" and value or nil
   return 1
+end
+
+function R.EnumProjExtState(proj, extname, idx)
+  local keys = {}
+  for full in pairs(F.projext) do
+    local section, key = full:match("^(.-)/(.*)$")
+    if section == extname then keys[#keys + 1] = key end
+  end
+  table.sort(keys)
+  local key = keys[idx + 1]
+  if not key then return false, "", "" end
+  return true, key, F.projext[extname .. "/" .. key]
 end
 
 function R.GetSetProjectInfo_String(project, desc, valuestrNeedBig, is_set)
@@ -447,7 +479,7 @@ function F.dump()
   local arity = {}
   for name, fn in pairs(R) do arity[name] = debug.getinfo(fn, "u").nparams end
   return encode({ arity = arity, tracks = tracks, undo_open = F.undo.open, undo_blocks = F.undo.blocks,
-    messages = F.messages, exec = F.exec, calls = calls, extstate = F.extstate,
+    messages = F.messages, exec = F.exec, calls = calls, extstate = F.extstate, projext = F.projext,
     registered = F.registered, toggles = F.toggles, drawn = G.drawn, left = #F.deferred })
 end
 

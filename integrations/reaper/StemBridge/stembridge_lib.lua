@@ -5,6 +5,8 @@
 -- cannot be read as a plain range), submit that range with `stembridge submit`,
 -- poll the job's status file in a defer loop (never blocking the UI), and import
 -- the stems under the source track when the job is done, in one undo block.
+-- Submitted jobs are also kept in the project (ProjExtState), so stems of jobs
+-- still running when the script or REAPER stopped are imported by the next run.
 
 local M = {}
 
@@ -285,6 +287,59 @@ function M.read_status(path)
   return status
 end
 
+-- Jobs kept in the project --------------------------------------------------------
+
+local function guid_of_track(track)
+  return select(2, reaper.GetSetMediaTrackInfo_String(track, "GUID", "", false))
+end
+
+local function guid_of_item(item)
+  return select(2, reaper.GetSetMediaItemInfo_String(item, "GUID", "", false))
+end
+
+--- Remember a submitted job in the project until its stems are imported.
+function M.remember(job, options)
+  local plan = job.plan
+  local fields = { job.status_path, guid_of_track(plan.track), guid_of_item(plan.item),
+    number(plan.position), number(plan.length), plan.name, options.mute and "y" or "n" }
+  reaper.SetProjExtState(0, M.SECTION, "job_" .. job.id, table.concat(fields, "\t"))
+end
+
+function M.forget(job)
+  reaper.SetProjExtState(0, M.SECTION, "job_" .. job.id, "")
+end
+
+--- Jobs an earlier run submitted and did not see to the end, with their track and item.
+function M.remembered()
+  local tracks, items = {}, {}
+  for i = 0, reaper.CountTracks(0) - 1 do
+    local track = reaper.GetTrack(0, i)
+    tracks[guid_of_track(track)] = track
+  end
+  for i = 0, reaper.CountMediaItems(0) - 1 do
+    local item = reaper.GetMediaItem(0, i)
+    items[guid_of_item(item)] = item
+  end
+  local jobs, index = {}, 0
+  while true do
+    local ok, key, value = reaper.EnumProjExtState(0, M.SECTION, index)
+    if not ok then break end
+    index = index + 1
+    local id = key:match("^job_(%x+)$")
+    local path, track, item, position, length, name, mute =
+      value:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([yn])$")
+    if id and path then
+      jobs[#jobs + 1] = {
+        id = id, status_path = path, mute = mute == "y", state = "queued", progress = 0,
+        stage = "queued",
+        plan = { name = name, track = tracks[track], item = items[item],
+          position = tonumber(position), length = tonumber(length) },
+      }
+    end
+  end
+  return jobs
+end
+
 -- Importing ----------------------------------------------------------------------
 
 --- A folder track under `track` (or after the last track when nil) named `name`, with
@@ -319,12 +374,12 @@ end
 
 function M.import_job(job, mute_original)
   local plan = job.plan
-  if not reaper.ValidatePtr2(0, plan.track, "MediaTrack*") then
+  if not plan.track or not reaper.ValidatePtr2(0, plan.track, "MediaTrack*") then
     return false, plan.name .. ": its track was deleted; the stems are in " .. (job.status.folder or "")
   end
   reaper.Undo_BeginBlock()
   M.import_stems(plan.track, plan.name, job.status.stems, plan.position, plan.length)
-  if mute_original and reaper.ValidatePtr2(0, plan.item, "MediaItem*") then
+  if mute_original and plan.item and reaper.ValidatePtr2(0, plan.item, "MediaItem*") then
     reaper.SetMediaItemInfo_Value(plan.item, "B_MUTE", 1)
   end
   reaper.Undo_EndBlock("StemBridge: stems of " .. plan.name, -1)
@@ -390,13 +445,19 @@ function M.follow(config, jobs, options, problems)
         job.status = status
       end
       if job.state == "done" then
-        local ok, message = M.import_job(job, options.mute)
+        local mute = options.mute
+        if job.mute ~= nil then mute = job.mute end
+        local ok, message = M.import_job(job, mute)
         if not ok then problems[#problems + 1] = message end
         done[#done + 1] = job
+        M.forget(job)
       elseif job.state == "failed" then
         problems[#problems + 1] = job.plan.name .. ": " .. (job.status.error or "failed") ..
           "\n(stembridge status " .. job.id .. " shows more)"
-      elseif job.state ~= "cancelled" then
+        M.forget(job)
+      elseif job.state == "cancelled" then
+        M.forget(job)
+      else
         still[#still + 1] = job
       end
     end
@@ -449,17 +510,18 @@ function M.separate_selected(options)
     reaper.ShowMessageBox(problem, "StemBridge", 0)
     return
   end
+  local jobs, problems = M.remembered(), {}
   local plans, skipped = M.plan_selection()
-  if #plans == 0 and #skipped == 0 then
+  if #plans == 0 and #skipped == 0 and #jobs == 0 then
     reaper.ShowMessageBox("Select one or more audio items first.", "StemBridge", 0)
     return
   end
-  local jobs, problems = {}, {}
   for _, line in ipairs(skipped) do problems[#problems + 1] = "Skipped " .. line end
   local daemon = true
   for _, plan in ipairs(plans) do
     local job, message = M.submit(config, plan, options)
     if job then
+      M.remember(job, options)
       jobs[#jobs + 1] = job
       daemon = daemon and job.daemon
     else
