@@ -2,7 +2,8 @@
 
 Layout (every section and key optional; ``examples/*.toml`` are commented samples)::
 
-    [daemon]          state_dir, poll_interval_seconds, stable_polls, scan_existing
+    [daemon]          state_dir, poll_interval_seconds, stable_polls, scan_existing,
+                      broker (redis:// URL of a studio's GPU workers)
     [separation]      model, stems, device, shifts, overlap, segment_seconds, batch_size,
                       precision: defaults for every job
     [output]          format, bit_depth, sample_rate, overwrite, bitrate_kbps, quality,
@@ -12,6 +13,8 @@ Layout (every section and key optional; ``examples/*.toml`` are commented sample
     [[rule]]          a watched folder: name, folder, recursive, patterns, ignore,
                       output (stem folder template), polling, and any [separation],
                       [output] or [effects] key to override for this folder
+    [paths]           "daemon path" = "path on this machine" prefix pairs, for a
+                      studio worker that mounts the share elsewhere ("/mnt/nas" = 'Z:\\')
 
 Precedence is explicit: job options (``submit`` flags) override the rule, which
 overrides ``[separation]``/``[output]``/``[effects]``, which override the preset
@@ -33,6 +36,8 @@ from typing import Any
 
 import platformdirs
 
+from bridge.broker.paths import PathMap
+from bridge.broker.url import BrokerUrl, parse_broker_url
 from bridge.effects.presets import load_preset
 from bridge.errors import ConfigError, PresetError, SettingsError
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
@@ -73,6 +78,7 @@ _DAEMON_KEYS: dict[str, tuple[type, ...]] = {
     "poll_interval_seconds": (float, int),
     "stable_polls": (int,),
     "scan_existing": (bool,),
+    "broker": (str,),
 }
 _RULE_KEYS: dict[str, tuple[type, ...]] = {
     "name": (str,),
@@ -108,12 +114,14 @@ class DaemonSettings:
         stable_polls: Polls with unchanged size and mtime before a file counts as finished
             where no close-after-write event exists (polling observers, macOS, Windows).
         scan_existing: Also take files already in a folder when it is (re)watched.
+        broker: The Redis of the studio's GPU workers; ``None`` separates on this machine.
     """
 
     state_dir: Path = field(default_factory=default_state_dir)
     poll_interval_seconds: float = 1.0
     stable_polls: int = 3
     scan_existing: bool = True
+    broker: BrokerUrl | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +177,7 @@ class Config:
         output: Default output settings for every job.
         effects: Default effects settings for every job.
         rules: Watched folders.
+        paths: Prefix pairs from the daemon's paths to this machine's (``[paths]``).
     """
 
     path: Path | None = None
@@ -177,6 +186,7 @@ class Config:
     output: OutputSettings = field(default_factory=OutputSettings)
     effects: EffectsSettings = field(default_factory=EffectsSettings)
     rules: tuple[Rule, ...] = ()
+    paths: PathMap = field(default_factory=PathMap)
 
     def with_rules(self, rules: tuple[Rule, ...]) -> Config:
         """The same config watching ``rules`` instead (``stembridge watch``)."""
@@ -242,13 +252,14 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
             "output": (dict,),
             "effects": (dict,),
             "rule": (list,),
+            "paths": (dict,),
         },
         file,
         "",
     )
     daemon_table = data.get("daemon", {})
     _check_keys(daemon_table, _DAEMON_KEYS, file, "[daemon]")
-    daemon = _build(DaemonSettings, _daemon_values(daemon_table), file, "[daemon]")
+    daemon = _build(DaemonSettings, _daemon_values(daemon_table, file), file, "[daemon]")
     separation = _build(
         SeparationSettings,
         _separation_values(data.get("separation", {}), file, "[separation]"),
@@ -274,6 +285,7 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
             raise ConfigError(
                 f"{file}: two [[rule]] tables are named {name!r}; give each rule its own name"
             )
+    paths = _parse_paths(data.get("paths", {}), file)
     return Config(
         path=file,
         daemon=daemon,
@@ -281,7 +293,15 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
         output=output,
         effects=effects,
         rules=rules,
+        paths=paths,
     )
+
+
+def _parse_paths(table: Mapping[str, Any], file: Path) -> PathMap:
+    try:
+        return PathMap(tuple(table.items()))
+    except SettingsError as exc:
+        raise ConfigError(f"{file}: [paths] {exc}", key=exc.key, value=exc.value) from exc
 
 
 def _parse_rule(
@@ -388,8 +408,14 @@ def _effects_values(table: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _daemon_values(table: Mapping[str, Any]) -> dict[str, Any]:
+def _daemon_values(table: Mapping[str, Any], file: Path) -> dict[str, Any]:
     values = dict(table)
+    if "broker" in values:
+        try:
+            values["broker"] = parse_broker_url(values["broker"])
+        except SettingsError as exc:
+            # The message and value show the URL with its password hidden.
+            raise ConfigError(f"{file}: [daemon] {exc}", key="broker", value=exc.value) from exc
     if "state_dir" in values:
         values["state_dir"] = Path(os.path.expanduser(values["state_dir"]))
     if "poll_interval_seconds" in values:

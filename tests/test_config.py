@@ -15,7 +15,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_examples_are_valid(example: Path) -> None:
     config = load_config(example, required=True)
-    assert config.rules, f"{example.name} watches no folder"
+    # A studio worker's config only says where the broker is and how paths map.
+    if "worker" in example.name:
+        assert config.daemon.broker is not None and not config.rules
+    else:
+        assert config.rules, f"{example.name} watches no folder"
 
 
 def test_rule_overrides_defaults_which_override_built_ins(tmp_path: Path) -> None:
@@ -87,3 +91,72 @@ def test_missing_config_uses_defaults_unless_required(tmp_path: Path) -> None:
     assert load_config(tmp_path / "none.toml").rules == ()
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "none.toml", required=True)
+
+
+def test_broker_and_paths_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        """
+[daemon]
+broker = "rediss://stembridge:s3cret@redis.studio.lan:6380/1"
+
+[paths]
+"/mnt/nas" = 'Z:\\'
+"/mnt/nas/Archive" = '\\\\archive\\old'
+"""
+    )
+    config = load_config(path)
+    broker = config.daemon.broker
+    assert broker is not None
+    assert (broker.scheme, broker.host, broker.port, broker.db) == (
+        "rediss",
+        "redis.studio.lan",
+        6380,
+        1,
+    )
+    assert broker.password == "s3cret"
+    assert "s3cret" not in repr(config)
+    assert config.paths.to_local("/mnt/nas/Song A/x.wav") == "Z:\\Song A\\x.wav"
+    assert config.paths.to_local("/mnt/nas/Archive/x.wav") == "\\\\archive\\old\\x.wav"
+
+
+def test_without_broker_or_paths_nothing_changes(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[daemon]\nstable_polls = 2\n")
+    config = load_config(path)
+    assert config.daemon.broker is None
+    assert config.paths.pairs == ()
+    assert config.paths.to_local("/mnt/nas/a.wav") == "/mnt/nas/a.wav"
+
+
+def test_bad_broker_names_file_and_key_but_not_the_password(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[daemon]\nbroker = "redis://:hunter2@redis:99999/0"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: [daemon] broker URL 'redis://:***@redis:99999/0'"), text
+    assert "port that is not a whole number from 1 to 65535" in text
+    assert caught.value.key == "broker"
+    assert "hunter2" not in text and "hunter2" not in repr(caught.value.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[paths]\n"/mnt/nas" = 5', "[paths] path map entry '/mnt/nas' = 5: the path on this"),
+        ('[paths]\n"/mnt/nas" = ""', "the path on this machine must be a non-empty string"),
+        ('[paths]\n"" = "Z:\\\\"', "the daemon's path must be a non-empty string"),
+        ('[paths]\n"mnt" = "Z:\\\\"', "the daemon's path 'mnt' is not an absolute path"),
+        ("paths = 'Z:'", "paths = 'Z:' must be a table"),
+        ("[daemon]\nbroker = 6379", "[daemon] broker = 6379 must be a string"),
+    ],
+)
+def test_bad_paths_name_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert text.startswith(str(path)), text
+    assert message in text, text

@@ -1,0 +1,1 @@
+"""Studio scale-out: the daemon hands separation to GPU workers through Redis."""

@@ -1,0 +1,241 @@
+"""The broker's address: a ``redis://`` or ``rediss://`` URL, checked once at start.
+
+The URL is read the way redis-py reads it (that is what connects with it): user
+name and password percent-decoded; ``username``, ``password`` and ``db`` also
+accepted in the query string, the user part winning for the first two and the
+query winning for ``db``. It is refused here, naming the problem, rather than
+failing later with a connection error that does not say why.
+
+Passwords never reach a message or a log: :attr:`BrokerUrl.redacted` (also its
+``str``) shows ``***`` instead, and the ``repr`` leaves the URL and password out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import NoReturn
+from urllib.parse import parse_qs, unquote
+
+from bridge.errors import SettingsError
+
+SCHEMES = ("redis", "rediss")
+DEFAULT_PORT = 6379
+DEFAULT_DB = 0
+FORM = "redis://[[user]:password@]host[:port][/db] (rediss:// for TLS)"
+
+# Host names as Redis deployments use them (DNS names, Docker/Kubernetes service names
+# with "_"), or IPv4 addresses; IPv6 goes in brackets and is checked by ipaddress.
+_HOST_NAME = re.compile(r"[A-Za-z0-9._~-]+")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """Where the studio's Redis is and how to log in.
+
+    Build it with :func:`parse_broker_url`.
+
+    Attributes:
+        url: The URL as given (surrounding blanks removed, scheme in lower case); this is
+            what connects. Holds the password: show :attr:`redacted` instead.
+        scheme: ``redis``, or ``rediss`` for TLS.
+        host: Host name or IP address (an IPv6 address without its brackets).
+        port: TCP port, 6379 unless given.
+        db: Redis database number, 0 unless given.
+        username: ACL user name, percent-decoded; ``None`` for the default user.
+        password: Password, percent-decoded; ``None`` when none is given.
+    """
+
+    url: str = field(repr=False)
+    scheme: str
+    host: str
+    port: int = DEFAULT_PORT
+    db: int = DEFAULT_DB
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def redacted(self) -> str:
+        """The URL with its password replaced by ``***``, for logs and messages."""
+        return _redact(self.url)
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the host is this machine (``localhost``, 127.0.0.0/8, ``::1``).
+
+        Decided from the text alone, without DNS lookups: a name that merely resolves
+        to 127.0.0.1 does not count.
+        """
+        host = self.host.lower()
+        if host.endswith("."):
+            host = host[:-1]
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return address.ipv4_mapped.is_loopback
+        return address.is_loopback
+
+    def __str__(self) -> str:
+        return self.redacted
+
+
+def parse_broker_url(text: str) -> BrokerUrl:
+    """Check and split a broker URL.
+
+    Args:
+        text: ``redis://[[user]:password@]host[:port][/db]`` or the same with
+            ``rediss://`` (TLS), optionally followed by a query string such as
+            ``?ssl_cert_reqs=none`` (kept in :attr:`BrokerUrl.url`). Special
+            characters in the user name or password are percent-encoded
+            (``@`` as ``%40``, ``/`` as ``%2F``, ``#`` as ``%23``).
+
+    Returns:
+        The parsed URL.
+
+    Raises:
+        SettingsError: (``key="broker"``) Another scheme, no host, a port outside 1 to
+            65535, a database that is not a whole number 0 or more, or a part that
+            cannot be read. The message shows the URL with its password hidden.
+    """
+    text = text.strip()
+    scheme, separator, rest = text.partition("://")
+    if not separator or scheme.lower() not in SCHEMES:
+        _refuse(text, "is not a Redis URL (it must start with redis:// or rediss://)")
+    scheme = scheme.lower()
+    url = f"{scheme}://{rest}"
+
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in tail:
+        # A password with a raw "/", "?" or "#" splits the URL in the wrong place.
+        _refuse(
+            url,
+            "has an '@' after the host",
+            "percent-encode '@', '/', '?' and '#' in the user name and password "
+            f"(%40, %2F, %3F, %23); the form is {FORM}",
+        )
+    if "#" in tail:
+        _refuse(
+            url, "has a '#' part", f"percent-encode '#' in a password as %23; the form is {FORM}"
+        )
+    path, _, query = tail.partition("?")
+
+    userinfo, at, hostport = authority.rpartition("@")
+    username = password = None
+    if at:
+        raw_user, colon, raw_password = userinfo.partition(":")
+        if not colon:
+            # redis-py would take it as a user name and fail to log in; it is most
+            # likely a password without its colon.
+            _refuse(
+                url,
+                "has a user part without a ':'",
+                "write the password after a colon: redis://:password@host "
+                "(or redis://user:password@host)",
+            )
+        username = unquote(raw_user) or None
+        password = unquote(raw_password) or None
+
+    host, port = _host_and_port(url, hostport)
+    db = DEFAULT_DB
+    if path not in ("", "/"):
+        number = path[1:].removesuffix("/")
+        if not _DIGITS.fullmatch(number):
+            _refuse(url, "has a database that is not a whole number 0 or more (like /0)")
+        db = int(number)
+
+    values = parse_qs(query)
+    if "db" in values:
+        if not _DIGITS.fullmatch(values["db"][0]):
+            _refuse(url, "has a db= that is not a whole number 0 or more (like db=0)")
+        db = int(values["db"][0])
+    if username is None and "username" in values:
+        username = values["username"][0]
+    if password is None and "password" in values:
+        password = values["password"][0]
+
+    return BrokerUrl(
+        url=url,
+        scheme=scheme,
+        host=host,
+        port=port,
+        db=db,
+        username=username,
+        password=password,
+    )
+
+
+def _host_and_port(url: str, hostport: str) -> tuple[str, int]:
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            _refuse(url, "has a '[' without its ']'", "write an IPv6 host as [::1]")
+        host, after = hostport[1:close], hostport[close + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            _refuse(url, "has a bracketed host that is not an IPv6 address (like [::1])")
+        if after and not after.startswith(":"):
+            _refuse(url, "has text after the IPv6 address", f"use {FORM}")
+        port_text = after[1:] if after else None
+    else:
+        if hostport.count(":") > 1:
+            _refuse(
+                url,
+                "has more than one ':' after the host",
+                "write an IPv6 address in brackets, like redis://[::1]:6379/0",
+            )
+        host, colon, port_text_raw = hostport.partition(":")
+        port_text = port_text_raw if colon else None
+        if not host:
+            _refuse(url, "has no host", f"name the Redis machine: {FORM}")
+        if not _HOST_NAME.fullmatch(host):
+            _refuse(
+                url,
+                "has a host that is not a host name or IP address",
+                "use letters, digits, '.', '-' and '_' (or [IPv6])",
+            )
+    if port_text is None:
+        return host, DEFAULT_PORT
+    if not (_DIGITS.fullmatch(port_text) and 1 <= int(port_text) <= 65535):
+        _refuse(url, "has a port that is not a whole number from 1 to 65535 (Redis: 6379)")
+    return host, int(port_text)
+
+
+def _refuse(text: str, problem: str, fix: str = f"use {FORM}") -> NoReturn:
+    shown = _redact(text)
+    raise SettingsError(f"broker URL {shown!r} {problem}; {fix}", key="broker", value=shown)
+
+
+def _redact(text: str) -> str:
+    """Hide the password, assuming the worst about where the user part ends.
+
+    Everything up to the last ``@`` counts as the user part (a password may hold a
+    raw ``/``, ``?`` or ``#``); query parameters named like a password are hidden too.
+    """
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "", text
+    at = rest.rfind("@")
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        rest = (f"{user}:***@" if colon else "***@") + rest[at + 1 :]
+    head, question, query = rest.partition("?")
+    if question:
+        query, hash_mark, fragment = query.partition("#")
+        query = "&".join(_redact_parameter(part) for part in query.split("&"))
+        rest = f"{head}?{query}{hash_mark}{fragment}"
+    return f"{scheme}{separator}{rest}"
+
+
+def _redact_parameter(part: str) -> str:
+    name, equals, _ = part.partition("=")
+    if equals and "password" in unquote(name.replace("+", " ")).lower():
+        return f"{name}=***"
+    return part
