@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge import atomic
 from bridge.audio.writer import check_writable_folder
@@ -33,10 +33,22 @@ from bridge.separation.catalog import get_spec
 from bridge.settings import SeparationSettings
 
 if TYPE_CHECKING:
-    from bridge.jobs.store import Job, JobStore
+    from bridge.jobs.spec import JobSpec
+    from bridge.jobs.store import Job
     from bridge.separation.separator import Separator
 
 log = logging.getLogger(__name__)
+
+
+class Results(Protocol):
+    """Where identities are recorded and earlier results looked up: the job store, or
+    (on a studio worker) a stand-in that reports to the daemon."""
+
+    def set_identity(self, job_id: str, identity: str) -> None:
+        """Record what ``job_id``'s result depends on."""
+
+    def find_done(self, identity: str, *, exclude: str) -> Job | None:
+        """A finished job with that identity, other than ``exclude``."""
 
 
 @dataclass(frozen=True)
@@ -48,21 +60,21 @@ class Result:
 
 
 def execute(
-    job: Job,
+    job_id: str,
+    spec: JobSpec,
     *,
-    store: JobStore,
+    store: Results,
     separator_for: Callable[[SeparationSettings], Separator],
     on_progress: OnProgress,
     cancel: threading.Event,
     plugin_loader: PluginLoader = load_with_pedalboard,
 ) -> Result:
-    """Run ``job`` to its result (see the module docstring for the order).
+    """Run job ``job_id`` (``spec``) to its result (see the module docstring for the order).
 
     Raises:
         StemBridgeError: The job cannot succeed (bad input, settings, output).
         JobCancelled: ``cancel`` was set.
     """
-    spec = job.spec
     stems = spec.separation.stem_plans
     names = [plan.name for plan in stems]
     requested = Path(spec.folder)
@@ -81,20 +93,20 @@ def execute(
     )
     digest = file_sha256(prepared.info.path, cancel)
     identity = spec.identity(digest, effects.preset.sha256)
-    store.set_identity(job.id, identity)
+    store.set_identity(job_id, identity)
     extension = prepared.output.extension
 
     folder = choose_folder(requested, identity, names, extension, overwrite=spec.output.overwrite)
     if _holds(folder, identity, names, extension):
-        log.info("job %s: %s already holds these stems", job.id, folder)
+        log.info("job %s: %s already holds these stems", job_id, folder)
         return Result(folder / MANIFEST_NAME)
-    earlier = store.find_done(identity, exclude=job.id)
+    earlier = store.find_done(identity, exclude=job_id)
     if earlier is not None and earlier.manifest:
         source = Path(earlier.manifest).parent
         if _holds(source, identity, names, extension):
             remove_stale_temps(folder)
-            manifest = reuse(source, folder, names, extension, job_id=job.id, input_path=spec.input)
-            log.info("job %s: reused the stems of job %s (%s)", job.id, earlier.id, source)
+            manifest = reuse(source, folder, names, extension, job_id=job_id, input_path=spec.input)
+            log.info("job %s: reused the stems of job %s (%s)", job_id, earlier.id, source)
             return Result(manifest, reused_from=source / MANIFEST_NAME)
 
     if folder != requested:
@@ -103,7 +115,7 @@ def execute(
     separate_file(
         dataclasses.replace(prepared, folder=folder, overwrite=spec.output.overwrite),
         separator=separator_for(spec.separation),
-        job_id=job.id,
+        job_id=job_id,
         sha256=digest,
         identity=identity,
         on_progress=on_progress,

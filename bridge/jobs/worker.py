@@ -148,7 +148,8 @@ class Worker:
         reporter = _Reporter(self._store, job, stop, cancel, self._report)
         try:
             result = execute(
-                job,
+                job.id,
+                job.spec,
                 store=self._store,
                 separator_for=self._models.separator,
                 on_progress=reporter,
