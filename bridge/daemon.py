@@ -1,7 +1,8 @@
 """The daemon: watched folders in, one warm worker, ordered start and shutdown.
 
 Start: take the state folder's lock (one daemon per job store), queue again the
-jobs a dead process left running, start the worker thread, then the watchers.
+jobs a dead process left running, start the worker thread (or, for a studio with
+a broker, the dispatcher that hands jobs to GPU workers), then the watchers.
 Loop: supervise the watchers (restart dead observers, queue finished files) and
 recover jobs of processes that died. Stop (SIGTERM, SIGINT): stop the watchers
 first so no new work arrives, then the worker, whose running job is cancelled at
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from bridge.config import Config
 from bridge.jobs.lock import DaemonLock
@@ -46,16 +48,12 @@ class Daemon:
         Raises:
             JobError: Another daemon serves the same state folder.
         """
-        from bridge.separation.runner import keep_freed_memory
-
-        keep_freed_memory()  # before any thread starts: see its docstring
         with DaemonLock(self.config.daemon.state_dir):
             recovered = self.store.recover(owner_alive)
             if recovered:
                 log.warning("queued again %d job(s) left running: %s", len(recovered), recovered)
             worker_stop = threading.Event()
-            worker = Worker(self.store, models=self._models, owner=self._owner)
-            thread = threading.Thread(target=worker.run, args=(worker_stop,), name="worker")
+            thread = threading.Thread(target=self._work_loop(), args=(worker_stop,), name="worker")
             thread.start()
             watcher = FolderWatcher(self.config, self.store)
             log.info(
@@ -80,3 +78,16 @@ class Daemon:
                 worker_stop.set()
                 thread.join()
                 log.info("stopped")
+
+    def _work_loop(self) -> Callable[[threading.Event], None]:
+        """Jobs run here on the warm model, or go to the studio's workers."""
+        broker = self.config.daemon.broker
+        if broker is not None:
+            from bridge.broker.dispatcher import Dispatcher
+
+            log.info("jobs go to the studio workers through %s", broker.redacted)
+            return Dispatcher(self.store, url=broker).run
+        from bridge.separation.runner import keep_freed_memory
+
+        keep_freed_memory()  # before the worker thread starts: see its docstring
+        return Worker(self.store, models=self._models, owner=self._owner).run

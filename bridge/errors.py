@@ -16,6 +16,7 @@ One tree, so callers can catch as broadly or as narrowly as they need::
     ├── EffectError            an effect or plugin failed (crashed, hung) while processing
     ├── OutputError            results cannot be written where they should go
     ├── HostError              a host integration cannot be installed or reached
+    ├── BrokerError            the studio broker (Redis) cannot be reached or refuses us
     ├── JobError               the job queue cannot do what was asked
     │   └── JobNotFound        no job has that id
     └── JobCancelled           work was stopped on request (not a failure)
@@ -119,6 +120,10 @@ class OutputError(StemBridgeError):
 
 class HostError(StemBridgeError):
     """A host integration cannot be installed or reached (e.g. REAPER's resource folder)."""
+
+
+class BrokerError(StemBridgeError):
+    """The studio broker (Redis) cannot be reached, or refuses the credentials."""
 
 
 class JobError(StemBridgeError):

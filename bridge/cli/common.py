@@ -13,6 +13,7 @@ Exit codes (also for ``python -m bridge``):
 6     the job was cancelled
 7     an effect or plugin failed while processing a stem
 8     a host integration cannot be installed (REAPER's resource folder missing)
+9     the studio broker (Redis) cannot be reached or refuses the credentials
 130   interrupted (Ctrl-C); nothing half-written is left behind
 ====  =====================================================================
 """
@@ -38,6 +39,7 @@ EXIT_OUTPUT = 5
 EXIT_CANCELLED = 6
 EXIT_EFFECT = 7
 EXIT_HOST = 8
+EXIT_BROKER = 9
 EXIT_INTERRUPTED = 130
 
 _EXIT_BY_CLASS: tuple[tuple[type[errors.StemBridgeError], int], ...] = (
@@ -49,6 +51,7 @@ _EXIT_BY_CLASS: tuple[tuple[type[errors.StemBridgeError], int], ...] = (
     (errors.JobCancelled, EXIT_CANCELLED),
     (errors.EffectError, EXIT_EFFECT),
     (errors.HostError, EXIT_HOST),
+    (errors.BrokerError, EXIT_BROKER),
 )
 
 

@@ -27,6 +27,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve", help="run the daemon on the config's watched folders (and submitted jobs)"
     )
+    serve.add_argument(
+        "--broker",
+        metavar="URL",
+        help="send separation to studio workers through this Redis "
+        "(redis://[:password@]host:port/db; default: [daemon] broker)",
+    )
     add_config_option(serve)
     serve.set_defaults(command=run_serve)
 
@@ -60,7 +66,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace, err: Console) -> int:
     """Serve the config's folders until SIGTERM or Ctrl-C."""
-    return _serve(config_from(args))
+    import dataclasses
+
+    from bridge.broker.url import parse_broker_url
+
+    config = config_from(args)
+    if args.broker:
+        daemon = dataclasses.replace(config.daemon, broker=parse_broker_url(args.broker))
+        config = dataclasses.replace(config, daemon=daemon)
+    return _serve(config)
 
 
 def run_watch(args: argparse.Namespace, err: Console) -> int:

@@ -1,0 +1,120 @@
+"""What travels through Redis between the daemon and the studio workers, and where.
+
+Two flows, both JSON (nothing is pickled):
+
+* **Jobs** go to the workers as dramatiq messages on queue :data:`QUEUE`, with the
+  job id and the :class:`~bridge.jobs.spec.JobSpec` JSON, paths as the daemon sees
+  them. dramatiq acknowledges a message only after the job has run (late
+  acknowledgement), and puts back the messages of a worker whose heartbeats stop,
+  so a worker killed mid-job loses nothing.
+* **Events** come back on a Redis list (:data:`EVENTS`): started, progress,
+  identity, done, failed, cancelled. The daemon moves each one to a processing
+  list, applies it to its job store, then deletes it, so an event survives a
+  daemon restart. Workers also leave a small registry entry (:data:`WORKER_PREFIX`)
+  that expires when they stop renewing it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+NAMESPACE = "stembridge"
+QUEUE = "separate"
+ACTOR = "separate"
+EVENTS = f"{NAMESPACE}:events"
+EVENTS_PROCESSING = f"{NAMESPACE}:events:processing"
+WORKER_PREFIX = f"{NAMESPACE}:worker:"
+CANCEL_PREFIX = f"{NAMESPACE}:cancel:"
+#: A worker entry lives this long unless renewed (it is renewed every third of it).
+WORKER_TTL_SECONDS = 15
+#: dramatiq runs queue maintenance (putting back dead workers' messages) on this many
+#: of every million Redis calls; studios have few workers, so always.
+MAINTENANCE_CHANCE = 1_000_000
+EVENT_KINDS = ("started", "progress", "identity", "done", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a worker tells the daemon about a job.
+
+    Attributes:
+        kind: One of :data:`EVENT_KINDS`.
+        job: The job id.
+        worker: The worker's id.
+        data: ``fraction``/``stage`` (progress), ``identity``, ``manifest``/``reused_from``
+            (done, paths as the daemon sees them), ``error``/``error_kind`` (failed).
+    """
+
+    kind: str
+    job: str
+    worker: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The event as one JSON document."""
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        """Parse an event.
+
+        Raises:
+            ValueError: Not an event (the daemon logs and drops it).
+        """
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("kind") not in EVENT_KINDS:
+            raise ValueError(f"not a StemBridge event: {str(text)[:200]!r}")
+        payload = data.get("data", {})
+        if not isinstance(payload, dict):
+            raise ValueError(f"event data must be an object: {str(text)[:200]!r}")
+        return cls(str(data["kind"]), str(data["job"]), str(data.get("worker", "")), payload)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker as it last described itself.
+
+    Attributes:
+        id: ``host:pid``.
+        device: Where it separates (``cuda:0``, ``cpu``).
+        concurrency: Jobs it runs at once.
+        current_jobs: Ids of the jobs it is running.
+        jobs_done: Jobs it finished since it started.
+        started: When it started (epoch seconds).
+        last_seen: When it last renewed its entry (epoch seconds).
+    """
+
+    id: str
+    device: str
+    concurrency: int
+    current_jobs: tuple[str, ...] = ()
+    jobs_done: int = 0
+    started: float = 0.0
+    last_seen: float = 0.0
+
+    def to_json(self) -> str:
+        """The entry as stored in Redis."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorkerInfo:
+        """Parse an entry (raises ``ValueError``/``TypeError`` when it is not one)."""
+        data = json.loads(text)
+        data["current_jobs"] = tuple(data.get("current_jobs", ()))
+        return cls(**data)
+
+
+def live_workers(redis: Any) -> list[WorkerInfo]:
+    """Every worker whose registry entry has not expired, by id."""
+    workers = []
+    for key in redis.scan_iter(match=f"{WORKER_PREFIX}*"):
+        text = redis.get(key)
+        if text is None:
+            continue
+        try:
+            workers.append(WorkerInfo.from_json(text))
+        except (ValueError, TypeError, KeyError):
+            continue
+    return sorted(workers, key=lambda worker: worker.id)

@@ -1,0 +1,226 @@
+"""The daemon's side of a studio: hand queued jobs to GPU workers, apply what they report.
+
+The daemon's SQLite store stays the one truth about jobs (``status``, status files
+and host scripts work unchanged). Each round the dispatcher
+
+1. applies the events workers pushed (progress, done, failed...) to the store and
+   rewrites the jobs' status files,
+2. passes cancel requests on to the workers,
+3. sends queued jobs, best priority first, but only as many as the live workers
+   can run at once: a job waits in the daemon's queue, not in Redis, so an
+   interactive submission still overtakes a folder batch that was queued earlier.
+
+A job handed to the broker is marked running with owner ``broker:...``, which
+:func:`~bridge.jobs.worker.owner_alive` treats as alive: a daemon restart does
+not send it twice, and its events are still waiting in Redis. When Redis cannot
+be reached (down, wrong password), the dispatcher says so once, keeps everything
+in the local store, and carries on when Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from redis import Redis
+from redis.exceptions import RedisError
+
+from bridge.broker.channel import (
+    ACTOR,
+    CANCEL_PREFIX,
+    EVENTS,
+    EVENTS_PROCESSING,
+    MAINTENANCE_CHANCE,
+    NAMESPACE,
+    QUEUE,
+    Event,
+    live_workers,
+)
+from bridge.broker.url import BrokerUrl
+from bridge.jobs.status_file import write_status
+from bridge.jobs.store import Job, JobStore
+
+log = logging.getLogger(__name__)
+
+#: How long a cancel request waits in Redis for a worker to read it.
+CANCEL_TTL_SECONDS = 24 * 3600
+
+
+def connect(url: BrokerUrl) -> Redis:
+    """A Redis client for ``url`` (auth and TLS as the URL says)."""
+    return Redis.from_url(url.url, socket_timeout=10, socket_connect_timeout=5)
+
+
+class Dispatcher:
+    """Sends jobs to studio workers and records what they report.
+
+    Args:
+        store: The daemon's job store.
+        url: The broker.
+        connect_redis: Makes the Redis client (injectable).
+        poll_interval_seconds: Pause between rounds.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        url: BrokerUrl,
+        connect_redis: Callable[[BrokerUrl], Redis] = connect,
+        poll_interval_seconds: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._url = url
+        self._connect = connect_redis
+        self._poll = poll_interval_seconds
+        self.owner = f"broker:{url.host}:{url.port}/{url.db}"
+        self._redis: Redis | None = None
+        self._broker: RedisBroker | None = None
+        self._reachable: bool | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Dispatch and apply events until ``stop`` is set; Redis trouble never ends it."""
+        while not stop.is_set():
+            try:
+                self.round()
+                self._note_reachable(True, None)
+            except RedisError as exc:
+                self._note_reachable(False, exc)
+                self._redis = self._broker = None
+            except Exception:  # the daemon outlives any one failure; it is logged
+                log.exception("dispatching failed this round; trying again")
+            stop.wait(self._poll)
+
+    def round(self) -> None:
+        """One round: events, cancels, then new jobs."""
+        redis, broker = self._client()
+        self._apply_events(redis)
+        self._pass_cancels(redis)
+        self._send_jobs(redis, broker)
+
+    def _client(self) -> tuple[Redis, RedisBroker]:
+        if self._redis is None or self._broker is None:
+            redis = self._connect(self._url)
+            redis.ping()
+            broker = RedisBroker(
+                client=redis,
+                namespace=NAMESPACE,
+                middleware=[],
+                maintenance_chance=MAINTENANCE_CHANCE,
+            )
+            broker.declare_queue(QUEUE)
+            # Events a daemon moved but did not finish applying before it stopped.
+            for raw in redis.lrange(EVENTS_PROCESSING, 0, -1):
+                self._apply(raw)
+                redis.lrem(EVENTS_PROCESSING, 1, _text(raw))
+            self._redis, self._broker = redis, broker
+        return self._redis, self._broker
+
+    def _apply_events(self, redis: Redis) -> None:
+        while True:
+            raw = redis.lmove(EVENTS, EVENTS_PROCESSING, "RIGHT", "LEFT")
+            if raw is None:
+                return
+            self._apply(raw)
+            redis.lrem(EVENTS_PROCESSING, 1, _text(raw))
+
+    def _apply(self, raw: Any) -> None:
+        try:
+            event = Event.from_json(raw)
+            job = self._store.get(event.job)
+        except Exception as exc:  # a bad or unknown event must not stop the others
+            log.warning("dropping an event that cannot be applied (%s)", exc)
+            return
+        if job.state != "running" or job.owner != self.owner:
+            log.debug("job %s is %s; ignoring its %s event", job.id, job.state, event.kind)
+            return
+        data = event.data
+        if event.kind == "started":
+            log.info("job %s: started on worker %s", job.id, event.worker)
+            self._store.progress(job.id, 0.0, "starting")
+        elif event.kind == "progress":
+            self._store.progress(job.id, float(data["fraction"]), str(data["stage"]))
+        elif event.kind == "identity":
+            self._store.set_identity(job.id, str(data["identity"]))
+        elif event.kind == "done":
+            job = self._store.finish(
+                job.id, manifest=str(data["manifest"]), reused_from=data.get("reused_from")
+            )
+            log.info("job %s: done on worker %s, %s", job.id, event.worker, job.manifest)
+        elif event.kind == "failed":
+            job = self._store.fail(
+                job.id, error=str(data["error"]), kind=str(data.get("error_kind", "JobError"))
+            )
+            log.info("job %s failed on worker %s: %s", job.id, event.worker, job.error)
+        elif event.kind == "cancelled":
+            job = self._store.mark_cancelled(job.id)
+        _write_status(self._store.get(job.id))
+
+    def _pass_cancels(self, redis: Redis) -> None:
+        for job in self._dispatched():
+            if job.cancel_requested:
+                redis.set(f"{CANCEL_PREFIX}{job.id}", "1", ex=CANCEL_TTL_SECONDS)
+
+    def _send_jobs(self, redis: Redis, broker: RedisBroker) -> None:
+        capacity = sum(worker.concurrency for worker in live_workers(redis))
+        free = capacity - len(self._dispatched())
+        for _ in range(max(free, 0)):
+            job = self._store.claim(self.owner)
+            if job is None:
+                return
+            try:
+                _enqueue(broker, job)
+            except RedisError:
+                self._store.requeue(job.id)
+                raise
+            log.info("job %s: sent to the studio workers", job.id)
+            _write_status(self._store.get(job.id))
+
+    def _dispatched(self) -> list[Job]:
+        return [
+            job
+            for job in self._store.list(limit=10_000, states=("running",))
+            if job.owner == self.owner
+        ]
+
+    def _note_reachable(self, reachable: bool, exc: Exception | None) -> None:
+        if reachable == self._reachable:
+            return
+        self._reachable = reachable
+        if reachable:
+            log.info("connected to the broker at %s", self._url.redacted)
+        else:
+            log.error(
+                "cannot reach the broker at %s (%s); jobs stay queued here and are sent "
+                "when it is back; check that Redis runs and the URL and password are right",
+                self._url.redacted,
+                exc,
+            )
+
+
+def _text(raw: bytes | str) -> str:
+    """An event as text (the client returns bytes; events are UTF-8 JSON)."""
+    return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+
+
+def _enqueue(broker: RedisBroker, job: Job) -> None:
+    broker.enqueue(
+        dramatiq.Message(
+            queue_name=QUEUE,
+            actor_name=ACTOR,
+            args=(job.id, job.spec.to_json()),
+            kwargs={},
+            options={},
+        )
+    )
+
+
+def _write_status(job: Job) -> None:
+    try:
+        write_status(job)
+    except OSError:
+        log.warning("cannot write the status file of job %s", job.id, exc_info=True)

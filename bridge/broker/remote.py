@@ -1,0 +1,256 @@
+"""A studio GPU worker: one warm model per thread, jobs from Redis, events back to the daemon.
+
+``stembridge worker`` runs :class:`StudioWorker`: a dramatiq worker (threads, not
+forked processes, so the model loads once) consuming :data:`~bridge.broker.channel.QUEUE`.
+For each message it maps the job's paths to this machine (``[paths]``), runs the
+same :func:`~bridge.jobs.execute.execute` as the daemon's own worker on this
+worker's device, and pushes events (started, progress, identity, done, failed,
+cancelled) for the daemon to apply.
+
+Nothing is lost or done twice: the message is acknowledged only after the job
+ended; if this process dies, dramatiq hands the message to another worker once
+the heartbeats stop, and that worker removes the temporary files left behind and
+finds, through the manifest's identity, a result that was already complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from redis import Redis
+from redis.exceptions import RedisError
+
+from bridge.broker.channel import (
+    ACTOR,
+    CANCEL_PREFIX,
+    EVENTS,
+    MAINTENANCE_CHANCE,
+    NAMESPACE,
+    QUEUE,
+    WORKER_PREFIX,
+    WORKER_TTL_SECONDS,
+    Event,
+    WorkerInfo,
+)
+from bridge.broker.paths import PathMap
+from bridge.errors import JobCancelled, StemBridgeError
+from bridge.jobs.execute import execute
+from bridge.jobs.spec import JobSpec
+from bridge.jobs.worker import ModelCache
+from bridge.separate import Progress
+
+log = logging.getLogger(__name__)
+
+#: Least time between two progress events of a job.
+REPORT_INTERVAL_SECONDS = 0.25
+
+
+class _NoEarlierResults:
+    """A worker cannot see the daemon's store: reuse across folders happens there, and
+    a result already complete in the job's own folder is still found (see execute)."""
+
+    def __init__(self, push: Callable[[Event], None], worker: str) -> None:
+        self._push = push
+        self._worker = worker
+
+    def set_identity(self, job_id: str, identity: str) -> None:
+        self._push(Event("identity", job_id, self._worker, {"identity": identity}))
+
+    def find_done(self, identity: str, *, exclude: str) -> None:
+        return None
+
+
+class StudioWorker:
+    """Takes separation jobs from the broker until stopped.
+
+    Args:
+        redis: Client for the broker's Redis.
+        device: Where jobs run (``cuda:0``, ``cpu``...): overrides the job's device.
+        concurrency: Jobs run at once, each on its own thread and model.
+        paths: Maps the daemon's paths to this machine's.
+        models: Makes one warm model cache per thread (injectable for tests).
+        heartbeat_timeout_seconds: How long without heartbeats before dramatiq gives a
+            worker's messages to another one.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        device: str = "auto",
+        concurrency: int = 1,
+        paths: PathMap | None = None,
+        models: Callable[[], ModelCache] = ModelCache,
+        heartbeat_timeout_seconds: float = 60.0,
+    ) -> None:
+        self._redis = redis
+        self._device = device
+        self._concurrency = concurrency
+        self._paths = paths or PathMap()
+        self._models = models
+        self._local = threading.local()
+        self.id = f"{socket.gethostname()}:{os.getpid()}"
+        self._current: set[str] = set()
+        self._done = 0
+        self._started = time.time()
+        self._lock = threading.Lock()
+        self._broker = RedisBroker(
+            client=redis,
+            namespace=NAMESPACE,
+            middleware=[],
+            maintenance_chance=MAINTENANCE_CHANCE,
+            heartbeat_timeout=int(heartbeat_timeout_seconds * 1000),
+        )
+        dramatiq.Actor(
+            self._handle,
+            broker=self._broker,
+            actor_name=ACTOR,
+            queue_name=QUEUE,
+            priority=0,
+            options={},
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; an unfinished job goes back to the queue."""
+        worker = dramatiq.Worker(self._broker, worker_threads=self._concurrency)
+        # Hold no more messages than can run: the rest stay for the other workers.
+        worker.queue_prefetch = self._concurrency
+        worker.start()
+        log.info(
+            "StemBridge worker %s ready on %s (%d at a time)",
+            self.id,
+            self._device,
+            self._concurrency,
+        )
+        try:
+            while not stop.is_set():
+                self._register()
+                stop.wait(WORKER_TTL_SECONDS / 3)
+        finally:
+            worker.stop()
+            self._redis.delete(WORKER_PREFIX + self.id)
+            log.info("worker %s stopped", self.id)
+
+    def _register(self) -> None:
+        with self._lock:
+            info = WorkerInfo(
+                id=self.id,
+                device=self._device,
+                concurrency=self._concurrency,
+                current_jobs=tuple(sorted(self._current)),
+                jobs_done=self._done,
+                started=self._started,
+                last_seen=time.time(),
+            )
+        try:
+            self._redis.set(WORKER_PREFIX + self.id, info.to_json(), ex=WORKER_TTL_SECONDS)
+        except RedisError as exc:
+            log.error("cannot reach the broker to renew this worker's entry (%s)", exc)
+
+    def _handle(self, job_id: str, spec_json: str) -> None:
+        """One message: run the job and report; never raises (no dramatiq retries)."""
+        with self._lock:
+            self._current.add(job_id)
+        self._register()
+        try:
+            self._push(Event("started", job_id, self.id))
+            self._push_until_sent(self._run(job_id, spec_json))
+        finally:
+            with self._lock:
+                self._current.discard(job_id)
+                self._done += 1
+            self._register()
+
+    def _run(self, job_id: str, spec_json: str) -> Event:
+        cancel = threading.Event()
+        try:
+            spec = JobSpec.from_json(spec_json)
+            local = dataclasses.replace(
+                spec,
+                input=self._paths.to_local(spec.input),
+                folder=self._paths.to_local(spec.folder),
+                separation=dataclasses.replace(spec.separation, device=self._device),
+            )
+            result = execute(
+                job_id,
+                local,
+                store=_NoEarlierResults(self._push, self.id),
+                separator_for=self._models_for_thread().separator,
+                on_progress=self._reporter(job_id, cancel),
+                cancel=cancel,
+            )
+        except JobCancelled:
+            return Event("cancelled", job_id, self.id)
+        except StemBridgeError as exc:
+            log.info("job %s failed: %s", job_id, exc)
+            return Event(
+                "failed", job_id, self.id, {"error": str(exc), "error_kind": type(exc).__name__}
+            )
+        except Exception as exc:  # reported, so the daemon's job does not hang
+            log.error("job %s: unexpected error", job_id, exc_info=exc)
+            return Event(
+                "failed",
+                job_id,
+                self.id,
+                {
+                    "error": f"unexpected error on worker {self.id} ({type(exc).__name__}: {exc}); "
+                    "see that worker's log, then submit the job again",
+                    "error_kind": type(exc).__name__,
+                },
+            )
+        reused = str(result.reused_from) if result.reused_from else None
+        return Event(
+            "done",
+            job_id,
+            self.id,
+            {
+                "manifest": self._paths.to_daemon(str(result.manifest)),
+                "reused_from": self._paths.to_daemon(reused) if reused else None,
+            },
+        )
+
+    def _models_for_thread(self) -> ModelCache:
+        cache: ModelCache | None = getattr(self._local, "models", None)
+        if cache is None:
+            cache = self._models()
+            self._local.models = cache
+        return cache
+
+    def _reporter(self, job_id: str, cancel: threading.Event) -> Callable[[Progress], None]:
+        last = 0.0
+
+        def report(progress: Progress) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < REPORT_INTERVAL_SECONDS and progress.stage != "done":
+                return
+            last = now
+            data: dict[str, Any] = {"fraction": progress.fraction, "stage": progress.stage}
+            self._push(Event("progress", job_id, self.id, data))
+            if self._redis.exists(CANCEL_PREFIX + job_id):
+                cancel.set()
+
+        return report
+
+    def _push(self, event: Event) -> None:
+        self._redis.lpush(EVENTS, event.to_json())
+
+    def _push_until_sent(self, event: Event) -> None:
+        """The end of a job must reach the daemon: wait out a Redis outage (the stems
+        are already on disk; the message stays unacknowledged meanwhile)."""
+        while True:
+            try:
+                self._push(event)
+                return
+            except RedisError as exc:
+                log.error("cannot report job %s to the broker (%s); retrying", event.job, exc)
+                time.sleep(2.0)
