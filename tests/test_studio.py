@@ -402,3 +402,26 @@ def test_cancel_reaches_a_job_running_on_a_worker(studio: Studio) -> None:
     (next_job,) = studio.submit(1, seconds=0.5, priority=PRIORITY_INTERACTIVE)
     wait_for(lambda: studio.store.get(next_job).state == "done", timeout=120, what="next job")
     assert worker.process.poll() is None
+
+
+def test_a_stopped_worker_hands_its_job_back(studio: Studio) -> None:
+    # Given a long job half way on the only worker
+    studio.start_daemon()
+    worker = studio.start_worker("worker-a")
+    (job_id,) = studio.submit(1, seconds=40)
+    wait_for(lambda: studio.store.get(job_id).progress > 0.1, timeout=120, what="half way")
+    # When the worker is stopped (SIGTERM, as systemd does)
+    assert worker.stop() == 0
+    # Then the job is queued again in the daemon, with nothing written
+    job = wait_for(
+        lambda: studio.store.get(job_id).state == "queued" and studio.store.get(job_id),
+        timeout=60,
+        what="the job to be queued again",
+    )
+    folder = Path(job.spec.folder)
+    assert not folder.exists() or not [p for p in folder.iterdir() if p.is_file()]
+    # and a worker that joins later finishes it, once
+    studio.start_worker("worker-b")
+    wait_for(lambda: studio.store.get(job_id).state == "done", timeout=180, what="done")
+    assert_one_clean_set_each(studio, [job_id])
+    assert separations(studio) == 1

@@ -8,7 +8,7 @@ Two flows, both JSON (nothing is pickled):
   acknowledgement), and puts back the messages of a worker whose heartbeats stop,
   so a worker killed mid-job loses nothing.
 * **Events** come back on a Redis list (:data:`EVENTS`): started, progress,
-  identity, done, failed, cancelled. The daemon moves each one to a processing
+  identity, done, failed, cancelled, requeued. The daemon moves each one to a processing
   list, applies it to its job store, then deletes it, so an event survives a
   daemon restart. Workers also leave a small registry entry (:data:`WORKER_PREFIX`)
   that expires when they stop renewing it.
@@ -32,7 +32,7 @@ WORKER_TTL_SECONDS = 15
 #: dramatiq runs queue maintenance (putting back dead workers' messages) on this many
 #: of every million Redis calls; studios have few workers, so always.
 MAINTENANCE_CHANCE = 1_000_000
-EVENT_KINDS = ("started", "progress", "identity", "done", "failed", "cancelled")
+EVENT_KINDS = ("started", "progress", "identity", "done", "failed", "cancelled", "requeued")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class Event:
         job: The job id.
         worker: The worker's id.
         data: ``fraction``/``stage`` (progress), ``identity``, ``manifest``/``reused_from``
-            (done, paths as the daemon sees them), ``error``/``error_kind`` (failed).
+            (done, paths as the daemon sees them), ``error``/``error_kind`` (failed);
+            nothing for ``requeued`` (the worker stopped before the end: queue it again).
     """
 
     kind: str

@@ -158,6 +158,9 @@ class Dispatcher:
             log.info("job %s failed on worker %s: %s", job.id, event.worker, job.error)
         elif event.kind == "cancelled":
             job = self._store.mark_cancelled(job.id)
+        elif event.kind == "requeued":
+            job = self._store.requeue(job.id)
+            log.info("job %s: worker %s stopped; queued again", job.id, event.worker)
         _write_status(self._store.get(job.id))
 
     def _pass_cancels(self, redis: Redis) -> None:

@@ -103,6 +103,7 @@ class StudioWorker:
         self._done = 0
         self._started = time.time()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._broker = RedisBroker(
             client=redis,
             namespace=NAMESPACE,
@@ -120,7 +121,8 @@ class StudioWorker:
         )
 
     def run(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set; an unfinished job goes back to the queue."""
+        """Serve until ``stop`` is set; a running job stops at its next step and goes back
+        to the daemon's queue (nothing of it is kept)."""
         worker = dramatiq.Worker(self._broker, worker_threads=self._concurrency)
         # Hold no more messages than can run: the rest stay for the other workers.
         worker.queue_prefetch = self._concurrency
@@ -136,6 +138,7 @@ class StudioWorker:
                 self._register()
                 stop.wait(WORKER_TTL_SECONDS / 3)
         finally:
+            self._stopping.set()
             worker.stop()
             self._redis.delete(WORKER_PREFIX + self.id)
             log.info("worker %s stopped", self.id)
@@ -189,6 +192,9 @@ class StudioWorker:
                 cancel=cancel,
             )
         except JobCancelled:
+            if self._stopping.is_set():
+                log.info("job %s: this worker is stopping; handing the job back", job_id)
+                return Event("requeued", job_id, self.id)
             return Event("cancelled", job_id, self.id)
         except StemBridgeError as exc:
             log.info("job %s failed: %s", job_id, exc)
@@ -230,6 +236,8 @@ class StudioWorker:
 
         def report(progress: Progress) -> None:
             nonlocal last
+            if self._stopping.is_set():
+                cancel.set()
             now = time.monotonic()
             if now - last < REPORT_INTERVAL_SECONDS and progress.stage != "done":
                 return
