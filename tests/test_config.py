@@ -75,6 +75,12 @@ output = "{dir}/../Stems/{rule}/{name}"
             "two [[rule]] tables are named 'x'",
         ),
         ("[separation\n", "not valid TOML"),
+        ('[paths]\n"/mnt/nas" = 5', "[paths] path map entry '/mnt/nas' = 5: the path on this"),
+        ('[paths]\n"/mnt/nas" = ""', "the path on this machine must be a non-empty string"),
+        ('[paths]\n"" = "Z:\\\\"', "the daemon's path must be a non-empty string"),
+        ('[paths]\n"mnt" = "Z:\\\\"', "the daemon's path 'mnt' is not an absolute path"),
+        ("paths = 'Z:'", "paths = 'Z:' must be a table"),
+        ("[daemon]\nbroker = 6379", "[daemon] broker = 6379 must be a string"),
     ],
 )
 def test_bad_config_names_file_key_and_fix(tmp_path: Path, toml: str, message: str) -> None:
@@ -139,24 +145,3 @@ def test_bad_broker_names_file_and_key_but_not_the_password(tmp_path: Path) -> N
     assert "port that is not a whole number from 1 to 65535" in text
     assert caught.value.key == "broker"
     assert "hunter2" not in text and "hunter2" not in repr(caught.value.value)
-
-
-@pytest.mark.parametrize(
-    ("toml", "message"),
-    [
-        ('[paths]\n"/mnt/nas" = 5', "[paths] path map entry '/mnt/nas' = 5: the path on this"),
-        ('[paths]\n"/mnt/nas" = ""', "the path on this machine must be a non-empty string"),
-        ('[paths]\n"" = "Z:\\\\"', "the daemon's path must be a non-empty string"),
-        ('[paths]\n"mnt" = "Z:\\\\"', "the daemon's path 'mnt' is not an absolute path"),
-        ("paths = 'Z:'", "paths = 'Z:' must be a table"),
-        ("[daemon]\nbroker = 6379", "[daemon] broker = 6379 must be a string"),
-    ],
-)
-def test_bad_paths_name_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text(toml)
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    text = str(caught.value)
-    assert text.startswith(str(path)), text
-    assert message in text, text

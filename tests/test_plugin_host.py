@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from bridge.jobs.worker import ModelCache, Worker
 from bridge.settings import EffectsSettings, SeparationSettings
 
 from plugins import build_vst3, load_crashing, load_half_gain, load_hanging
+from programs import required_program
 from signals import music, write_audio
 
 RATE = 44100
@@ -29,10 +28,7 @@ LABEL = "test.toml stems.vocals"
 @pytest.fixture(scope="module")
 def native_plugins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Real VST3 bundles that crash (SIGSEGV) or hang while pedalboard loads them."""
-    if shutil.which("gcc") is None and shutil.which("cc") is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide gcc (.ci/run installs it)")
-        pytest.skip("NO C COMPILER: cannot build the crashing VST3 (apt-get install gcc)")
+    required_program("gcc", "cc", package="gcc", purpose="the crashing VST3 is not built")
     folder = tmp_path_factory.mktemp("vst3")
     return {
         "crash": build_vst3(folder, "Crash", "raise(SIGSEGV);"),

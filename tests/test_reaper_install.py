@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -24,6 +22,8 @@ from bridge.hosts.reaper import (
     install,
     uninstall,
 )
+
+from programs import required_program
 
 REPO = Path(__file__).resolve().parent.parent
 INDEX = REPO / "integrations" / "reaper" / "index.xml"
@@ -102,14 +102,9 @@ def test_install_copies_scripts_config_and_record(source: Path, resource: Path) 
 
 
 def test_config_reads_back_in_lua_byte_for_byte(tmp_path: Path) -> None:
-    lua = shutil.which("lua5.4")
-    if lua is None:
-        if os.environ.get("CI"):
-            pytest.fail("lua5.4 is required in CI to check the config's quoting")
-        pytest.skip(
-            "LOUD SKIP: lua5.4 is not installed, so the Lua quoting of the config is NOT "
-            "checked; apt-get install lua5.4"
-        )
+    lua = required_program(
+        "lua5.4", package="lua5.4", purpose="the Lua quoting of the config is not checked"
+    )
     # Given a command whose arguments need every kind of escaping
     command = [
         'C:\\Program Files\\Stem "Bridge"\\stembridge.exe',

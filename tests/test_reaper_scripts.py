@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from bridge.jobs.lock import daemon_running
 from bridge.jobs.store import JobStore
 
 from processes import DaemonProcess, wait_for, write_config
+from programs import required_program
 from signals import music, write_audio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,14 +33,7 @@ DASH = " \u2013 "
 
 @pytest.fixture(scope="module")
 def lua() -> str:
-    found = shutil.which("lua5.4")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide lua5.4 (.ci/run installs it)")
-        pytest.skip(
-            "LUA 5.4 IS NOT INSTALLED: the REAPER scripts cannot be run (apt-get install lua5.4)"
-        )
-    return found
+    return required_program("lua5.4", package="lua5.4", purpose="the REAPER scripts are not run")
 
 
 @pytest.fixture

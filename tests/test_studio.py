@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from bridge.jobs.store import JobStore
 from bridge.settings import SeparationSettings
 
 from processes import DaemonProcess, all_final, wait_for, write_config
+from programs import required_program
 from signals import music, write_audio
 
 PASSWORD = "s3cret"
@@ -77,14 +76,9 @@ def _pings(client: redis.Redis) -> bool:
 
 @pytest.fixture(scope="module")
 def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide redis-server (.ci/run installs it)")
-        pytest.skip(
-            "REDIS-SERVER IS NOT INSTALLED: the studio tests need it (apt-get install redis-server)"
-        )
-    return found
+    return required_program(
+        "redis-server", package="redis-server", purpose="the studio scale-out is not tested"
+    )
 
 
 @pytest.fixture
