@@ -138,12 +138,15 @@ class StudioWorker:
                 self._register()
                 stop.wait(WORKER_TTL_SECONDS / 3)
         finally:
+            # Leave the registry first, so the daemon sends the handed-back job elsewhere.
             self._stopping.set()
-            worker.stop()
             self._redis.delete(WORKER_PREFIX + self.id)
+            worker.stop()
             log.info("worker %s stopped", self.id)
 
     def _register(self) -> None:
+        if self._stopping.is_set():
+            return
         with self._lock:
             info = WorkerInfo(
                 id=self.id,
