@@ -36,15 +36,22 @@ def free_port() -> int:
 class RedisServer:
     """``redis-server`` on loopback with a password, no persistence."""
 
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int, *, tls: bool = False) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.port = port
         self.url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
+        listen = ["--port", str(port)]
+        connect: dict[str, object] = {}
+        if tls:
+            cert = self._certificate(folder)
+            self.url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+            listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert)]
+            listen += ["--tls-key-file", str(folder / "key.pem"), "--tls-auth-clients", "no"]
+            connect = {"ssl": True, "ssl_ca_certs": str(cert)}
         self.process = subprocess.Popen(
             [
                 "redis-server",
-                "--port",
-                str(port),
+                *listen,
                 "--bind",
                 "127.0.0.1",
                 "--requirepass",
@@ -59,8 +66,25 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD)
+        client = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, **connect)
         wait_for(lambda: _pings(client), timeout=20, what="redis-server")
+
+    @staticmethod
+    def _certificate(folder: Path) -> Path:
+        """A self-signed certificate for 127.0.0.1, made with openssl."""
+        openssl = required_program("openssl", package="openssl", purpose="TLS is not tested")
+        cert = folder / "cert.pem"
+        key = folder / "key.pem"
+        subprocess.run(
+            [
+                *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+                *("-addext", "subjectAltName=IP:127.0.0.1"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return cert
 
     def stop(self) -> None:
         self.process.terminate()
@@ -419,3 +443,22 @@ def test_a_stopped_worker_hands_its_job_back(studio: Studio) -> None:
     wait_for(lambda: studio.store.get(job_id).state == "done", timeout=180, what="done")
     assert_one_clean_set_each(studio, [job_id])
     assert separations(studio) == 1
+
+
+def test_a_tls_broker_url_works_end_to_end(
+    redis_binary: str, tmp_path: Path, model_dir: Path
+) -> None:
+    # Given Redis that only speaks TLS, and rediss:// URLs with the CA to trust
+    server = RedisServer(tmp_path / "redis", free_port(), tls=True)
+    studio = Studio(tmp_path, server.url)
+    try:
+        studio.start_daemon()
+        studio.start_worker("worker-a")
+        (job_id,) = studio.submit(1)
+        # When a job is submitted, Then it travels over TLS both ways and is done
+        wait_for(lambda: studio.store.get(job_id).state == "done", timeout=180, what="done")
+        assert_one_clean_set_each(studio, [job_id])
+        assert studio.workers()[0]["jobs_done"] == 1
+    finally:
+        studio.stop()
+        server.stop()
