@@ -88,12 +88,22 @@ class Dispatcher:
             try:
                 self.round()
                 self._note_reachable(True, None)
+                self._wait_for_event()
             except RedisError as exc:
                 self._note_reachable(False, exc)
                 self._redis = self._broker = None
+                stop.wait(self._poll)
             except Exception:  # the daemon outlives any one failure; it is logged
                 log.exception("dispatching failed this round; trying again")
-            stop.wait(self._poll)
+                stop.wait(self._poll)
+
+    def _wait_for_event(self) -> None:
+        """Sleep until a worker reports (a finished job frees a slot at once) or a poll
+        interval passes; the event waits in the processing list for the next round."""
+        if self._redis is not None:
+            # Redis blocks in whole seconds (0 would mean for ever).
+            timeout = max(1, round(self._poll))
+            self._redis.blmove(EVENTS, EVENTS_PROCESSING, timeout, "RIGHT", "LEFT")
 
     def round(self) -> None:
         """One round: events, cancels, then new jobs."""
@@ -103,7 +113,9 @@ class Dispatcher:
         self._send_jobs(redis, broker)
 
     def _client(self) -> tuple[Redis, RedisBroker]:
-        if self._redis is None or self._broker is None:
+        if self._redis is not None and self._broker is not None:
+            self._apply_processing(self._redis)
+        else:
             redis = self._connect(self._url)
             redis.ping()
             broker = RedisBroker(
@@ -113,12 +125,16 @@ class Dispatcher:
                 maintenance_chance=MAINTENANCE_CHANCE,
             )
             broker.declare_queue(QUEUE)
-            # Events a daemon moved but did not finish applying before it stopped.
-            for raw in redis.lrange(EVENTS_PROCESSING, 0, -1):
-                self._apply(raw)
-                redis.lrem(EVENTS_PROCESSING, 1, _text(raw))
+            # Events moved but not applied (a daemon stopped in between) come first.
+            self._apply_processing(redis)
             self._redis, self._broker = redis, broker
         return self._redis, self._broker
+
+    def _apply_processing(self, redis: Redis) -> None:
+        """Apply what waits in the processing list, oldest first."""
+        for raw in reversed(redis.lrange(EVENTS_PROCESSING, 0, -1)):
+            self._apply(raw)
+            redis.lrem(EVENTS_PROCESSING, 1, _text(raw))
 
     def _apply_events(self, redis: Redis) -> None:
         while True:

@@ -123,7 +123,9 @@ class StudioWorker:
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; a running job stops at its next step and goes back
         to the daemon's queue (nothing of it is kept)."""
-        worker = dramatiq.Worker(self._broker, worker_threads=self._concurrency)
+        # An idle worker asks Redis for work at least every 100 ms (dramatiq's default
+        # backs off to a second, which would add up to a second to every job).
+        worker = dramatiq.Worker(self._broker, worker_threads=self._concurrency, worker_timeout=100)
         # Hold no more messages than can run: the rest stay for the other workers.
         worker.queue_prefetch = self._concurrency
         worker.start()
