@@ -383,3 +383,25 @@ def test_installs_the_real_scripts(resource: Path) -> None:
     report = install(resource, command=COMMAND)
 
     assert set(report.written) == {path.name for path in source.glob("*.lua")} | {CONFIG_NAME}
+
+
+def test_a_wheel_carries_the_scripts_and_presets(tmp_path: Path) -> None:
+    # Given the package built as a wheel (what `pip install .` installs), from a copy of
+    # the source tree so the build leaves nothing in the checkout
+    import shutil
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"
+    skip = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", ".*_cache", "__pycache__")
+    shutil.copytree(REPO, source, symlinks=True, ignore=skip)
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run(
+        [*pip, "-w", str(tmp_path), str(source)], check=True, capture_output=True, timeout=300
+    )
+    (wheel,) = tmp_path.glob("stembridge-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    # Then `reaper install` finds every ReaScript in it, and the bundled presets are there
+    for script in (REPO / "integrations" / "reaper" / "StemBridge").glob("*.lua"):
+        assert f"bridge/hosts/reaper_scripts/{script.name}" in names
+    assert "bridge/effects/presets/broadcast.toml" in names

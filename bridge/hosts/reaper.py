@@ -155,10 +155,9 @@ def default_resource_path(
 def scripts_source() -> Path:
     """The folder holding the ReaScripts that ship with this StemBridge.
 
-    Wheels are out of scope for now: the scripts are read from the source tree
-    (``integrations/reaper/StemBridge``), which an editable install (what the README
-    uses) keeps beside the package. ``bridge/hosts/reaper_scripts/`` is looked at
-    second so a future wheel can ship them as package data without changing callers.
+    In a source tree (an editable install) that is ``integrations/reaper/StemBridge``;
+    an installed wheel carries the same files as package data in
+    ``bridge/hosts/reaper_scripts/`` (a link to that folder in the source tree).
 
     Raises:
         HostError: Neither folder exists.
@@ -173,8 +172,8 @@ def scripts_source() -> Path:
             return folder
     raise HostError(
         "the REAPER scripts are not part of this installation (looked in "
-        f"{' and '.join(str(folder) for folder in candidates)}); install StemBridge from "
-        "its source tree with `pip install -e .` as the README shows",
+        f"{' and '.join(str(folder) for folder in candidates)}); reinstall StemBridge "
+        "(`pip install .` from its source tree)",
         path=candidates[0],
     )
 
