@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.broker.url import BrokerUrl, parse_broker_url
+from bridge.broker.url import BrokerUrl, check_exposure, parse_broker_url
+from bridge.cli import EXIT_BROKER, EXIT_USAGE, main
 from bridge.errors import SettingsError
 
 
@@ -170,3 +171,35 @@ def test_reads_what_redis_py_would_connect_with(text: str) -> None:
     assert url.db == expected.get("db", 0)
     assert url.username == expected.get("username")
     assert url.password == expected.get("password")
+
+
+@pytest.mark.parametrize(
+    ("url", "insecure", "refused"),
+    [
+        ("redis://10.0.0.5:6379/0", False, True),
+        ("redis://10.0.0.5:6379/0", True, False),
+        ("redis://:pw@10.0.0.5:6379/0", False, False),
+        ("rediss://redis.lan:6380/0", False, True),
+        ("redis://127.0.0.1:6379/0", False, False),
+        ("redis://localhost:6379/0", False, False),
+    ],
+)
+def test_password_less_redis_beyond_loopback_needs_insecure(
+    url: str, insecure: bool, refused: bool
+) -> None:
+    parsed = parse_broker_url(url)
+    if refused:
+        with pytest.raises(SettingsError, match="has no password and is not on this machine"):
+            check_exposure(parsed, insecure=insecure)
+    else:
+        check_exposure(parsed, insecure=insecure)
+
+
+def test_commands_refuse_an_open_remote_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["workers"], ["worker", "--device", "cpu"], ["serve"]):
+        assert main([*command, "--broker", "redis://203.0.113.9:6379/0"]) == EXIT_USAGE
+        assert "pass --insecure if the network is trusted" in capsys.readouterr().err
+    # With --insecure the URL is allowed (and this documentation address cannot be reached)
+    code = main(["workers", "--broker", "redis://203.0.113.9:6379/0", "--insecure"])
+    assert code == EXIT_BROKER
+    assert "cannot use the broker at redis://203.0.113.9:6379/0" in capsys.readouterr().err

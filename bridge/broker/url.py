@@ -239,3 +239,23 @@ def _redact_parameter(part: str) -> str:
     if equals and "password" in unquote(name.replace("+", " ")).lower():
         return f"{name}=***"
     return part
+
+
+def check_exposure(url: BrokerUrl, *, insecure: bool) -> None:
+    """Refuse a Redis beyond this machine that takes no password, unless told it is fine.
+
+    Whoever can reach such a Redis can read every job (file paths) and queue work.
+
+    Raises:
+        SettingsError: The URL has no password and its host is not loopback, and
+            ``insecure`` is not set.
+    """
+    if url.password or url.is_loopback or insecure:
+        return
+    raise SettingsError(
+        f"the broker {url.redacted} has no password and is not on this machine: anyone who "
+        "can reach it could read and queue jobs; set a Redis password and put it in the URL "
+        "(redis://:PASSWORD@host:6379/0), or pass --insecure if the network is trusted",
+        key="broker",
+        value=url.redacted,
+    )

@@ -18,6 +18,7 @@ from bridge.cli.separate import (
     effects_settings,
     separation_settings,
 )
+from bridge.cli.studio import add_broker_option, apply_broker
 from bridge.config import Config
 from bridge.errors import ConfigError
 
@@ -27,12 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve", help="run the daemon on the config's watched folders (and submitted jobs)"
     )
-    serve.add_argument(
-        "--broker",
-        metavar="URL",
-        help="send separation to studio workers through this Redis "
-        "(redis://[:password@]host:port/db; default: [daemon] broker)",
-    )
+    add_broker_option(serve)
     add_config_option(serve)
     serve.set_defaults(command=run_serve)
 
@@ -50,6 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_model_options(watch, defaults=False)
     add_effects_options(watch)
+    add_broker_option(watch)
     add_config_option(watch)
     watch.set_defaults(command=run_watch)
 
@@ -65,23 +62,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace, err: Console) -> int:
-    """Serve the config's folders until SIGTERM or Ctrl-C."""
-    import dataclasses
-
-    from bridge.broker.url import parse_broker_url
-
-    config = config_from(args)
-    if args.broker:
-        daemon = dataclasses.replace(config.daemon, broker=parse_broker_url(args.broker))
-        config = dataclasses.replace(config, daemon=daemon)
-    return _serve(config)
+    """Serve the config's folders (sending jobs to studio workers with a broker) until
+    SIGTERM or Ctrl-C."""
+    return _serve(apply_broker(config_from(args), args))
 
 
 def run_watch(args: argparse.Namespace, err: Console) -> int:
     """Serve ad-hoc folders with the config's defaults and the flags given."""
     import dataclasses
 
-    config = config_from(args)
+    config = apply_broker(config_from(args), args)
     config = dataclasses.replace(
         config,
         separation=separation_settings(args, base=config.separation),

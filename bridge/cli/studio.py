@@ -55,28 +55,46 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def add_broker_option(parser: argparse.ArgumentParser) -> None:
-    """``--broker URL`` (else the config's ``[daemon] broker``)."""
+    """``--broker URL`` (else the config's ``[daemon] broker``) and ``--insecure``."""
     parser.add_argument(
         "--broker",
         metavar="URL",
-        help="redis://[:password@]host:port/db or rediss:// (default: [daemon] broker)",
+        help="studio broker: redis://[:password@]host:port/db or rediss:// (TLS); "
+        "default: [daemon] broker",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a broker beyond this machine that takes no password",
     )
 
 
-def broker_config(args: argparse.Namespace) -> tuple[Config, BrokerUrl]:
-    """The config, with ``--broker`` (if given) as its broker, and that broker.
+def apply_broker(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with ``--broker`` (if given) as its broker, checked for exposure.
 
     Raises:
-        SettingsError: No broker in the flags or the config, or a bad URL.
+        SettingsError: A bad URL, or a password-less Redis beyond loopback without
+            ``--insecure``.
     """
     import dataclasses
 
-    from bridge.broker.url import parse_broker_url
+    from bridge.broker.url import check_exposure, parse_broker_url
 
-    config = config_from(args)
     if args.broker:
         daemon = dataclasses.replace(config.daemon, broker=parse_broker_url(args.broker))
         config = dataclasses.replace(config, daemon=daemon)
+    if config.daemon.broker is not None:
+        check_exposure(config.daemon.broker, insecure=args.insecure)
+    return config
+
+
+def broker_config(args: argparse.Namespace) -> tuple[Config, BrokerUrl]:
+    """The config with its broker applied (see :func:`apply_broker`), and that broker.
+
+    Raises:
+        SettingsError: No broker in the flags or the config, or a refused URL.
+    """
+    config = apply_broker(config_from(args), args)
     if config.daemon.broker is None:
         raise SettingsError(
             "no broker given; pass --broker redis://host:6379/0 or set [daemon] broker "
