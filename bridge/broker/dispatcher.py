@@ -41,7 +41,7 @@ from bridge.broker.channel import (
     live_workers,
 )
 from bridge.broker.url import BrokerUrl
-from bridge.jobs.status_file import write_status
+from bridge.jobs.status_file import update_status
 from bridge.jobs.store import Job, JobStore
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,9 @@ class Dispatcher:
         """One round: events, cancels, then new jobs."""
         redis, broker = self._client()
         self._apply_events(redis)
-        self._pass_cancels(redis)
-        self._send_jobs(redis, broker)
+        dispatched = self._dispatched()
+        self._pass_cancels(redis, dispatched)
+        self._send_jobs(redis, broker, len(dispatched))
 
     def _client(self) -> tuple[Redis, RedisBroker]:
         if self._redis is not None and self._broker is not None:
@@ -177,16 +178,16 @@ class Dispatcher:
         elif event.kind == "requeued":
             job = self._store.requeue(job.id)
             log.info("job %s: worker %s stopped; queued again", job.id, event.worker)
-        _write_status(self._store.get(job.id))
+        update_status(self._store.get(job.id))
 
-    def _pass_cancels(self, redis: Redis) -> None:
-        for job in self._dispatched():
+    def _pass_cancels(self, redis: Redis, dispatched: list[Job]) -> None:
+        for job in dispatched:
             if job.cancel_requested:
                 redis.set(f"{CANCEL_PREFIX}{job.id}", "1", ex=CANCEL_TTL_SECONDS)
 
-    def _send_jobs(self, redis: Redis, broker: RedisBroker) -> None:
+    def _send_jobs(self, redis: Redis, broker: RedisBroker, in_flight: int) -> None:
         capacity = sum(worker.concurrency for worker in live_workers(redis))
-        free = capacity - len(self._dispatched())
+        free = capacity - in_flight
         for _ in range(max(free, 0)):
             job = self._store.claim(self.owner)
             if job is None:
@@ -197,7 +198,7 @@ class Dispatcher:
                 self._store.requeue(job.id)
                 raise
             log.info("job %s: sent to the studio workers", job.id)
-            _write_status(self._store.get(job.id))
+            update_status(self._store.get(job.id))
 
     def _dispatched(self) -> list[Job]:
         return [
@@ -236,10 +237,3 @@ def _enqueue(broker: RedisBroker, job: Job) -> None:
             options={},
         )
     )
-
-
-def _write_status(job: Job) -> None:
-    try:
-        write_status(job)
-    except OSError:
-        log.warning("cannot write the status file of job %s", job.id, exc_info=True)

@@ -25,6 +25,7 @@ prints the path.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ from bridge import atomic
 
 if TYPE_CHECKING:
     from bridge.jobs.store import Job
+
+log = logging.getLogger(__name__)
 
 STATUS_DIR = ".stembridge"
 FORMAT_VERSION = 1
@@ -75,6 +78,15 @@ def write_status(job: Job) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(path, render_status(job).encode("utf-8"))
     return path
+
+
+def update_status(job: Job) -> None:
+    """:func:`write_status`, logging instead of raising: a folder that refuses the status
+    file must not stop the job."""
+    try:
+        write_status(job)
+    except OSError as exc:
+        log.warning("job %s: cannot write %s (%s)", job.id, job.status_file, exc.strerror)
 
 
 def read_status(path: Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
 from bridge.errors import JobCancelled, StemBridgeError
 from bridge.jobs.execute import execute
 from bridge.jobs.spec import JobSpec
-from bridge.jobs.status_file import write_status
+from bridge.jobs.status_file import update_status, write_status
 from bridge.jobs.store import Job, JobStore
 from bridge.separate import Progress
 from bridge.separation.separator import Separator
@@ -142,7 +142,7 @@ class Worker:
 
     def run_job(self, job: Job, stop: threading.Event) -> Job:
         """Run one claimed job to its next state; returns the job as stored afterwards."""
-        _write_status(job)
+        update_status(job)
         log.info("job %s: %s", job.id, job.spec.input)
         cancel = threading.Event()
         reporter = _Reporter(self._store, job, stop, cancel, self._report)
@@ -175,7 +175,7 @@ class Worker:
                 reused_from=str(result.reused_from) if result.reused_from else None,
             )
             log.info("job %s: done, %s", job.id, result.manifest)
-        _write_status(job)
+        update_status(job)
         return job
 
     def _retry_or_fail(self, job: Job, exc: Exception) -> Job:
@@ -205,14 +205,6 @@ class Worker:
             "see the daemon's log and submit it again",
             kind=type(exc).__name__,
         )
-
-
-def _write_status(job: Job) -> None:
-    """Update the job's status file; a folder that refuses it must not stop the job."""
-    try:
-        write_status(job)
-    except OSError as exc:
-        log.warning("job %s: cannot write %s (%s)", job.id, job.status_file, exc.strerror)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
