@@ -125,21 +125,17 @@ class ChainStream:
         chunks = []
         produced = self._given
         flushed = 0
-        first = True
         while produced < wanted:
             if flushed > self._max_flush:
                 raise EffectError(
                     f"an effect held back its audio for more than {_MAX_LATENCY_SECONDS:g} s "
                     "of silence; remove it from the preset"
                 )
-            if first:
-                block = np.zeros((self._channels, BLOCK_FRAMES), dtype=np.float32)
-                block[:, : self._pending.shape[1]] = self._pending
-                flushed += BLOCK_FRAMES - self._pending.shape[1]
-                first = False
-            else:
-                block = np.zeros((self._channels, BLOCK_FRAMES), dtype=np.float32)
-                flushed += BLOCK_FRAMES
+            # The input's last partial block, then silence, always in whole blocks.
+            block = np.zeros((self._channels, BLOCK_FRAMES), dtype=np.float32)
+            block[:, : self._pending.shape[1]] = self._pending
+            flushed += BLOCK_FRAMES - self._pending.shape[1]
+            self._pending = self._pending[:, :0]
             out = self._run(block)
             chunks.append(out)
             produced += out.shape[1]

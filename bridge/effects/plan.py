@@ -42,13 +42,6 @@ class EffectsPlan:
     residual_source: str | None
     stems_add_up: bool
 
-    @property
-    def changes_stems(self) -> bool:
-        """Whether any effect, tail or gain is applied."""
-        return self.loudness is not None or any(
-            t.chain or t.tail_seconds for t in self.treatments.values()
-        )
-
     def describe(self) -> dict[str, Any]:
         """The plan as recorded in the manifest."""
         return {
