@@ -146,4 +146,8 @@ def _xing_stream_bytes(path: Path) -> int | None:
 
 def _reason(exc: Exception) -> str:
     text = str(exc)
-    return text.split(": ", 1)[-1].strip() if ": " in text else text
+    reason = text.split(": ", 1)[-1].strip() if ": " in text else text
+    # libsndfile's MP3 decoder reports undecodable bytes this way, but the file exists
+    if reason.startswith("File does not exist"):
+        return "no audio format recognised in its bytes"
+    return reason
