@@ -33,7 +33,9 @@ def _bytes(data: bytes) -> Callable[[Path], None]:
     return lambda path: path.write_bytes(data)
 
 
-def _audio(data: np.ndarray, rate: int = 44100, subtype: str | None = None) -> Callable[[Path], None]:
+def _audio(
+    data: np.ndarray, rate: int = 44100, subtype: str | None = None
+) -> Callable[[Path], None]:
     return lambda path: write_audio(path, data, rate, subtype)
 
 
@@ -99,9 +101,7 @@ def corpus() -> list[Hostile]:
         Hostile("dc-only.wav", _audio(np.full((second, 2), 0.5, np.float32)), "done", second),
         Hostile("one-sample.wav", _audio(music(1)), "done", 1),
         Hostile("8khz.wav", _audio(music(8000, rate=8000), rate=8000), "done", 8000),
-        Hostile(
-            "192khz.wav", _audio(music(192000 // 2, rate=192000), rate=192000), "done", 96000
-        ),
+        Hostile("192khz.wav", _audio(music(192000 // 2, rate=192000), rate=192000), "done", 96000),
         Hostile("silence.wav", _audio(np.zeros((second, 2), np.float32)), "done", second),
     ]
     entries += [
