@@ -106,6 +106,10 @@ class UnreadableAudio(AudioError):
     """The file is missing, unreadable, empty, not audio, or truncated."""
 
 
+class UnsupportedName(AudioError):
+    """The input's path holds characters host scripts cannot read back (line breaks)."""
+
+
 class RangeOutsideAudio(AudioError):
     """The requested time range is not inside the file."""
 

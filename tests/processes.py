@@ -27,13 +27,16 @@ def write_config(path: Path, state_dir: Path, extra: str = "") -> Path:
 
 
 class DaemonProcess:
-    """``python -m bridge ARGS`` in the background, logging to a file."""
+    """``python -m bridge ARGS`` in the background, logging to a file.
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    ``prefix`` runs it through another command (``setpriv`` to drop root's powers).
+    """
+
+    def __init__(self, args: list[str], log: Path, *, prefix: tuple[str, ...] = ()) -> None:
         self.log = log
         self._log_file = open(log, "ab")  # noqa: SIM115 (closed in stop/kill)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "-v", *args],
+            [*prefix, sys.executable, "-m", "bridge", "-v", *args],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
@@ -54,6 +57,10 @@ class DaemonProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+# Root ignores file permissions; this makes a daemon meet them like any user would.
+NO_ROOT_OVERRIDE = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
 
 
 def wait_for(condition: Callable[[], T], *, timeout: float = 60, what: str = "condition") -> T:

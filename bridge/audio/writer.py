@@ -7,7 +7,9 @@ replaced when the caller allows it.
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -229,8 +231,29 @@ class StemWriter:
 
     def _error(self, exc: BaseException) -> OutputError:
         folder = next(iter(self._final.values())).parent
+        free = _free_bytes(folder)
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or free < _NEARLY_FULL:
+            return OutputError(
+                f"{folder}: no space left on its disk ({free / 2**20:.1f} MiB free) while "
+                "writing stems; nothing was kept; free some space, then run the job again",
+                path=folder,
+            )
         return OutputError(
             f"{folder}: writing stems failed ({exc}); check free space and permissions, "
             "then run again",
             path=folder,
         )
+
+
+# libsndfile reports a full disk only as "System error": below this, that is the cause.
+_NEARLY_FULL = 4 * 2**20
+
+
+def _free_bytes(folder: Path) -> int:
+    """Free space on the disk that holds ``folder`` (or its nearest existing parent)."""
+    for path in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            continue
+    return _NEARLY_FULL

@@ -40,7 +40,7 @@ from bridge.cli.separate import (
 from bridge.effects.plan import plan_effects
 from bridge.errors import SettingsError, UnreadableAudio
 from bridge.jobs.spec import PRIORITY_INTERACTIVE, JobSpec
-from bridge.jobs.status_file import write_status
+from bridge.jobs.status_file import update_status
 from bridge.jobs.store import FINAL, STATES, Job, JobStore
 from bridge.separation.catalog import get_spec
 from bridge.settings import TimeRange
@@ -125,7 +125,7 @@ def run_submit(args: argparse.Namespace, err: Console) -> int:
         spec, dedupe_key=f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{settings_key}"
     )
     if created:
-        write_status(job)
+        update_status(job)
     served = daemon_running(config.daemon.state_dir)
     if not args.wait:
         if args.json:
@@ -271,7 +271,7 @@ def run_cancel(args: argparse.Namespace, err: Console) -> int:
     store = JobStore(config.daemon.state_dir)
     job = store.cancel(args.job)
     if job.state == "cancelled":
-        write_status(job)
+        update_status(job)
         print(f"{job.id} cancelled")
     elif job.state == "running":
         print(f"{job.id} cancelling: the worker stops it at its next step")

@@ -27,6 +27,7 @@ from bridge import atomic
 from bridge.audio.writer import check_writable_folder
 from bridge.effects.plan import plan_effects
 from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
+from bridge.errors import UnsupportedName
 from bridge.manifest import MANIFEST_NAME, write_manifest
 from bridge.separate import OnProgress, file_sha256, prepare, separate_file
 from bridge.separation.catalog import get_spec
@@ -75,6 +76,7 @@ def execute(
         StemBridgeError: The job cannot succeed (bad input, settings, output).
         JobCancelled: ``cancel`` was set.
     """
+    check_one_line(spec.input)
     stems = spec.separation.stem_plans
     names = [plan.name for plan in stems]
     requested = Path(spec.folder)
@@ -125,17 +127,32 @@ def execute(
     return Result(folder / MANIFEST_NAME)
 
 
+def check_one_line(input_path: str) -> None:
+    """Refuse paths that status files (one ``key=value`` per line) cannot carry.
+
+    Raises:
+        UnsupportedName: The path holds a line break or another control character.
+    """
+    if any(ord(char) < 32 or ord(char) == 127 for char in input_path):
+        raise UnsupportedName(
+            f"{input_path!r}: the path holds a line break or control character, which host "
+            "scripts cannot read back from status files; rename the file without it",
+            path=Path(input_path),
+        )
+
+
 def choose_folder(
     folder: Path, identity: str, names: list[str], extension: str, *, overwrite: bool
 ) -> Path:
     """The stem folder to use: ``folder``, or ``folder (2)``... when it holds other stems.
 
     A folder is free when it has neither a manifest nor any of the stem files; one
-    that already holds this identity's stems is used as is.
+    that already holds this identity's stems is used as is. A symbolic link is never
+    used: writing through it could put stems outside the output root.
     """
     candidate, number = folder, 1
     while True:
-        if (
+        if not candidate.is_symlink() and (
             overwrite
             or _holds(candidate, identity, names, extension)
             or _free(candidate, names, extension)

@@ -24,6 +24,7 @@ prints the path.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from pathlib import Path
@@ -75,18 +76,23 @@ def render_status(job: Job) -> str:
 def write_status(job: Job) -> Path:
     """Replace the job's status file atomically; returns its path."""
     path = job.status_file
+    if path.parent.is_symlink():
+        # Following it would write outside the output root.
+        raise OSError(errno.ELOOP, "the status folder is a symbolic link", str(path.parent))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(path, render_status(job).encode("utf-8"))
     return path
 
 
-def update_status(job: Job) -> None:
+def update_status(job: Job) -> bool:
     """:func:`write_status`, logging instead of raising: a folder that refuses the status
-    file must not stop the job."""
+    file must not stop the job. Returns whether the file was written."""
     try:
         write_status(job)
     except OSError as exc:
         log.warning("job %s: cannot write %s (%s)", job.id, job.status_file, exc.strerror)
+        return False
+    return True
 
 
 def read_status(path: Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
 from bridge.errors import JobCancelled, StemBridgeError
 from bridge.jobs.execute import execute
 from bridge.jobs.spec import JobSpec
-from bridge.jobs.status_file import update_status, write_status
+from bridge.jobs.status_file import update_status
 from bridge.jobs.store import Job, JobStore
 from bridge.separate import Progress
 from bridge.separation.separator import Separator
@@ -246,6 +246,7 @@ class _Reporter:
         self._interval = interval_seconds
         self._last = 0.0
         self._stage = ""
+        self._status_written = True
         self.cancel_requested = False
 
     def __call__(self, progress: Progress) -> None:
@@ -259,4 +260,5 @@ class _Reporter:
             self.cancel_requested = True
             self._cancel.set()
         self._job = dataclasses.replace(self._job, progress=progress.fraction, stage=progress.stage)
-        write_status(self._job)
+        # Once refused, not tried again for this run: one warning, not one per step.
+        self._status_written = self._status_written and update_status(self._job)

@@ -9,8 +9,9 @@ with a scan for what arrived meanwhile.
 
 Never taken: StemBridge's temporary files, anything in a ``.stembridge`` folder,
 anything in a folder that holds a StemBridge manifest or is any job's stem folder
-(so an output folder inside a watched folder never loops), and files a rule's
-patterns do not match.
+(so an output folder inside a watched folder never loops), files a rule's
+patterns do not match, and symbolic links: on a shared folder a link could hand
+the daemon a private file from elsewhere (or loop), and a DAW never renders one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from bridge import atomic
 from bridge.config import Config, Rule
@@ -80,6 +81,7 @@ class FolderWatcher:
         self._watches = [_Watch(rule) for rule in config.rules]
         self._outputs: set[Path] = set()
         self._submitted: dict[Path, tuple[int, int]] = {}
+        self._links_seen: set[Path] = set()
 
     def supervise(self) -> None:
         """(Re)start observers as needed, then queue the files that are finished."""
@@ -154,6 +156,8 @@ class FolderWatcher:
             return False
         if not rule.recursive and len(relative.parts) != 1:
             return False
+        if self._is_link(rule.folder, relative):
+            return False
         if STATUS_DIR in relative.parts:
             return False
         folder = path.parent
@@ -164,6 +168,18 @@ class FolderWatcher:
         return not any(
             candidate in self._outputs for candidate in (folder, unnumbered, *folder.parents)
         )
+
+    def _is_link(self, folder: Path, relative: Path) -> bool:
+        """Whether the path, or a folder on the way to it, is a symbolic link (logged once)."""
+        path = folder
+        for part in relative.parts:
+            path = path / part
+            if path.is_symlink():
+                if path not in self._links_seen:
+                    self._links_seen.add(path)
+                    log.warning("not taking %s: it is a symbolic link", path)
+                return True
+        return False
 
     def _submit(self, path: Path, stat: os.stat_result) -> None:
         version = (stat.st_size, stat.st_mtime_ns)
@@ -213,7 +229,9 @@ def _path(raw: str | bytes) -> Path:
 
 def _default_observer(rule: Rule, poll_interval_seconds: float) -> BaseObserver:
     if rule.polling:
-        return PollingObserver(timeout=poll_interval_seconds)
+        # lstat: a plain PollingObserver follows links to folders, and a link loop
+        # (``renders/loop -> renders``) would keep it walking forever.
+        return PollingObserverVFS(os.lstat, os.scandir, polling_interval=poll_interval_seconds)
     return Observer()
 
 

@@ -1,0 +1,184 @@
+"""Hostile names and links in watched and output folders: nothing is executed, nothing is
+written outside the output roots, and the daemon keeps serving."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from bridge.atomic import is_temporary
+from bridge.jobs.status_file import read_status
+from bridge.jobs.store import Job, JobStore
+
+from processes import (
+    NO_ROOT_OVERRIDE,
+    DaemonProcess,
+    all_final,
+    visible_files,
+    wait_for,
+    write_config,
+)
+from signals import music, write_audio
+
+RATE = 44100
+
+# Each would run a command if it ever reached a shell unquoted.
+NAMES = [
+    "with space.wav",
+    'it\'s "quoted".wav',
+    "semi;colon; touch PWNED1.wav",
+    "$(touch PWNED2).wav",
+    "`touch PWNED3`.wav",
+    "| touch PWNED4 &.wav",
+    "Ünïcødé – ✓ 日本語.wav",  # noqa: RUF001 (the en dash is the point)
+    "-starts-with-dash.wav",
+    "new\nline.wav",
+    ("long" * 60)[:240] + ".wav",
+]
+
+
+class Daemon:
+    """A daemon watching ``renders/`` into ``stems/``, killed at the end whatever happened."""
+
+    def __init__(self, tmp_path: Path, *extra: str, prefix: tuple[str, ...] = ()) -> None:
+        self.watched, self.out = tmp_path / "renders", tmp_path / "stems"
+        self.watched.mkdir(exist_ok=True)
+        config = write_config(tmp_path / "config.toml", tmp_path / "state")
+        self.process = DaemonProcess(
+            [
+                "watch",
+                str(self.watched),
+                "-o",
+                str(self.out),
+                "--config",
+                str(config),
+                "--stems",
+                "vocals",
+                *extra,
+            ],
+            tmp_path / "daemon.log",
+            prefix=prefix,
+        )
+        self.store = JobStore(tmp_path / "state")
+        wait_for(lambda: "daemon ready" in self.process.output(), what="the daemon to start")
+
+    def jobs(self, count: int, timeout: float = 120) -> dict[str, Job]:
+        jobs = wait_for(lambda: all_final(self.store, count), timeout=timeout, what="the jobs")
+        return {Path(job.spec.input).name: job for job in jobs}
+
+
+@pytest.fixture
+def start(model_dir: Path, tmp_path: Path) -> Iterator[type[Daemon]]:
+    started: list[Daemon] = []
+
+    def make(*extra: str, prefix: tuple[str, ...] = ()) -> Daemon:
+        daemon = Daemon(tmp_path, *extra, prefix=prefix)
+        started.append(daemon)
+        return daemon
+
+    yield make  # type: ignore[misc]
+    for daemon in started:
+        if daemon.process.process.poll() is None:
+            daemon.process.kill()
+
+
+def done_status(job: Job) -> dict[str, str] | None:
+    status = read_status(job.status_file)
+    return status if status["state"] == "done" else None
+
+
+def test_hostile_names_are_separated_and_nothing_is_executed(
+    start: type[Daemon], tmp_path: Path
+) -> None:
+    daemon = start()
+    for n, name in enumerate(NAMES):
+        write_audio(daemon.watched / name, music(RATE // 4, seed=n))
+    jobs = daemon.jobs(len(NAMES))
+    assert sorted(jobs) == sorted(NAMES)
+    for name, job in jobs.items():
+        if "\n" in name:
+            assert job.state == "failed"
+            assert "line break" in (job.error or "") and repr(str(daemon.watched / name)) in (
+                job.error or ""
+            )
+            continue
+        assert job.state == "done", (name, job.error)
+        folder = daemon.out / Path(name).stem
+        assert visible_files(folder) == ["manifest.json", "vocals.wav"]
+        # The status file follows the store a moment later
+        status = wait_for(lambda job=job: done_status(job), what=f"{name}'s status file")
+        assert status["stem.vocals"] == str(folder / "vocals.wav")
+    pwned = [p for p in tmp_path.rglob("PWNED*") if not p.name.endswith(".wav")]
+    pwned += list(Path.cwd().glob("PWNED*")) + list(Path.home().glob("PWNED*"))
+    assert pwned == []
+    assert daemon.process.stop() == 0
+
+
+def test_links_in_the_watched_folder_are_not_followed_out_of_it(
+    start: type[Daemon], tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write_audio(elsewhere / "private.wav", music(RATE // 4))
+    daemon = start("--polling", "--recursive")
+    watched = daemon.watched
+    (watched / "loop").symlink_to(watched, target_is_directory=True)
+    (watched / "sub").mkdir()
+    (watched / "sub" / "up").symlink_to(watched, target_is_directory=True)
+    (watched / "outside").symlink_to(elsewhere, target_is_directory=True)
+    (watched / "private.wav").symlink_to(elsewhere / "private.wav")
+    (watched / "dangling.wav").symlink_to(tmp_path / "nowhere.wav")
+    write_audio(watched / "real.wav", music(RATE // 4))
+    jobs = daemon.jobs(1)
+    assert list(jobs) == ["real.wav"] and jobs["real.wav"].state == "done"
+    # Nothing else turns up later, and the daemon is still serving
+    write_audio(watched / "later.wav", music(RATE // 4, seed=1))
+    jobs = daemon.jobs(2)
+    assert sorted(jobs) == ["later.wav", "real.wav"]
+    assert "symbolic link" in daemon.process.output()
+    assert daemon.process.stop() == 0
+
+
+def test_a_stem_folder_that_is_a_link_out_of_the_output_root_is_not_written_through(
+    start: type[Daemon], tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "stems"
+    out.mkdir()
+    (out / "take").symlink_to(elsewhere, target_is_directory=True)
+    (out / ".stembridge").symlink_to(elsewhere, target_is_directory=True)
+    daemon = start()
+    write_audio(daemon.watched / "take.wav", music(RATE // 4))
+    job = daemon.jobs(1)["take.wav"]
+    assert job.state == "done", job.error
+    assert list(elsewhere.iterdir()) == []
+    assert visible_files(out / "take (2)") == ["manifest.json", "vocals.wav"]
+    assert daemon.process.stop() == 0
+
+
+def test_a_read_only_output_folder_fails_the_job_clearly_and_later_jobs_succeed(
+    start: type[Daemon], tmp_path: Path
+) -> None:
+    out = tmp_path / "stems"
+    out.mkdir()
+    out.chmod(0o555)
+    daemon = start(prefix=NO_ROOT_OVERRIDE)
+    write_audio(daemon.watched / "take.wav", music(RATE // 4))
+    job = daemon.jobs(1)["take.wav"]
+    assert job.state == "failed"
+    assert str(out) in (job.error or "") and "permission" in (job.error or "").lower(), job.error
+    assert [p for p in out.rglob("*")] == []
+    # Once the folder is writable again, the next render goes through
+    out.chmod(0o755)
+    write_audio(daemon.watched / "next.wav", music(RATE // 4, seed=1))
+    job = daemon.jobs(2)["next.wav"]
+    assert job.state == "done"
+    wait_for(lambda: done_status(job), what="next.wav's status file")
+    assert sf.info(str(out / "next" / "vocals.wav")).frames == RATE // 4
+    assert not [p for p in out.rglob("*") if is_temporary(p)]
+    assert os.access(out, os.W_OK)
+    assert daemon.process.stop() == 0
