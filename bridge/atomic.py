@@ -8,9 +8,11 @@ over its final name. Temporary names share one recognisable form so that watcher
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 TEMP_PREFIX = ".stembridge-"
@@ -85,3 +87,44 @@ def copy_file(source: Path, final: Path, *, link: bool = False) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+# A set of files (stems, then their manifest) is renamed into place one file at a time.
+# This journal, written first and removed last, lets the next run take back the part
+# of a set that a kill left behind.
+JOURNAL_NAME = f"{TEMP_PREFIX}set{TEMP_SUFFIX}"
+
+
+def begin_set(folder: Path, names: list[str], *, key: str) -> None:
+    """Record that ``names`` in ``folder`` are about to appear, as the set called ``key``."""
+    record = json.dumps({"key": key, "names": names}).encode("utf-8")
+    write_bytes(folder / JOURNAL_NAME, record, mode=0o600)
+
+
+def end_set(folder: Path) -> None:
+    """The set is whole: forget the journal."""
+    (folder / JOURNAL_NAME).unlink(missing_ok=True)
+    fsync_dir(folder)
+
+
+def recover_set(folder: Path, is_whole: Callable[[str], bool]) -> list[Path]:
+    """Undo an interrupted set in ``folder``: unless ``is_whole(key)`` says it finished,
+    delete the files it named. Returns the files deleted."""
+    journal = folder / JOURNAL_NAME
+    try:
+        record = json.loads(journal.read_text(encoding="utf-8"))
+        key, names = str(record["key"]), [str(name) for name in record["names"]]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError):
+        key, names = "", []  # a torn journal: its set never started renaming
+    removed = []
+    if not is_whole(key):
+        for name in names:
+            path = folder / Path(name).name
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+    journal.unlink(missing_ok=True)
+    fsync_dir(folder)
+    return removed

@@ -231,6 +231,7 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
         if required:
             raise ConfigError(f"{file}: no such config file; check the path given to --config")
         return Config()
+    check_private(file)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -240,6 +241,31 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax at that place") from exc
     return parse_config(data, file)
+
+
+def check_private(file: Path) -> None:
+    """Refuse a config another user could have written: it names the plug-ins the
+    daemon loads and the folders it writes to, so it is as powerful as a script.
+
+    Raises:
+        ConfigError: The file is writable by group or others, or owned by another user.
+    """
+    if os.name != "posix":
+        return  # Windows protects files with ACLs that st_mode does not show
+    try:
+        stat = file.stat()
+    except OSError:
+        return  # reading it reports the problem
+    if stat.st_mode & 0o022:
+        raise ConfigError(
+            f"{file}: other users may write to it (mode {stat.st_mode & 0o777:o}), and a config "
+            f"decides which plug-ins the daemon runs; run: chmod go-w '{file}'"
+        )
+    if stat.st_uid not in (os.getuid(), 0):
+        raise ConfigError(
+            f"{file}: owned by another user (uid {stat.st_uid}); a config decides which "
+            "plug-ins the daemon runs, so use one you own"
+        )
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from bridge.config import Config
 from bridge.jobs.lock import DaemonLock
+from bridge.jobs.status_file import repair_status_files
 from bridge.jobs.store import JobStore
 from bridge.jobs.worker import ModelCache, Worker, owner_alive, owner_id
 from bridge.watch.watcher import FolderWatcher
@@ -52,6 +53,9 @@ class Daemon:
             recovered = self.store.recover(owner_alive)
             if recovered:
                 log.warning("queued again %d job(s) left running: %s", len(recovered), recovered)
+            repaired = repair_status_files(self.store.list(limit=1000), now=time.time())
+            if repaired:
+                log.warning("rewrote %d status file(s) a stopped process left behind", repaired)
             worker_stop = threading.Event()
             thread = threading.Thread(target=self._work_loop(), args=(worker_stop,), name="worker")
             thread.start()

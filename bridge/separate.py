@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bridge import atomic
 from bridge.audio.formats import OutputFormat, resolve_output_format
 from bridge.audio.probe import AudioInfo, probe
 from bridge.audio.quantize import wants_dither
@@ -219,131 +220,144 @@ def separate_file(
 
     decoded = _rate_blocks(info, frames, separator.samplerate, model_length)
     names = [plan.name for plan in plans]
-    with (
-        StemWriter(
-            prepared.folder,
-            names,
-            fmt,
-            overwrite=prepared.overwrite,
-            dither=prepared.dither,
-            staged=effects.loudness is not None,
-        ) as writer,
-        EffectsStage(
-            effects,
-            stems=plans,
-            wanted=wanted,
-            channels=info.channels,
-            sample_rate=fmt.sample_rate,
-            mix=mix,
-            plugin_loader=plugin_loader,
-        ) as stage,
-    ):
-
-        def encode(item: tuple[np.ndarray, bool]) -> None:
-            """Back to the output rate, effects stage, write (on its own thread)."""
-            block, last = item
-            flat = back.push(block.reshape(len(wanted) * info.channels, -1), last=last)
-            for name, stem in stage.push(flat.reshape(len(wanted), info.channels, -1)).items():
-                writer.write(name, stem)
-            if last:
-                rests, tails = stage.finish()
-                for name in names:
-                    writer.write(name, rests[name])
-                    writer.write(name, tails[name])
-
+    try:
         with (
-            Prefetcher(decoded, name="decode") as blocks,
-            Drain(encode, name="encode") as encoder,
-        ):
-            for block in separator.separate(
-                blocks,
-                length=model_length,
-                groups=groups,
-                stats=stats,
-                wanted=wanted,
-                on_progress=on_segments,
-                cancel=cancel,
-            ):
-                encoder.put((block, False))
-            encoder.put((np.zeros((len(wanted), info.channels, 0), dtype=np.float32), True))
-        report(Progress("writing", 0, 1, 0.99))
-        measured = stage.loudness()
-        gains = stage.gains(measured, mix_loudness)
-        paths = writer.commit(
-            {name: gain.gain_db for name, gain in gains.items()} if gains else None
-        )
-        lengths = dict(writer.frames)
-        clipped = writer.clipped_samples
-    finished = time.monotonic()
-
-    manifest = Manifest(
-        job_id=job_id,
-        identity=identity,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        input=InputEntry(
-            path=str(info.path),
-            sha256=digest,
-            format=info.format,
-            subtype=info.subtype,
-            sample_rate=info.sample_rate,
-            channels=info.channels,
-            frames=info.frames,
-            size_bytes=file_stat.st_size,
-            mtime_ns=file_stat.st_mtime_ns,
-        ),
-        range=RangeEntry(
-            start_samples=frames.start,
-            length_samples=frames.length,
-            start_seconds=frames.start / info.sample_rate,
-            length_seconds=frames.length / info.sample_rate,
-        ),
-        model={
-            "name": separator.spec.name,
-            "signatures": list(separator.spec.signatures),
-            "sources": list(separator.sources),
-            "samplerate": separator.samplerate,
-        },
-        settings={
-            **asdict(separator.settings),
-            "device": str(separator.device),
-            "batch_size": separator.batch_size,
-        },
-        output=OutputEntry(
-            format=fmt.extension,
-            subtype=fmt.subtype,
-            sample_rate=fmt.sample_rate,
-            channels=fmt.channels,
-            length_samples=out_length,
-            offset_samples=converted_length(frames.start, info.sample_rate, fmt.sample_rate),
-            dither=prepared.dither,
-        ),
-        stems=[
-            _stem_entry(
-                plan,
-                paths[plan.name],
+            StemWriter(
+                prepared.folder,
+                names,
+                fmt,
+                overwrite=prepared.overwrite,
+                dither=prepared.dither,
+                staged=effects.loudness is not None,
+            ) as writer,
+            EffectsStage(
                 effects,
-                measured[plan.name],
-                gains.get(plan.name) if gains else None,
-                length=lengths[plan.name],
-                body=out_length,
-                clipped=clipped[plan.name],
+                stems=plans,
+                wanted=wanted,
+                channels=info.channels,
+                sample_rate=fmt.sample_rate,
+                mix=mix,
+                plugin_loader=plugin_loader,
+            ) as stage,
+        ):
+
+            def encode(item: tuple[np.ndarray, bool]) -> None:
+                """Back to the output rate, effects stage, write (on its own thread)."""
+                block, last = item
+                flat = back.push(block.reshape(len(wanted) * info.channels, -1), last=last)
+                for name, stem in stage.push(flat.reshape(len(wanted), info.channels, -1)).items():
+                    writer.write(name, stem)
+                if last:
+                    rests, tails = stage.finish()
+                    for name in names:
+                        writer.write(name, rests[name])
+                        writer.write(name, tails[name])
+
+            with (
+                Prefetcher(decoded, name="decode") as blocks,
+                Drain(encode, name="encode") as encoder,
+            ):
+                for block in separator.separate(
+                    blocks,
+                    length=model_length,
+                    groups=groups,
+                    stats=stats,
+                    wanted=wanted,
+                    on_progress=on_segments,
+                    cancel=cancel,
+                ):
+                    encoder.put((block, False))
+                encoder.put((np.zeros((len(wanted), info.channels, 0), dtype=np.float32), True))
+            report(Progress("writing", 0, 1, 0.99))
+            measured = stage.loudness()
+            gains = stage.gains(measured, mix_loudness)
+            atomic.begin_set(
+                prepared.folder,
+                [*(f"{name}.{fmt.extension}" for name in names), MANIFEST_NAME],
+                key=identity or "",
             )
-            for plan in plans
-        ],
-        effects={
-            **effects.describe(),
-            "mix_loudness_lufs": _rounded(mix_loudness.integrated_lufs if mix_loudness else None),
-        },
-        timings={
-            "analyse_seconds": round(analysed - started, 3),
-            "separate_seconds": round(finished - analysed, 3),
-            "total_seconds": round(finished - started, 3),
-            "realtime_factor": round(
-                (frames.length / info.sample_rate) / max(finished - started, 1e-9), 3
+            paths = writer.commit(
+                {name: gain.gain_db for name, gain in gains.items()} if gains else None
+            )
+            lengths = dict(writer.frames)
+            clipped = writer.clipped_samples
+        finished = time.monotonic()
+
+        manifest = Manifest(
+            job_id=job_id,
+            identity=identity,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            input=InputEntry(
+                path=str(info.path),
+                sha256=digest,
+                format=info.format,
+                subtype=info.subtype,
+                sample_rate=info.sample_rate,
+                channels=info.channels,
+                frames=info.frames,
+                size_bytes=file_stat.st_size,
+                mtime_ns=file_stat.st_mtime_ns,
             ),
-        },
-    )
-    manifest.write(prepared.folder)
+            range=RangeEntry(
+                start_samples=frames.start,
+                length_samples=frames.length,
+                start_seconds=frames.start / info.sample_rate,
+                length_seconds=frames.length / info.sample_rate,
+            ),
+            model={
+                "name": separator.spec.name,
+                "signatures": list(separator.spec.signatures),
+                "sources": list(separator.sources),
+                "samplerate": separator.samplerate,
+            },
+            settings={
+                **asdict(separator.settings),
+                "device": str(separator.device),
+                "batch_size": separator.batch_size,
+            },
+            output=OutputEntry(
+                format=fmt.extension,
+                subtype=fmt.subtype,
+                sample_rate=fmt.sample_rate,
+                channels=fmt.channels,
+                length_samples=out_length,
+                offset_samples=converted_length(frames.start, info.sample_rate, fmt.sample_rate),
+                dither=prepared.dither,
+            ),
+            stems=[
+                _stem_entry(
+                    plan,
+                    paths[plan.name],
+                    effects,
+                    measured[plan.name],
+                    gains.get(plan.name) if gains else None,
+                    length=lengths[plan.name],
+                    body=out_length,
+                    clipped=clipped[plan.name],
+                )
+                for plan in plans
+            ],
+            effects={
+                **effects.describe(),
+                "mix_loudness_lufs": _rounded(
+                    mix_loudness.integrated_lufs if mix_loudness else None
+                ),
+            },
+            timings={
+                "analyse_seconds": round(analysed - started, 3),
+                "separate_seconds": round(finished - analysed, 3),
+                "total_seconds": round(finished - started, 3),
+                "realtime_factor": round(
+                    (frames.length / info.sample_rate) / max(finished - started, 1e-9), 3
+                ),
+            },
+        )
+        manifest.write(prepared.folder)
+        atomic.end_set(prepared.folder)
+    except BaseException:
+        # Stems renamed before the failure must not pass for a result.
+        atomic.recover_set(prepared.folder, lambda _key: False)
+        raise
     report(Progress("done", 1, 1, 1.0))
     log.info("separated %s into %s in %.1f s", info.path, prepared.folder, finished - started)
     return manifest

@@ -167,24 +167,44 @@ def reuse(
 ) -> Path:
     """Link (or copy) the stems of ``source`` into ``folder`` and write its manifest."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        stem = f"{name}.{extension}"
-        atomic.copy_file(source / stem, folder / stem, link=True)
     manifest: dict[str, Any] = json.loads((source / MANIFEST_NAME).read_text(encoding="utf-8"))
-    manifest["job_id"] = job_id
-    manifest["reused_from"] = str(source / MANIFEST_NAME)
-    stat = Path(input_path).stat()
-    manifest["input"].update(path=input_path, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
-    return write_manifest(folder, manifest)
+    files = [f"{name}.{extension}" for name in names]
+    atomic.begin_set(folder, [*files, MANIFEST_NAME], key=manifest.get("identity") or "")
+    try:
+        for stem in files:
+            atomic.copy_file(source / stem, folder / stem, link=True)
+        manifest["job_id"] = job_id
+        manifest["reused_from"] = str(source / MANIFEST_NAME)
+        stat = Path(input_path).stat()
+        manifest["input"].update(
+            path=input_path, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns
+        )
+        path = write_manifest(folder, manifest)
+    except BaseException:
+        atomic.recover_set(folder, lambda _key: False)
+        raise
+    atomic.end_set(folder)
+    return path
 
 
 def remove_stale_temps(folder: Path) -> None:
-    """Delete the temporary files an interrupted run left in ``folder``."""
+    """Delete what an interrupted run left in ``folder``: temporary files, and the stems
+    of a set that was being renamed into place when it was killed."""
     if folder.is_dir():
+        for path in atomic.recover_set(folder, lambda key: _manifest_identity(folder) == key):
+            log.info("removing %s, part of a set an interrupted run did not finish", path)
         for path in folder.iterdir():
             if atomic.is_temporary(path):
                 log.info("removing %s, left by an interrupted run", path)
                 path.unlink(missing_ok=True)
+
+
+def _manifest_identity(folder: Path) -> str | None:
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest.get("identity") if isinstance(manifest, dict) else None
 
 
 def _holds(folder: Path, identity: str, names: list[str], extension: str) -> bool:

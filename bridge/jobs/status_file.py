@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,8 +80,9 @@ def write_status(job: Job) -> Path:
     if path.parent.is_symlink():
         # Following it would write outside the output root.
         raise OSError(errno.ELOOP, "the status folder is a symbolic link", str(path.parent))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_bytes(path, render_status(job).encode("utf-8"))
+    # User-only: a status file carries paths and whatever the host passed as origin.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic.write_bytes(path, render_status(job).encode("utf-8"), mode=0o600)
     return path
 
 
@@ -93,6 +95,31 @@ def update_status(job: Job) -> bool:
         log.warning("job %s: cannot write %s (%s)", job.id, job.status_file, exc.strerror)
         return False
     return True
+
+
+def repair_status_files(jobs: Iterable[Job], *, now: float, stale_seconds: float = 2) -> int:
+    """After a crash: rewrite the status files that disagree with the store (a kill during
+    the last write would leave a host waiting on "running" forever), and delete the
+    temporary files killed writers left (older than ``stale_seconds``: a live write
+    takes milliseconds). Returns the number of files rewritten."""
+    rewritten, folders = 0, set()
+    for job in jobs:
+        folders.add(job.status_file.parent)
+        try:
+            state = read_status(job.status_file).get("state")
+        except (OSError, UnicodeDecodeError):
+            state = None
+        if state != job.state and update_status(job):
+            rewritten += 1
+    for folder in folders:
+        try:
+            temps = [path for path in folder.iterdir() if atomic.is_temporary(path)]
+            for path in temps:
+                if now - path.stat().st_mtime > stale_seconds:
+                    path.unlink(missing_ok=True)
+        except OSError:
+            continue
+    return rewritten
 
 
 def read_status(path: Path) -> dict[str, str]:

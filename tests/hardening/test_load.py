@@ -1,0 +1,98 @@
+"""Load: 200 concurrent ``submit`` calls and 1,000 renders dropped at once, while the daemon
+works. Every job is recorded once, and nobody is told the database is locked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from bridge.jobs.store import JobStore
+
+from processes import DaemonProcess, all_final, wait_for, write_config
+
+RATE = 44100
+SUBMITS = 200
+DROPS = 1000
+
+
+def drop(folder: Path, count: int) -> None:
+    """Write ``count`` distinct tiny renders, each appearing whole (renamed into place)."""
+    rng = np.random.default_rng(0)
+    for n in range(count):
+        temp = folder.parent / f"drop{n:04d}.wav"
+        sf.write(str(temp), rng.uniform(-0.5, 0.5, (RATE // 20, 2)), RATE, subtype="PCM_16")
+        temp.rename(folder / temp.name)
+
+
+def test_concurrent_submits_and_a_thousand_drops_are_each_recorded_once(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    renders, submitted = tmp_path / "renders", tmp_path / "submitted"
+    renders.mkdir()
+    submitted.mkdir()
+    rng = np.random.default_rng(1)
+    for n in range(SUBMITS):
+        sf.write(str(submitted / f"s{n:03d}.wav"), rng.uniform(-0.5, 0.5, (RATE // 20, 2)), RATE)
+    config = write_config(tmp_path / "config.toml", tmp_path / "state")
+    daemon = DaemonProcess(
+        [
+            "watch",
+            str(renders),
+            "-o",
+            str(tmp_path / "stems"),
+            "--config",
+            str(config),
+            "--stems",
+            "vocals",
+        ],
+        tmp_path / "daemon.log",
+    )
+    try:
+        wait_for(lambda: "daemon ready" in daemon.output(), what="the daemon to start")
+        dropper = threading.Thread(target=drop, args=(renders, DROPS))
+        dropper.start()
+        calls = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bridge",
+                    "submit",
+                    str(path),
+                    "--config",
+                    str(config),
+                    "--stems",
+                    "vocals",
+                    "-o",
+                    str(tmp_path / "stems"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for path in sorted(submitted.iterdir())
+        ]
+        results = [(call.wait(timeout=600), *call.communicate()) for call in calls]
+        dropper.join()
+        for code, _out, err in results:
+            assert code == 0, err
+            assert "locked" not in err.lower(), err
+        ids = [out.strip() for _code, out, _err in results]
+        assert len(set(ids)) == SUBMITS
+        store = JobStore(tmp_path / "state")
+        jobs = wait_for(
+            lambda: all_final(store, SUBMITS + DROPS), timeout=900, what="every job to end"
+        )
+        inputs = Counter(Path(job.spec.input).name for job in jobs)
+        assert len(inputs) == SUBMITS + DROPS and set(inputs.values()) == {1}
+        assert {job.state for job in jobs} == {"done"}, Counter(job.error for job in jobs)
+        assert set(ids) <= {job.id for job in jobs}
+        assert "database is locked" not in daemon.output()
+    finally:
+        daemon.stop()
