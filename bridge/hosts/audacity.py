@@ -114,11 +114,11 @@ def separate_selection(
         raise HostError(f"{export_path}: the export must be a new .wav file", path=export_path)
     pipe.command("SelSave:")
     try:
-        _export_float_wav(pipe, export_path, channels=min(max(t.channels for t in audio), 2))
+        export_float_wav(pipe, export_path, channels=min(max(t.channels for t in audio), 2))
         if _frames(export_path) == 0:
             export_path.unlink()
             raise NothingSelected(
-                "the time selection in Audacity is empty: drag across the audio you want "
+                "the time selection is empty in Audacity: drag across the audio you want "
                 "separated and run this again"
             )
         stems = separate(export_path)
@@ -127,7 +127,15 @@ def separate_selection(
         _restore_selection(pipe, selected)
 
 
-def _export_float_wav(pipe: ScriptPipe, path: Path, *, channels: int) -> None:
+def export_float_wav(pipe: ScriptPipe, path: Path, *, channels: int) -> None:
+    """Export the selected audio to ``path`` as 32-bit float WAV (exactly what Audacity holds).
+
+    The user's WAV encoding preference is put back afterwards.
+
+    Raises:
+        AudacityCommandFailed: Audacity refused the export.
+        HostError: Audacity reported success but ``path`` does not exist.
+    """
     previous = _preference(pipe, _WAV_ENCODING_PREF)
     pipe.command(f"SetPreference: Name={_WAV_ENCODING_PREF} Value={_SF_FORMAT_FLOAT}")
     try:

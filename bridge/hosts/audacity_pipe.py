@@ -22,6 +22,7 @@ import re
 import select
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ ENABLE_HINT = (
 )
 _FINISHED = re.compile(rb"BatchCommand finished: ([^\n]*)\n\n$")
 _POLL_SECONDS = 0.05
+_SYNC_ATTEMPT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,14 @@ def audacity_running() -> bool | None:
     proc = Path("/proc")
     if not sys.platform.startswith("linux") or not proc.is_dir():
         return None
-    for comm in proc.glob("[0-9]*/comm"):
+    for stat in proc.glob("[0-9]*/stat"):
         try:
-            if comm.read_text().strip().lower() == "audacity":
-                return True
+            # "pid (comm) state ...": a zombie (Z) has ended and holds no pipes.
+            name, _, rest = stat.read_text().partition("(")[2].rpartition(")")
         except OSError:
             continue  # the process ended while we looked
+        if name.lower() == "audacity" and rest.split()[:1] != ["Z"]:
+            return True
     return False
 
 
@@ -86,7 +90,7 @@ class ScriptPipe:
     Args:
         paths: The pipes (default: :func:`default_pipe_paths`).
         connect_timeout_seconds: How long to wait for Audacity to take the connection and
-            answer a first harmless command (it answers only once its window has settled).
+            answer a first harmless command (it may drop commands while starting up).
         running: Tells whether Audacity runs, to say why the pipes are missing.
 
     Raises:
@@ -104,14 +108,30 @@ class ScriptPipe:
     ) -> None:
         self.paths = paths or default_pipe_paths()
         deadline = time.monotonic() + connect_timeout_seconds
-        self._transport = _open_transport(self.paths, deadline, running)
-        try:
-            # Re-sending after a timeout would pair later replies with the wrong commands,
-            # so the first command gets one long deadline instead of retries.
-            self.command("Help: Command=Help", timeout_seconds=max(deadline - time.monotonic(), 1))
-        except BaseException:
-            self.close()
-            raise
+        while True:
+            self._transport = _open_transport(self.paths, deadline, running)
+            try:
+                self._synchronise(min(deadline, time.monotonic() + _SYNC_ATTEMPT_SECONDS))
+                return
+            except AudacityNotAnswering:
+                # Right after start-up Audacity can drop a command, or close the pipe we
+                # just opened; a new connection then works (seen on 3.2.4 under Xvfb).
+                self.close()
+                if time.monotonic() >= deadline:
+                    raise
+                log.debug("Audacity did not answer yet; connecting again")
+            except BaseException:
+                self.close()
+                raise
+
+    def _synchronise(self, deadline: float) -> None:
+        """Echo a unique text; replies before it (to commands sent by an earlier,
+        abandoned connection) are dropped, so each later reply belongs to its command."""
+        marker = f"stembridge-{uuid.uuid4().hex}"
+        command = f'Message: Text="{marker}"'
+        self._transport.write(command, deadline, self.paths)
+        while marker.encode() not in self._transport.read_reply(deadline, self.paths, command)[0]:
+            log.debug("dropped a reply meant for an earlier connection")
 
     def command(self, text: str, *, timeout_seconds: float = 30.0) -> str:
         """Send one command and return Audacity's reply without its status line.
