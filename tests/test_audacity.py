@@ -37,7 +37,7 @@ from processes import wait_for
 from programs import required_program
 from signals import music, write_audio
 
-RATE = 44100
+RATE = 44100  # Audacity's default project rate
 MODULE = Path("/usr/lib/audacity/modules/mod-script-pipe.so")
 STEMS = ("drums", "bass", "other", "vocals")
 
@@ -192,12 +192,18 @@ def load_and_select(pipe: ScriptPipe, path: Path, start: float, end: float) -> N
     pipe.command(f"Select: Start={start} End={end} Track=0 TrackCount=1 Mode=Set")
 
 
+@pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (48000, 1)])
 def test_stems_become_named_tracks_at_the_selection(
-    audacity: RunningAudacity, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    audacity: RunningAudacity,
+    model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    rate: int,
+    channels: int,
 ) -> None:
     print(f"Audacity answered {audacity.start_seconds:.1f} s after start")
-    # Given a stereo file in Audacity and a selection that does not start at 0
-    mix = write_audio(tmp_path / "mix.wav", music(3 * RATE, 2), RATE, "FLOAT")
+    # Given a file in Audacity (the project takes its rate) and a selection not at 0
+    mix = write_audio(tmp_path / "mix.wav", music(3 * rate, channels, rate=rate), rate, "FLOAT")
     start, end = 0.75, 2.0
     with audacity.connect() as pipe:
         load_and_select(pipe, mix, start, end)
@@ -208,7 +214,7 @@ def test_stems_become_named_tracks_at_the_selection(
     with audacity.connect() as pipe:
         listed = tracks(pipe)
         assert [t.name for t in listed] == ["mix", *STEMS]
-        assert [t.selected for t in listed] == [True, False, False, False, False]
+        assert {t.channels for t in listed} == {channels}
         clips = pipe.command("GetInfo: Type=Clips Format=JSON")
         by_track = {clip["track"]: clip for clip in json.loads(clips)}
         for track in listed[1:]:
@@ -216,27 +222,32 @@ def test_stems_become_named_tracks_at_the_selection(
                 (track.start_seconds, track.end_seconds),
                 (by_track[track.index]["start"], by_track[track.index]["end"]),
             ):
-                assert span[0] == pytest.approx(start, abs=1 / RATE)
-                assert span[1] == pytest.approx(end, abs=1 / RATE)
+                assert span[0] == pytest.approx(start, abs=1 / rate)
+                assert span[1] == pytest.approx(end, abs=1 / rate)
+        # And the selection is as it was: the same track, the same time range
+        assert [t.selected for t in listed] == [True, False, False, False, False]
+        pipe.command("AddLabel:")
+        labels = json.loads(pipe.command("GetInfo: Type=Labels Format=JSON"))
+        assert [label[:2] for label in labels[0][1]] == [[start, end]]
         # And a stem exported back from Audacity equals the stem file
         folder = next(p for p in (tmp_path / "out").iterdir() if p.is_dir())
         vocals = listed[STEMS.index("vocals") + 1]
         pipe.command(f"Select: Start={start} End={end} Track={vocals.index} TrackCount=1 Mode=Set")
-        export_float_wav(pipe, tmp_path / "back.wav", channels=2)
+        export_float_wav(pipe, tmp_path / "back.wav", channels=channels)
         # And the user's WAV encoding preference is back to Audacity's default (16-bit)
         assert (
             pipe.command("GetPreference: Name=/FileFormats/ExportFormat_SF1_Type/WAV_10000").strip()
             == "2"
         )
-    back, back_rate = sf.read(tmp_path / "back.wav", dtype="float32")
-    stem, stem_rate = sf.read(folder / "vocals.wav", dtype="float32")
-    assert back_rate == stem_rate == RATE
-    assert back.shape == stem.shape == (int((end - start) * RATE), 2)
+    back, back_rate = sf.read(tmp_path / "back.wav", dtype="float32", always_2d=True)
+    stem, stem_rate = sf.read(folder / "vocals.wav", dtype="float32", always_2d=True)
+    assert back_rate == stem_rate == rate
+    assert back.shape == stem.shape == (int((end - start) * rate), channels)
     np.testing.assert_allclose(back, stem, rtol=0, atol=1e-6)
     # And the selection that went in is the one exported, sample for sample
-    exported, _ = sf.read(folder.with_suffix(".wav"), dtype="float32")
-    original, _ = sf.read(mix, dtype="float32")
-    np.testing.assert_array_equal(exported, original[int(start * RATE) : int(end * RATE)])
+    exported, _ = sf.read(folder.with_suffix(".wav"), dtype="float32", always_2d=True)
+    original, _ = sf.read(mix, dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(exported, original[int(start * rate) : int(end * rate)])
 
 
 @pytest.mark.parametrize(

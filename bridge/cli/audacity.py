@@ -52,7 +52,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=30.0,
         dest="timeout_seconds",
         metavar="SECONDS",
-        help="how long to wait for Audacity to answer (default 30)",
+        help="how long to wait for Audacity to answer a command (default 30; exports and "
+        "imports get 600)",
     )
     add_model_options(parser, defaults=True)
     add_output_options(parser)
@@ -85,7 +86,10 @@ def run(args: argparse.Namespace, err: Console) -> int:
     folder = (args.output or default_output()).expanduser().resolve()
 
     with err.status("connecting to Audacity"):
-        pipe = ScriptPipe(connect_timeout_seconds=args.timeout_seconds)
+        pipe = ScriptPipe(
+            connect_timeout_seconds=args.timeout_seconds,
+            command_timeout_seconds=args.timeout_seconds,
+        )
     with pipe:
         with err.status(f"loading {settings.model}"):
             separator = Separator.load(settings)

@@ -91,6 +91,7 @@ class ScriptPipe:
         paths: The pipes (default: :func:`default_pipe_paths`).
         connect_timeout_seconds: How long to wait for Audacity to take the connection and
             answer a first harmless command (it may drop commands while starting up).
+        command_timeout_seconds: How long :meth:`command` waits for a reply by default.
         running: Tells whether Audacity runs, to say why the pipes are missing.
 
     Raises:
@@ -104,9 +105,11 @@ class ScriptPipe:
         paths: PipePaths | None = None,
         *,
         connect_timeout_seconds: float = 30.0,
+        command_timeout_seconds: float = 30.0,
         running: Callable[[], bool | None] = audacity_running,
     ) -> None:
         self.paths = paths or default_pipe_paths()
+        self.command_timeout_seconds = command_timeout_seconds
         deadline = time.monotonic() + connect_timeout_seconds
         while True:
             self._transport = _open_transport(self.paths, deadline, running)
@@ -133,17 +136,18 @@ class ScriptPipe:
         while marker.encode() not in self._transport.read_reply(deadline, self.paths, command)[0]:
             log.debug("dropped a reply meant for an earlier connection")
 
-    def command(self, text: str, *, timeout_seconds: float = 30.0) -> str:
+    def command(self, text: str, *, timeout_seconds: float | None = None) -> str:
         """Send one command and return Audacity's reply without its status line.
 
         Raises:
             AudacityCommandFailed: Audacity answered with a failure.
-            AudacityNotAnswering: No full reply within ``timeout_seconds``, or Audacity
-                closed the pipe.
+            AudacityNotAnswering: No full reply within ``timeout_seconds`` (default:
+                ``command_timeout_seconds``), or Audacity closed the pipe.
         """
         if "\n" in text or "\r" in text:
             raise HostError(f"an Audacity command is one line; got {text!r}")
-        deadline = time.monotonic() + timeout_seconds
+        wait = self.command_timeout_seconds if timeout_seconds is None else timeout_seconds
+        deadline = time.monotonic() + wait
         log.debug("audacity <- %s", text)
         self._transport.write(text, deadline, self.paths)
         raw_body, raw_status = self._transport.read_reply(deadline, self.paths, text)
@@ -292,7 +296,8 @@ class _WindowsTransport:
             raise
 
     def write(self, text: str, deadline: float, paths: PipePaths) -> None:
-        # Audacity's own Windows client (scripts/piped-work/pipe_test.py) ends lines so.
+        # Audacity's own Windows client (scripts/piped-work/pipe_test.py) ends lines so. One
+        # short line fits the pipe's buffer, so this write does not wait for Audacity.
         try:
             self._to.write((text + "\r\n\0").encode("utf-8"))
         except OSError:
