@@ -16,6 +16,11 @@ One tree, so callers can catch as broadly or as narrowly as they need::
     ├── EffectError            an effect or plugin failed (crashed, hung) while processing
     ├── OutputError            results cannot be written where they should go
     ├── HostError              a host integration cannot be installed or reached
+    │   ├── AudacityNotRunning Audacity's script pipe is absent and Audacity is not running
+    │   ├── ScriptingDisabled  Audacity runs but mod-script-pipe is not enabled
+    │   ├── AudacityNotAnswering  the script pipe has no reader, or a reply did not come
+    │   ├── NothingSelected    Audacity has no audio selected
+    │   └── AudacityCommandFailed  Audacity answered a command with a failure
     ├── BrokerError            the studio broker (Redis) cannot be reached or refuses us
     ├── JobError               the job queue cannot do what was asked
     │   └── JobNotFound        no job has that id
@@ -124,6 +129,37 @@ class OutputError(StemBridgeError):
 
 class HostError(StemBridgeError):
     """A host integration cannot be installed or reached (e.g. REAPER's resource folder)."""
+
+
+class AudacityNotRunning(HostError):
+    """Audacity's script pipe does not exist and no Audacity process runs."""
+
+
+class ScriptingDisabled(HostError):
+    """Audacity runs, but its script pipe does not exist: mod-script-pipe is not enabled."""
+
+
+class AudacityNotAnswering(HostError):
+    """Nobody reads Audacity's script pipe, Audacity closed it, or a reply did not come in time."""
+
+
+class NothingSelected(HostError):
+    """Audacity has no audio selected (no audio track selected, or an empty time range)."""
+
+
+class AudacityCommandFailed(HostError):
+    """Audacity answered a script command with a failure.
+
+    Args:
+        message: Names the command and Audacity's reply.
+        command: The command sent.
+        reply: What Audacity answered.
+    """
+
+    def __init__(self, message: str, *, command: str, reply: str) -> None:
+        super().__init__(message)
+        self.command = command
+        self.reply = reply
 
 
 class BrokerError(StemBridgeError):
