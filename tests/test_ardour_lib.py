@@ -167,7 +167,8 @@ def test_the_action_loads_in_ardours_lua_and_its_non_gui_names_exist(
 ) -> None:
     # Headless Ardour has no Editor, Editing or LuaDialog: those are only in the GUI. What
     # can be checked here is that the action parses as Ardour's Lua, declares itself as an
-    # editor action, yields its function, and that the library names it uses exist.
+    # editor action, yields its function without relying on upvalues, and that the names
+    # it uses from the library exist.
     action = scripts_source() / "stembridge_separate.lua"
     body = f"""
 local descriptor
@@ -176,6 +177,13 @@ local chunk = assert(loadfile({long_string(action)}))
 chunk()
 out("@type", descriptor.type, descriptor.name)
 out("@factory", type(factory()))
+-- Ardour keeps the factory as bytecode (string.dump): upvalues other than _ENV would be lost
+local upvalues = {{}}
+for i = 1, 20 do
+  local upvalue = debug.getupvalue(factory, i)
+  if upvalue then upvalues[#upvalues + 1] = upvalue end
+end
+out("@upvalues", table.concat(upvalues, ","))
 local names = {{ ARDOUR.SrcQuality.SrcBest, ARDOUR.MidiTrackNameSource.SMFTrackName,
   ARDOUR.MidiTempoMapDisposition.SMFTempoIgnore, ARDOUR.PluginInfo, C.StringVector,
   ARDOUR.LuaAPI.usleep, ARDOUR.user_config_directory, Temporal.timepos_t }}
@@ -186,4 +194,5 @@ out("@names", present)
     lines = dict(line.split("\t", 1) for line in run_lib(ardour_lua, body, tmp_path))
     assert lines["@type"] == "EditorAction\tStemBridge: separate selected regions"
     assert lines["@factory"] == "function"
+    assert lines["@upvalues"] == "_ENV"
     assert lines["@names"] == "8"

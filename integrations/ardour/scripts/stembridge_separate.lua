@@ -12,14 +12,17 @@ Needs StemBridge installed and `stembridge ardour install` run once.]]
 -- action scripts no deferred callback, so the action waits for the jobs in a progress
 -- window (which keeps the editor drawn and offers Cancel) instead of returning early.
 
-local CHOICES = {
-  ["Vocals + instrumental"] = { stems = "vocals,instrumental", model = "htdemucs" },
-  ["4 stems: drums, bass, other, vocals"] = { stems = "drums,bass,other,vocals", model = "htdemucs" },
-  ["6 stems: + guitar, piano (htdemucs_6s)"] = {
-    stems = "drums,bass,other,vocals,guitar,piano", model = "htdemucs_6s" },
-}
-
+-- Ardour keeps the factory as bytecode (string.dump), which drops upvalues: everything
+-- the action uses is defined inside it.
 function factory () return function ()
+  -- Dropdown values must be plain: a table value would become a sub-menu.
+  local CHOICES = {
+    ["Vocals + instrumental"] = "vocals,instrumental",
+    ["4 stems: drums, bass, other, vocals"] = "drums,bass,other,vocals",
+    ["6 stems: + guitar, piano (htdemucs_6s)"] = "drums,bass,other,vocals,guitar,piano",
+  }
+  local MODELS = { ["drums,bass,other,vocals,guitar,piano"] = "htdemucs_6s" }
+
   local sep = package.config:sub(1, 1)
   local config_dir = ARDOUR.user_config_directory(-1)
   local folders = { config_dir .. sep .. "scripts" }
@@ -49,12 +52,13 @@ function factory () return function ()
   if #regions == 0 then tell("Select one or more audio regions first.") return end
 
   local answer = LuaDialog.Dialog("StemBridge: separate selected regions", {
-    { type = "dropdown", key = "choice", title = "Stems", values = CHOICES, default = "Vocals + instrumental" },
+    { type = "dropdown", key = "stems", title = "Stems", values = CHOICES, default = "Vocals + instrumental" },
     { type = "entry", key = "preset", title = "Effects preset", default = lib.DEFAULTS.preset },
     { type = "checkbox", key = "mute", title = "Mute the original regions", default = lib.DEFAULTS.mute },
   }):run()
   if not answer then return end
-  local options = { stems = answer.choice.stems, model = answer.choice.model, preset = answer.preset }
+  local options = { stems = answer.stems, model = MODELS[answer.stems] or lib.DEFAULTS.model,
+    preset = answer.preset }
 
   local problems, jobs, daemon = {}, {}, true
   for _, region in ipairs(regions) do
@@ -101,7 +105,9 @@ function factory () return function ()
         local files = C.StringVector()
         files:push_back(placement.path)
         local position = Temporal.timepos_t(placement.position)
-        Editor:do_import(files, Editing.ImportDistinctFiles, Editing.ImportToTrack, ARDOUR.SrcQuality.SrcBest,
+        -- ImportMergeFiles (one file: one region of all its channels) imports onto the track
+        -- given; ImportDistinctFiles would replace it by the editor's selected tracks.
+        Editor:do_import(files, Editing.ImportMergeFiles, Editing.ImportToTrack, ARDOUR.SrcQuality.SrcBest,
           ARDOUR.MidiTrackNameSource.SMFTrackName, ARDOUR.MidiTempoMapDisposition.SMFTempoIgnore,
           position, ARDOUR.PluginInfo(), tracks[i], false)
         local region = lib.only_region(tracks[i])
