@@ -23,15 +23,21 @@ function factory () return function ()
   }
   local MODELS = { ["drums,bass,other,vocals,guitar,piano"] = "htdemucs_6s" }
 
+  local function tell(text)
+    LuaDialog.Message("StemBridge", text, LuaDialog.MessageType.Info, LuaDialog.ButtonType.Close):run()
+  end
+  -- Ardour's Lua sandbox (off by default) takes away what the action needs to run stembridge.
+  if not (io and io.popen and loadfile and package) then
+    tell("StemBridge needs to run the stembridge program, which Ardour's Lua sandbox forbids. " ..
+      "Turn off \"Sandbox Lua scripts\" in Ardour's Preferences, restart Ardour and try again.")
+    return
+  end
+
   local sep = package.config:sub(1, 1)
   local config_dir = ARDOUR.user_config_directory(-1)
   local folders = { config_dir .. sep .. "scripts" }
   for folder in (os.getenv("ARDOUR_LUA_PATH") or ""):gmatch(sep == "\\" and "[^;]+" or "[^:]+") do
     folders[#folders + 1] = folder
-  end
-
-  local function tell(text)
-    LuaDialog.Message("StemBridge", text, LuaDialog.MessageType.Info, LuaDialog.ButtonType.Close):run()
   end
 
   local lib
@@ -84,7 +90,10 @@ function factory () return function ()
 
   local progress = LuaDialog.ProgressWindow("StemBridge: separating", true)
   local finished = lib.wait(jobs,
-    function (fraction, text) return progress:progress(fraction, text) end,
+    function (fraction, text)
+      progress:progress(fraction, text)
+      return progress:canceled()
+    end,
     function (seconds) ARDOUR.LuaAPI.usleep(math.floor(seconds * 1000000)) end)
   progress:done()
   if not finished then lib.cancel(config, jobs) end
