@@ -65,8 +65,15 @@ def _samples(value: str, superclocks: int, rate: int) -> int:
     return samples
 
 
-def add_audio_file(session: Path, audio: Path, *, name: str) -> str:
+def add_audio_file(session: Path, audio: Path, *, name: str, split: bool = False) -> str:
     """Copy ``audio`` into the closed session ``session`` (its ``.ardour`` file) as ``name``.
+
+    Args:
+        session: The session file.
+        audio: The file to add; its rate must be the session's.
+        name: The file name in the session.
+        split: Store one mono file per channel (``<stem>-<channel>.wav``), as Ardour's own
+            import does, instead of the file as it is.
 
     Returns:
         The id of the whole-file region Ardour will load for it.
@@ -75,24 +82,33 @@ def add_audio_file(session: Path, audio: Path, *, name: str) -> str:
     root = tree.getroot()
     rate = int(root.get("sample-rate", "0"))
     superclocks = _superclock_rate(root)
-    info = sf.info(str(audio))
-    if info.samplerate != rate:
-        raise ValueError(f"{audio} is at {info.samplerate} Hz, the session at {rate} Hz")
+    data, file_rate = sf.read(str(audio), dtype="float32", always_2d=True)
+    if file_rate != rate:
+        raise ValueError(f"{audio} is at {file_rate} Hz, the session at {rate} Hz")
     folder = _audio_folder(session)
-    shutil.copyfile(audio, folder / name)
+    frames, channels = data.shape
+    if split:
+        files = [f"{Path(name).stem}-{channel}.wav" for channel in range(channels)]
+        for channel, file in enumerate(files):
+            sf.write(str(folder / file), data[:, channel], rate, subtype="FLOAT")
+        source_channels = [0] * channels
+    else:
+        shutil.copyfile(audio, folder / name)
+        files = [name] * channels
+        source_channels = list(range(channels))
     counter = int(root.get("id-counter", "0"))
-    source_ids = [str(counter + 1 + channel) for channel in range(info.channels)]
-    region_id = str(counter + 1 + info.channels)
-    root.set("id-counter", str(counter + 2 + info.channels))
+    source_ids = [str(counter + 1 + channel) for channel in range(channels)]
+    region_id = str(counter + 1 + channels)
+    root.set("id-counter", str(counter + 2 + channels))
     sources = root.find("Sources")
     regions = root.find("Regions")
     if sources is None or regions is None:
         raise ValueError(f"{session} has no Sources or Regions section")
-    for channel, source_id in enumerate(source_ids):
+    for file, channel, source_id in zip(files, source_channels, source_ids, strict=True):
         ET.SubElement(
             sources,
             "Source",
-            {"name": name, "type": "audio", "id": source_id, "channel": str(channel)},
+            {"name": file, "type": "audio", "id": source_id, "channel": str(channel)},
         )
     attributes = {
         "name": Path(name).stem,
@@ -100,8 +116,8 @@ def add_audio_file(session: Path, audio: Path, *, name: str) -> str:
         "id": region_id,
         "whole-file": "1",
         "start": "a0",
-        "length": f"a{info.frames * superclocks // rate}@a0",
-        "channels": str(info.channels),
+        "length": f"a{frames * superclocks // rate}@a0",
+        "channels": str(channels),
     }
     for channel, source_id in enumerate(source_ids):
         attributes[f"source-{channel}"] = source_id

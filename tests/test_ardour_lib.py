@@ -49,7 +49,9 @@ def run_lib(ardour_lua: str, body: str, tmp_path: Path) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.startswith("@")]
 
 
-def test_a_region_is_planned_as_one_files_range_or_refused(ardour_lua: str, tmp_path: Path) -> None:
+def test_a_region_is_planned_as_one_files_range_or_rendered_or_refused(
+    ardour_lua: str, tmp_path: Path
+) -> None:
     body = """
 local base = { name = "r", id = "7", start = 10, length = 20, position = 30, rate = 48000 }
 local function facts(paths, length)
@@ -60,15 +62,18 @@ local function facts(paths, length)
 end
 local plan = lib.plan(facts({ "/a.wav", "/a.wav" }))
 out("@ok", plan.path, plan.start, plan.length, plan.position, plan.channels, tostring(plan.reason))
-out("@split", lib.plan(facts({ "/a%L.wav", "/a%R.wav" })).reason)
-out("@nofile", lib.plan(facts({ "" })).reason)
+local split = lib.plan(facts({ "/a%L.wav", "/a%R.wav" }))
+out("@split", tostring(split.render), tostring(split.path), tostring(split.reason))
+local nofile = lib.plan(facts({ "" }))
+out("@nofile", tostring(nofile.render), tostring(nofile.path), tostring(nofile.reason))
 out("@midi", lib.plan(facts({})).reason)
 out("@empty", lib.plan(facts({ "/a.wav" }, 0)).reason)
 """
     lines = dict(line.split("\t", 1) for line in run_lib(ardour_lua, body, tmp_path))
     assert lines["@ok"] == "/a.wav\t10\t20\t30\t2\tnil"
-    assert "different files" in lines["@split"] and "Bounce" in lines["@split"]
-    assert "not in a file" in lines["@nofile"]
+    # channels in separate files (as Ardour keeps them) or not in a file are rendered first
+    assert lines["@split"] == "true\tnil\tnil"
+    assert lines["@nofile"] == "true\tnil\tnil"
     assert "not an audio region" in lines["@midi"]
     assert "empty" in lines["@empty"]
 

@@ -68,14 +68,19 @@ def run_ardour(ardour_lua: str, driver: str, env: dict[str, str], cwd: Path) -> 
     return result.stdout
 
 
-@pytest.mark.parametrize("mute", [True, False], ids=["mute", "keep"])
+@pytest.mark.parametrize(
+    ("split", "mute"),
+    [(False, True), (True, False)],
+    ids=["one-stereo-file-mute", "a-file-per-channel-keep"],
+)
 def test_a_region_becomes_grouped_stem_tracks_at_its_exact_place(
-    ardour_lua: str, tmp_path: Path, daemon: DaemonProcess, mute: bool
+    ardour_lua: str, tmp_path: Path, daemon: DaemonProcess, split: bool, mute: bool
 ) -> None:
     # Given the scripts as `stembridge ardour install` puts them
     scripts = tmp_path / "ardour7" / "scripts"
     install(scripts, command=[sys.executable, "-m", "bridge"])
-    # and a session made by Ardour, holding a 3 s take
+    # and a session made by Ardour, holding a 3 s take: as one stereo file, or as one mono
+    # file per channel (as Ardour's own import stores it)
     session_dir, name = tmp_path / "My Session", "song"
     env = {
         "SB_DIR": str(session_dir),
@@ -88,7 +93,7 @@ def test_a_region_becomes_grouped_stem_tracks_at_its_exact_place(
     run_ardour(ardour_lua, "create_session.lua", env, tmp_path)
     session = session_dir / f"{name}.ardour"
     take = write_audio(tmp_path / "take.wav", music(3 * RATE, rate=RATE, seed=7), RATE)
-    whole = add_audio_file(session, take, name="take.wav")
+    whole = add_audio_file(session, take, name="take.wav", split=split)
     # with a region of it on track "Mix", 12345 samples into the file, at 2 s, 40000 long
     place = {"SB_WHOLE_ID": whole, "SB_REGION_NAME": REGION, "SB_OFFSET": str(OFFSET)}
     place |= {"SB_POSITION": str(POSITION), "SB_LENGTH": str(LENGTH)}
@@ -97,6 +102,7 @@ def test_a_region_becomes_grouped_stem_tracks_at_its_exact_place(
     # When the action's logic separates it (plan, submit, wait, tracks, group, mute)
     placements_file = tmp_path / "placements.tsv"
     separate = {"SB_PLACEMENTS": str(placements_file), "SB_MUTE": "1" if mute else "0"}
+    separate["SB_EXPECT"] = "render" if split else "range"
     run_ardour(ardour_lua, "separate.lua", env | separate, tmp_path)
     placements = [line.split("\t") for line in placements_file.read_text("utf-8").splitlines()]
     # and each stem goes into the session, where Ardour places a region of it
@@ -110,16 +116,24 @@ def test_a_region_becomes_grouped_stem_tracks_at_its_exact_place(
     run_ardour(ardour_lua, "place_stems.lua", env | stems, tmp_path)
     print(f"Ardour session flow: {time.monotonic() - started:.1f} s")
 
-    # Then the job cut exactly the region's range out of the file behind it: the stems
-    # (which add up to their input) add up to that range of the take
+    # Then the job got exactly the region's range: of the stereo file behind it, or of the
+    # file Ardour's reads of the region were written to; the stems (which add up to their
+    # input) add up to that range of the take
     assert [p[1] for p in placements] == ["vocals", "instrumental"]
     folder = Path(placements[0][2]).parent
-    assert folder == session_dir / "Stems" / "Vox _take_ ü" / "take"
     manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
-    assert manifest["range"]["start_samples"] == OFFSET
+    original_audio = sf.read(take, always_2d=True)[0][OFFSET : OFFSET + LENGTH]
+    if split:
+        assert folder == session_dir / "Stems" / "Vox _take_ ü" / "Vox _take_ ü"
+        rendered = Path(manifest["input"]["path"])
+        assert rendered == session_dir / "export" / "Vox _take_ ü.wav"
+        assert manifest["range"]["start_samples"] == 0
+        np.testing.assert_array_equal(sf.read(rendered, always_2d=True)[0], original_audio)
+    else:
+        assert folder == session_dir / "Stems" / "Vox _take_ ü" / "take"
+        assert manifest["range"]["start_samples"] == OFFSET
     assert manifest["range"]["length_samples"] == LENGTH
     vocals, instrumental = (sf.read(p[2], always_2d=True)[0] for p in placements)
-    original_audio = sf.read(take, always_2d=True)[0][OFFSET : OFFSET + LENGTH]
     np.testing.assert_allclose(vocals + instrumental, original_audio, atol=3 / 32768)
     # and in the session Ardour saved: the original where it was, muted if asked
     tracks = read_tracks(session)

@@ -8,6 +8,8 @@ local track = Session:route_by_name("Mix"):to_track()
 local original = lib.only_region(track)
 local plan = lib.plan(lib.region_facts(original, Session:nominal_sample_rate()))
 assert(not plan.reason, plan.reason)
+assert((plan.render and "render" or "range") == os.getenv("SB_EXPECT"), "planned the wrong way")
+assert(lib.prepare(original, plan, Session:path()))
 local job = assert(lib.submit(config, plan, lib.DEFAULTS, Session:path()))
 assert(lib.track_of(Session, original):name() == "Mix")
 local finished = lib.wait({ job },

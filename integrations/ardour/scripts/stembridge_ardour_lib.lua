@@ -1,8 +1,9 @@
 -- StemBridge for Ardour 7: the logic shared by the editor action and the headless test.
 --
 -- Flow: describe each selected region as a plain range of one audio file (the region's
--- start within its source and its length, in samples), submit that range with
--- `stembridge submit`, poll the job's status file until the daemon is done, then make
+-- start within its source and its length, in samples) or, when its channels are separate
+-- files (as Ardour keeps them), write what it plays to one file first; submit that range
+-- with `stembridge submit`, poll the job's status file until the daemon is done, then make
 -- one track per stem named "<region> – <stem>" in one route group, put each stem's
 -- region exactly where the original is, and (optionally) mute the original.
 -- Everything that needs Ardour's GUI (the import itself, dialogs) stays in the action
@@ -113,10 +114,12 @@ function M.safe_name(name)
   return safe
 end
 
---- What a region plays, as a plain range of one file, from facts Ardour gives:
--- {name, id, paths (one per channel), start, length, position (samples), rate}.
--- Returns the plan {name, id, path, start, length, position, rate, channels} or
--- {name, reason} when it is not one file's range.
+--- What a region plays, from facts Ardour gives: {name, id, paths (one per channel, "" when
+-- a channel is not a file), start, length, position (samples), rate}.
+-- Returns the plan {name, id, path, start, length, position, rate, channels}: `path` and
+-- `start` are the region's file and its start within it when all channels are one file;
+-- otherwise `render` is set (Ardour keeps one mono file per channel) and the region's audio
+-- is written to one file first (M.render). {name, reason} when it cannot be separated.
 function M.plan(facts)
   local plan = { name = facts.name, id = facts.id, start = facts.start, length = facts.length,
     position = facts.position, rate = facts.rate, channels = #facts.paths }
@@ -124,20 +127,15 @@ function M.plan(facts)
     plan.reason = "it is not an audio region"
     return plan
   end
-  for _, path in ipairs(facts.paths) do
-    if not path or path == "" then
-      plan.reason = "its audio is not in a file (a combined or generated region)"
-      return plan
-    end
-    if path ~= facts.paths[1] then
-      plan.reason = "its channels come from different files (" .. facts.paths[1] .. ", " .. path ..
-        "); bounce it to one file first (Region > Bounce (without processing))"
-      return plan
-    end
-  end
   if facts.length <= 0 then
     plan.reason = "it is empty"
     return plan
+  end
+  for _, path in ipairs(facts.paths) do
+    if path == "" or path ~= facts.paths[1] then
+      plan.render = true
+      return plan
+    end
   end
   plan.path = facts.paths[1]
   return plan
@@ -155,6 +153,74 @@ function M.region_facts(region, sample_rate)
     facts.paths[#facts.paths + 1] = file:isnil() and "" or file:path()
   end
   return facts
+end
+
+-- Rendering a region to one file ----------------------------------------------------------
+
+M.RENDER_BLOCK = 8192 -- samples per channel per read
+
+--- The header of a 32-bit float WAV file holding `frames` frames.
+function M.wav_header(channels, rate, frames)
+  local bytes = frames * channels * 4
+  return "RIFF" .. string.pack("<I4", 36 + bytes) .. "WAVE" ..
+    "fmt " .. string.pack("<I4I2I2I4I4I2I2", 16, 3, channels, rate, rate * channels * 4, channels * 4, 32) ..
+    "data" .. string.pack("<I4", bytes)
+end
+
+--- Write the samples `region` plays from its sources (no fades or gain), all channels
+-- interleaved, to a 32-bit float WAV at `path`, read through Ardour. Returns true, or nil
+-- and a message.
+function M.render(region, path, rate)
+  local readable = region:to_audioregion():to_readable()
+  local channels, length = readable:n_channels(), region:length():samples()
+  if length * channels * 4 > 0xFFFFFFFF - 36 then
+    return nil, region:name() .. ": too long for one WAV file; split it into shorter regions"
+  end
+  local partial = path .. ".part"
+  local file, problem = io.open(partial, "wb")
+  if not file then return nil, region:name() .. ": cannot write " .. partial .. " (" .. problem .. ")" end
+  file:write(M.wav_header(channels, rate, length))
+  local buffers = {}
+  for channel = 1, channels do buffers[channel] = ARDOUR.DSP.DspShm(M.RENDER_BLOCK) end
+  local position = 0
+  while position < length do
+    local count = math.min(M.RENDER_BLOCK, length - position)
+    local data = {}
+    for channel = 1, channels do
+      local got = readable:read(buffers[channel]:to_float(0), position, count, channel - 1)
+      if got ~= count then
+        file:close()
+        os.remove(partial)
+        return nil, string.format("%s: Ardour read %d samples of channel %d at %d, not %d",
+          region:name(), got, channel, position, count)
+      end
+      data[channel] = buffers[channel]:to_float(0):array()
+    end
+    local values, k = {}, 0
+    for i = 1, count do
+      for channel = 1, channels do
+        k = k + 1
+        values[k] = data[channel][i]
+      end
+    end
+    file:write(string.pack("<" .. string.rep("f", k), table.unpack(values, 1, k)))
+    position = position + count
+  end
+  file:close()
+  local ok, why = os.rename(partial, path)
+  if not ok then return nil, region:name() .. ": cannot write " .. path .. " (" .. tostring(why) .. ")" end
+  return true
+end
+
+--- Make a plan that needs it refer to one file: render the region into the session's
+-- export folder (which Ardour makes with the session) as "<region>.wav".
+function M.prepare(region, plan, session_folder)
+  if not plan.render then return true end
+  local path = M.join(M.join(session_folder, "export"), M.safe_name(plan.name) .. ".wav")
+  local ok, problem = M.render(region, path, plan.rate)
+  if not ok then return nil, problem end
+  plan.path, plan.start = path, 0
+  return true
 end
 
 -- Submitting and following jobs ------------------------------------------------------------

@@ -69,8 +69,10 @@ function factory () return function ()
   local problems, jobs, daemon = {}, {}, true
   for _, region in ipairs(regions) do
     local plan = lib.plan(lib.region_facts(region, Session:nominal_sample_rate()))
-    if plan.reason then
-      problems[#problems + 1] = "Skipped " .. plan.name .. ": " .. plan.reason
+    local ready, why = plan.reason == nil, plan.reason
+    if ready then ready, why = lib.prepare(region, plan, Session:path()) end
+    if not ready then
+      problems[#problems + 1] = "Skipped " .. plan.name .. ": " .. why
     else
       local job, message = lib.submit(config, plan, options, Session:path())
       if job then
