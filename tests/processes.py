@@ -26,6 +26,13 @@ def write_config(path: Path, state_dir: Path, extra: str = "") -> Path:
     return path
 
 
+def default_config(state_dir: Path) -> Path:
+    """The config ``stembridge`` finds without ``--config`` (host scripts pass none)."""
+    path = Path.home() / ".config" / "stembridge" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_config(path, state_dir)
+
+
 class DaemonProcess:
     """``python -m bridge ARGS`` in the background, logging to a file.
 

@@ -404,4 +404,7 @@ def test_a_wheel_carries_the_scripts_and_presets(tmp_path: Path) -> None:
     # Then `reaper install` finds every ReaScript in it, and the bundled presets are there
     for script in (REPO / "integrations" / "reaper" / "StemBridge").glob("*.lua"):
         assert f"bridge/hosts/reaper_scripts/{script.name}" in names
+    # and so does `ardour install`
+    for script in (REPO / "integrations" / "ardour" / "scripts").glob("*.lua"):
+        assert f"bridge/hosts/ardour_scripts/{script.name}" in names
     assert "bridge/effects/presets/broadcast.toml" in names

@@ -18,7 +18,7 @@ from bridge.hosts.reaper import install
 from bridge.jobs.lock import daemon_running
 from bridge.jobs.store import JobStore
 
-from processes import DaemonProcess, wait_for, write_config
+from processes import DaemonProcess, default_config, wait_for
 from programs import required_program
 from signals import music, write_audio
 
@@ -66,13 +66,6 @@ def run_lua(lua: str, body: str, tmp_path: Path) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr + result.stdout
     dumped: dict[str, Any] = json.loads(result.stdout)
     return dumped
-
-
-def default_config(state: Path) -> Path:
-    """The config ``stembridge`` finds without ``--config`` (the scripts pass none)."""
-    path = Path.home() / ".config" / "stembridge" / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_config(path, state)
 
 
 def api_list() -> dict[str, tuple[int, int]]:

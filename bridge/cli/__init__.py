@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from bridge import __version__
-from bridge.cli import audacity, daemon, jobs, models, presets, reaper, separate, studio
+from bridge.cli import ardour, audacity, daemon, jobs, models, presets, reaper, separate, studio
 from bridge.cli.common import (
     EXIT_BROKER,
     EXIT_CANCELLED,
@@ -86,6 +86,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stembridge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is happening")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    for module in (separate, jobs, daemon, models, presets, reaper, audacity, studio):
+    for module in (separate, jobs, daemon, models, presets, reaper, audacity, ardour, studio):
         module.register(commands)
     return parser

@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from bridge.cli.common import EXIT_OK
+from bridge.cli.script_install import print_install_report
 from bridge.hosts.reaper import (
-    InstallReport,
     default_resource_path,
     find_command,
     install,
@@ -59,47 +58,9 @@ def run_install(args: argparse.Namespace, err: Console) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
         return EXIT_OK
-    _print_summary(report)
+    print_install_report(
+        report,
+        folder_label="REAPER scripts folder",
+        extra={"register script": str(report.register_script)},
+    )
     return EXIT_OK
-
-
-_LABELS = {
-    # field: (done, dry run)
-    "written": ("written", "would write"),
-    "updated": ("updated", "would update"),
-    "unchanged": ("unchanged", "unchanged"),
-    "removed": ("removed", "would remove"),
-    "kept": ("kept", "would keep"),
-}
-_STYLES = {"written": "green", "updated": "green", "removed": "yellow", "kept": "red"}
-
-
-def _print_summary(report: InstallReport) -> None:
-    out = Console(soft_wrap=True)
-    heading = "REAPER scripts folder" + (" (dry run: nothing written)" if report.dry_run else "")
-    out.print(f"{heading}: {escape(str(report.scripts_folder))}", highlight=False)
-    if report.nothing_installed:
-        out.print("nothing of StemBridge's is installed there; nothing to remove", highlight=False)
-        return
-    for field, (done, planned) in _LABELS.items():
-        label = planned if report.dry_run else done
-        style = _STYLES.get(field)
-        for name in getattr(report, field):
-            tag = f"[{style}]{label:>12}[/{style}]" if style else f"{label:>12}"
-            out.print(f"{tag}  {escape(name)}", highlight=False)
-    if report.kept and report.action == "install":
-        out.print(
-            "kept: changed by you or not written by stembridge, so left as they are; move "
-            "them away and run this again to get StemBridge's versions",
-            highlight=False,
-        )
-    elif report.kept:
-        out.print(
-            "kept: changed by you since the install, so left as they are; delete them "
-            "yourself if you do not need them",
-            highlight=False,
-        )
-    if report.action == "install":
-        out.print(f"scripts run: {escape(' '.join(report.command))}", highlight=False)
-        out.print(f"register script: {escape(str(report.register_script))}", highlight=False)
-    out.print(escape(report.instructions), highlight=False)

@@ -1,45 +1,47 @@
 """Install StemBridge's ReaScripts into REAPER's resource folder, and remove them again.
 
 Everything goes to ``<resource>/Scripts/StemBridge/``: the ``*.lua`` scripts, the
-generated ``stembridge_config.lua`` (the command the scripts run) and a record,
-``.stembridge-installed.json``, of every file written with its SHA-256. The record
-is what makes the installer safe in a folder the user may also use: a file is
-replaced or deleted only while it still holds exactly what we wrote (or what we
-would write); anything else is kept and reported, and nothing outside that folder
-is ever touched.
-
-The config the scripts read is one Lua chunk (see :func:`config_chunk`)::
-
-    return { command = { "/abs/path/to/stembridge" } }
-
-or, where no ``stembridge`` console script exists,
-``{ "/abs/path/to/python", "-m", "bridge" }``.
+generated ``stembridge_config.lua`` (the command the scripts run) and the install
+record; :mod:`bridge.hosts.script_install` does the safe copying and removing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
-import shutil
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, atomic
 from bridge.errors import HostError
+from bridge.hosts.script_install import (
+    CONFIG_NAME,
+    RECORD_NAME,
+    find_command,
+    install_files,
+    read_scripts,
+    uninstall_files,
+)
+from bridge.hosts.script_install import InstallReport as _InstallReport
+from bridge.hosts.script_install import config_chunk as _config_chunk
+
+__all__ = [
+    "CONFIG_NAME",
+    "RECORD_NAME",
+    "InstallReport",
+    "config_chunk",
+    "default_resource_path",
+    "find_command",
+    "install",
+    "scripts_source",
+    "uninstall",
+]
 
 SCRIPTS_FOLDER = "StemBridge"
-CONFIG_NAME = "stembridge_config.lua"
-RECORD_NAME = ".stembridge-installed.json"
 REGISTER_SCRIPT = "StemBridge - Register actions.lua"
-RECORD_FORMAT = 1
-# Stands for something at a script's name that is not a regular file (a folder, say):
-# it matches no digest, so it is never overwritten or deleted.
-_NOT_A_FILE = "not a file"
+INSTALLER = "stembridge reaper install"
+_FIX = "pass --resource-path DIR with a folder you can write"
 
 REGISTER_INSTRUCTIONS = (
     "One time only: in REAPER choose Actions > Show action list..., then New action... > "
@@ -53,71 +55,24 @@ UNINSTALL_INSTRUCTIONS = (
     "Actions > Show action list..., filter for StemBridge, select them and press Delete."
 )
 
-Which = Callable[..., str | None]
-
 
 @dataclass(frozen=True)
-class InstallReport:
-    """What an install or uninstall did (or, for a dry run, would do).
-
-    File names are relative to ``scripts_folder``; the record file itself is
-    bookkeeping and is not listed.
-
-    Attributes:
-        action: ``"install"`` or ``"uninstall"``.
-        scripts_folder: ``<resource>/Scripts/StemBridge``.
-        dry_run: Nothing was written; the lists say what would have been.
-        written: Files that did not exist and were created.
-        updated: Files of ours whose content was replaced.
-        unchanged: Files that already held the right content.
-        removed: Files of ours that were deleted (uninstall, or scripts no longer shipped).
-        kept: Files left alone because the user changed them or they are not ours.
-        command: The command written to the config (install only).
-        nothing_installed: Uninstall found no record of an install.
-    """
-
-    action: str
-    scripts_folder: Path
-    dry_run: bool = False
-    written: tuple[str, ...] = ()
-    updated: tuple[str, ...] = ()
-    unchanged: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    kept: tuple[str, ...] = ()
-    command: tuple[str, ...] = ()
-    nothing_installed: bool = False
-
-    @property
-    def changed(self) -> bool:
-        """Whether any file was (or would be) written or deleted."""
-        return bool(self.written or self.updated or self.removed)
+class InstallReport(_InstallReport):
+    """What a REAPER install or uninstall did, with the script that registers the actions."""
 
     @property
     def register_script(self) -> Path:
         """The script to load once in REAPER to register the actions."""
         return self.scripts_folder / REGISTER_SCRIPT
 
-    @property
-    def instructions(self) -> str:
-        """What the user does next in REAPER."""
-        return REGISTER_INSTRUCTIONS if self.action == "install" else UNINSTALL_INSTRUCTIONS
-
     def as_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready values."""
-        return {
-            "action": self.action,
-            "dry_run": self.dry_run,
-            "scripts_folder": str(self.scripts_folder),
-            "written": list(self.written),
-            "updated": list(self.updated),
-            "unchanged": list(self.unchanged),
-            "removed": list(self.removed),
-            "kept": list(self.kept),
-            "command": list(self.command),
-            "nothing_installed": self.nothing_installed,
-            "register_script": str(self.register_script),
-            "instructions": self.instructions,
-        }
+        """The report as JSON-ready values, with the register script."""
+        return {**super().as_dict(), "register_script": str(self.register_script)}
+
+
+def config_chunk(command: Sequence[str]) -> str:
+    """The content of ``stembridge_config.lua``: ``return { command = { ... } }``."""
+    return _config_chunk(command, installer=INSTALLER)
 
 
 def default_resource_path(
@@ -178,72 +133,6 @@ def scripts_source() -> Path:
     )
 
 
-def find_command(
-    *,
-    which: Which = shutil.which,
-    python: str = sys.executable,
-    argv0: str | None = None,
-) -> list[str]:
-    """The command REAPER should run to reach this StemBridge, as absolute arguments.
-
-    REAPER started from a desktop has a minimal ``PATH``, so the command is absolute.
-    In order of preference: the ``stembridge`` console script being run now
-    (``argv0``), the one installed beside ``python`` (its virtual environment), one
-    on ``PATH``, and finally ``python -m bridge``.
-
-    Args:
-        which: ``shutil.which``-like lookup, called as ``which(name, path=...)`` too.
-        python: The interpreter for the ``-m bridge`` fallback (not resolved, so a
-            virtual environment's interpreter stays itself).
-        argv0: ``sys.argv[0]`` of the running command, if it may be the console script.
-
-    Returns:
-        ``[<abs stembridge>]`` or ``[<python>, "-m", "bridge"]``.
-    """
-    if argv0:
-        script = Path(argv0)
-        if script.stem.lower() == "stembridge":
-            for candidate in (script, script.with_suffix(".exe")):
-                if candidate.is_file():
-                    return [str(candidate.resolve())]
-    environment = Path(python).parent
-    beside = os.pathsep.join((str(environment), str(environment / "Scripts")))
-    for found in (which("stembridge", path=beside), which("stembridge")):
-        if found:
-            return [str(Path(found).resolve())]
-    return [python, "-m", "bridge"]
-
-
-def lua_string(value: str) -> str:
-    """``value`` as a double-quoted Lua string literal that reads back byte for byte.
-
-    Backslashes and quotes are escaped, control characters become three-digit
-    ``\\ddd`` escapes (three digits, so a following digit cannot join them) and
-    non-ASCII text stays as UTF-8, which Lua strings hold unchanged.
-    """
-    parts = ['"']
-    for char in value:
-        if char in ("\\", '"'):
-            parts.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            parts.append(f"\\{ord(char):03d}")
-        else:
-            parts.append(char)
-    parts.append('"')
-    return "".join(parts)
-
-
-def config_chunk(command: Sequence[str]) -> str:
-    """The content of ``stembridge_config.lua``: ``return { command = { ... } }``."""
-    if not command:
-        raise HostError("the command for REAPER to run is empty; give at least the program")
-    arguments = ", ".join(lua_string(part) for part in command)
-    return (
-        "-- Written by `stembridge reaper install`; run it again to update this file.\n"
-        f"return {{ command = {{ {arguments} }} }}\n"
-    )
-
-
 def install(
     resource: Path,
     *,
@@ -273,72 +162,17 @@ def install(
     """
     folder = _scripts_folder(resource)
     source = scripts_source() if source is None else source
-    wanted = _read_sources(source)
+    wanted = read_scripts(source, host="REAPER")
     wanted[CONFIG_NAME] = config_chunk(command).encode("utf-8")
-    recorded = _read_record(folder)
-
-    written: list[str] = []
-    updated: list[str] = []
-    unchanged: list[str] = []
-    kept: list[str] = []
-    removed: list[str] = []
-    to_write: dict[str, bytes] = {}
-    to_remove: list[str] = []
-    record: dict[str, str] = {}
-    for name, data in sorted(wanted.items()):
-        digest = _sha256(data)
-        current = _file_sha256(folder / name)
-        if current is None:
-            written.append(name)
-            to_write[name] = data
-            record[name] = digest
-        elif current == digest:
-            unchanged.append(name)
-            record[name] = digest
-        elif recorded.get(name) == current:
-            updated.append(name)
-            to_write[name] = data
-            record[name] = digest
-        else:
-            # The user changed it, or it was never ours: theirs to keep.
-            kept.append(name)
-            if name in recorded:
-                record[name] = recorded[name]
-    for name, digest in sorted(recorded.items()):
-        if name in wanted:
-            continue
-        current = _file_sha256(folder / name)
-        if current is None:
-            continue
-        if current == digest:
-            removed.append(name)
-            to_remove.append(name)
-        else:
-            kept.append(name)
-
-    report = InstallReport(
-        action="install",
-        scripts_folder=folder,
+    return install_files(
+        folder,
+        wanted,
         dry_run=dry_run,
-        written=tuple(written),
-        updated=tuple(updated),
-        unchanged=tuple(unchanged),
-        removed=tuple(removed),
-        kept=tuple(kept),
-        command=tuple(command),
+        fix=_FIX,
+        report_type=InstallReport,
+        instructions=REGISTER_INSTRUCTIONS,
+        command=command,
     )
-    if dry_run:
-        return report
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in to_write.items():
-            atomic.write_bytes(folder / name, data)
-        for name in to_remove:
-            (folder / name).unlink(missing_ok=True)
-        _write_record(folder, record)
-    except OSError as exc:
-        raise _write_error(folder, exc) from exc
-    return report
 
 
 def uninstall(resource: Path, *, dry_run: bool = False) -> InstallReport:
@@ -360,39 +194,13 @@ def uninstall(resource: Path, *, dry_run: bool = False) -> InstallReport:
         HostError: The resource folder is missing, the record is damaged, or a file
             cannot be deleted.
     """
-    folder = _scripts_folder(resource)
-    record_path = folder / RECORD_NAME
-    if not record_path.is_file():
-        return InstallReport(
-            action="uninstall", scripts_folder=folder, dry_run=dry_run, nothing_installed=True
-        )
-    recorded = _read_record(folder)
-    removed: list[str] = []
-    kept: list[str] = []
-    for name, digest in sorted(recorded.items()):
-        current = _file_sha256(folder / name)
-        if current is None:
-            continue
-        (removed if current == digest else kept).append(name)
-    report = InstallReport(
-        action="uninstall",
-        scripts_folder=folder,
+    return uninstall_files(
+        _scripts_folder(resource),
         dry_run=dry_run,
-        removed=tuple(removed),
-        kept=tuple(kept),
+        fix=_FIX,
+        report_type=InstallReport,
+        instructions=UNINSTALL_INSTRUCTIONS,
     )
-    if dry_run:
-        return report
-    try:
-        for name in removed:
-            (folder / name).unlink(missing_ok=True)
-        record_path.unlink(missing_ok=True)
-        atomic.fsync_dir(folder)
-        if not any(folder.iterdir()):
-            folder.rmdir()
-    except OSError as exc:
-        raise _write_error(folder, exc) from exc
-    return report
 
 
 def _scripts_folder(resource: Path) -> Path:
@@ -405,107 +213,3 @@ def _scripts_folder(resource: Path) -> Path:
             path=resource,
         )
     return resource / "Scripts" / SCRIPTS_FOLDER
-
-
-def _read_sources(source: Path) -> dict[str, bytes]:
-    """Every ``*.lua`` script in ``source`` by name (a stray config file is not copied)."""
-    if not source.is_dir():
-        raise HostError(
-            f"the REAPER scripts folder {source} does not exist; reinstall StemBridge from "
-            "its source tree",
-            path=source,
-        )
-    scripts = {
-        path.name: path.read_bytes()
-        for path in sorted(source.glob("*.lua"))
-        if path.is_file() and path.name != CONFIG_NAME
-    }
-    if not scripts:
-        raise HostError(
-            f"{source} holds no *.lua scripts; reinstall StemBridge from its source tree",
-            path=source,
-        )
-    return scripts
-
-
-def _read_record(folder: Path) -> dict[str, str]:
-    """The record of an earlier install (name -> SHA-256); empty if there is none."""
-    path = folder / RECORD_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise HostError(
-            f"{path} cannot be read ({exc.strerror}); check its permissions", path=path
-        ) from exc
-    try:
-        data = json.loads(text)
-        entries = data["files"]
-        record = {entry["name"]: entry["sha256"] for entry in entries}
-    except (ValueError, TypeError, KeyError) as exc:
-        raise HostError(
-            f"{path} is not a StemBridge install record ({exc}); delete it and run the "
-            "install again (files it listed are then treated as yours and left alone)",
-            path=path,
-        ) from exc
-    for name, digest in record.items():
-        if not (isinstance(name, str) and _is_plain_name(name) and isinstance(digest, str)):
-            raise HostError(
-                f"{path} lists {name!r}, which is not a file name in that folder; delete "
-                "the record and run the install again",
-                path=path,
-            )
-    return record
-
-
-def _write_record(folder: Path, record: Mapping[str, str]) -> None:
-    """Write the record, unless it already says exactly this."""
-    data = {
-        "format": RECORD_FORMAT,
-        "version": __version__,
-        "files": [{"name": name, "sha256": record[name]} for name in sorted(record)],
-    }
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    path = folder / RECORD_NAME
-    encoded = text.encode("utf-8")
-    if _file_sha256(path) != _sha256(encoded):
-        atomic.write_bytes(path, encoded)
-
-
-def _is_plain_name(name: str) -> bool:
-    """Whether ``name`` names a file directly inside a folder (no way out of it)."""
-    return (
-        name not in ("", ".", "..", RECORD_NAME)
-        and "/" not in name
-        and "\\" not in name
-        and "\0" not in name
-        and ":" not in name
-    )
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str | None:
-    """The SHA-256 of the file at ``path``; None if nothing is there."""
-    if not os.path.lexists(path):
-        return None
-    if not path.is_file():  # a folder, a dangling link: never ours
-        return _NOT_A_FILE
-    try:
-        return _sha256(path.read_bytes())
-    except OSError as exc:
-        raise HostError(
-            f"{path} cannot be read ({exc.strerror}); check its permissions", path=path
-        ) from exc
-
-
-def _write_error(folder: Path, exc: OSError) -> HostError:
-    where = exc.filename or folder
-    return HostError(
-        f"cannot change {where} ({exc.strerror}); check the permissions of {folder} or "
-        "pass --resource-path DIR with a folder you can write",
-        path=Path(where),
-    )

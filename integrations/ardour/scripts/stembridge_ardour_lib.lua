@@ -1,0 +1,423 @@
+-- StemBridge for Ardour 7: the logic shared by the editor action and the headless test.
+--
+-- Flow: describe each selected region as a plain range of one audio file (the region's
+-- start within its source and its length, in samples) or, when its channels are separate
+-- files (as Ardour keeps them), write what it plays to one file first; submit that range
+-- with `stembridge submit`, poll the job's status file until the daemon is done, then make
+-- one track per stem named "<region> – <stem>" in one route group, put each stem's
+-- region exactly where the original is, and (optionally) mute the original.
+-- Everything that needs Ardour's GUI (the import itself, dialogs) stays in the action
+-- script; what is here runs in `ardour7-lua` too.
+
+local M = {}
+
+M.VERSION = "0.1.0"
+M.DASH = " \u{2013} " -- "<region> – vocals"
+M.POLL_SECONDS = 0.25
+M.STEMS_FOLDER = "Stems" -- inside the session folder
+M.DEFAULTS = { stems = "vocals,instrumental", model = "htdemucs", preset = "clean", mute = true }
+
+local SEP = package.config:sub(1, 1)
+
+function M.is_windows()
+  return SEP == "\\"
+end
+
+function M.join(a, b)
+  if a:sub(-1) == "/" or a:sub(-1) == "\\" then return a .. b end
+  return a .. SEP .. b
+end
+
+-- Config ---------------------------------------------------------------------------------
+
+--- The folders Ardour loads scripts from: the user's config folder, then ARDOUR_LUA_PATH.
+function M.script_folders(config_dir, lua_path)
+  local folders = { M.join(config_dir, "scripts") }
+  local list_sep = M.is_windows() and ";" or ":"
+  for folder in (lua_path or ""):gmatch("[^" .. list_sep .. "]+") do folders[#folders + 1] = folder end
+  return folders
+end
+
+--- The command recorded by `stembridge ardour install` (stembridge_config.lua beside the
+-- scripts), or nil and a message saying how to fix it.
+function M.load_config(folders)
+  for _, folder in ipairs(folders) do
+    local chunk = loadfile(M.join(folder, "stembridge_config.lua"), "t", {})
+    local ok, config = pcall(chunk or error, "missing")
+    if ok and type(config) == "table" and type(config.command) == "table" and #config.command > 0 then
+      return config
+    end
+  end
+  return nil, "StemBridge is not set up: no stembridge_config.lua in " .. table.concat(folders, " or ") ..
+    ".\n\nRun `stembridge ardour install` in a terminal, then try again."
+end
+
+-- Command lines ----------------------------------------------------------------------------
+
+--- One argument for /bin/sh: single quotes, with embedded ones closed and escaped.
+function M.quote_posix(arg)
+  return "'" .. arg:gsub("'", "'\\''") .. "'"
+end
+
+--- One argument as the Microsoft C runtime (CommandLineToArgvW) reads it back: quoted
+-- when it holds blanks or is empty; backslashes before a quote are doubled.
+function M.quote_windows(arg)
+  local quoted = arg == "" or arg:find("[ \t]") ~= nil
+  local out, slashes = {}, 0
+  for ch in arg:gmatch(".") do
+    if ch == "\\" then
+      slashes = slashes + 1
+    elseif ch == '"' then
+      out[#out + 1] = string.rep("\\", slashes * 2) .. '\\"'
+      slashes = 0
+    else
+      out[#out + 1] = string.rep("\\", slashes) .. ch
+      slashes = 0
+    end
+  end
+  local tail = string.rep("\\", quoted and slashes * 2 or slashes)
+  if quoted then return '"' .. table.concat(out) .. tail .. '"' end
+  return table.concat(out) .. tail
+end
+
+function M.command_line(args, windows)
+  local quote = windows and M.quote_windows or M.quote_posix
+  local parts = {}
+  for i, arg in ipairs(args) do parts[i] = quote(tostring(arg)) end
+  local line = table.concat(parts, " ") .. " 2>&1"
+  -- io.popen hands the line to `cmd /c`, which strips one outer pair of quotes.
+  if windows then return '"' .. line .. '"' end
+  return line
+end
+
+--- Run stembridge with `args`; returns its exit code and output (nil and a message if it
+-- could not be started). Blocks until it exits: submit, status and cancel answer at once.
+function M.run(config, args)
+  local full = {}
+  for _, arg in ipairs(config.command) do full[#full + 1] = arg end
+  for _, arg in ipairs(args) do full[#full + 1] = arg end
+  local pipe = io.popen(M.command_line(full, M.is_windows()), "r")
+  if not pipe then
+    return nil, "could not run " .. config.command[1] .. "; reinstall with `stembridge ardour install`"
+  end
+  local out = pipe:read("a") or ""
+  local _, _, code = pipe:close()
+  return code, out
+end
+
+-- Regions ------------------------------------------------------------------------------------
+
+--- A file or folder name made from `name` that every file system takes.
+function M.safe_name(name)
+  local safe = name:gsub('[<>:"/\\|%?%*%c]', "_"):gsub("^[%s%.]+", ""):gsub("[%s%.]+$", "")
+  if safe == "" then return "region" end
+  return safe
+end
+
+--- What a region plays, from facts Ardour gives: {name, id, paths (one per channel, "" when
+-- a channel is not a file), start, length, position (samples), rate}.
+-- Returns the plan {name, id, path, start, length, position, rate, channels}: `path` and
+-- `start` are the region's file and its start within it when all channels are one file;
+-- otherwise `render` is set (Ardour keeps one mono file per channel) and the region's audio
+-- is written to one file first (M.render). {name, reason} when it cannot be separated.
+function M.plan(facts)
+  local plan = { name = facts.name, id = facts.id, start = facts.start, length = facts.length,
+    position = facts.position, rate = facts.rate, channels = #facts.paths }
+  if #facts.paths == 0 then
+    plan.reason = "it is not an audio region"
+    return plan
+  end
+  if facts.length <= 0 then
+    plan.reason = "it is empty"
+    return plan
+  end
+  for _, path in ipairs(facts.paths) do
+    if path == "" or path ~= facts.paths[1] then
+      plan.render = true
+      return plan
+    end
+  end
+  plan.path = facts.paths[1]
+  return plan
+end
+
+--- The facts M.plan needs, read from an Ardour region.
+function M.region_facts(region, sample_rate)
+  local facts = { name = region:name(), id = region:to_stateful():id():to_s(), paths = {},
+    start = region:start():samples(), length = region:length():samples(),
+    position = region:position():samples(), rate = sample_rate }
+  local audio = region:to_audioregion()
+  if audio:isnil() then return facts end
+  for channel = 0, audio:to_readable():n_channels() - 1 do
+    local file = region:source(channel):to_filesource()
+    facts.paths[#facts.paths + 1] = file:isnil() and "" or file:path()
+  end
+  return facts
+end
+
+-- Rendering a region to one file ----------------------------------------------------------
+
+M.RENDER_BLOCK = 8192 -- samples per channel per read
+
+--- The header of a 32-bit float WAV file holding `frames` frames.
+function M.wav_header(channels, rate, frames)
+  local bytes = frames * channels * 4
+  return "RIFF" .. string.pack("<I4", 36 + bytes) .. "WAVE" ..
+    "fmt " .. string.pack("<I4I2I2I4I4I2I2", 16, 3, channels, rate, rate * channels * 4, channels * 4, 32) ..
+    "data" .. string.pack("<I4", bytes)
+end
+
+--- Write the samples `region` plays from its sources (no fades or gain), all channels
+-- interleaved, to a 32-bit float WAV at `path`, read through Ardour. Returns true, or nil
+-- and a message.
+function M.render(region, path, rate)
+  local readable = region:to_audioregion():to_readable()
+  local channels, length = readable:n_channels(), region:length():samples()
+  if length * channels * 4 > 0xFFFFFFFF - 36 then
+    return nil, region:name() .. ": too long for one WAV file; split it into shorter regions"
+  end
+  local partial = path .. ".part"
+  local file, problem = io.open(partial, "wb")
+  if not file then return nil, region:name() .. ": cannot write " .. partial .. " (" .. problem .. ")" end
+  file:write(M.wav_header(channels, rate, length))
+  local buffers = {}
+  for channel = 1, channels do buffers[channel] = ARDOUR.DSP.DspShm(M.RENDER_BLOCK) end
+  local position = 0
+  while position < length do
+    local count = math.min(M.RENDER_BLOCK, length - position)
+    local data = {}
+    for channel = 1, channels do
+      local got = readable:read(buffers[channel]:to_float(0), position, count, channel - 1)
+      if got ~= count then
+        file:close()
+        os.remove(partial)
+        return nil, string.format("%s: Ardour read %d samples of channel %d at %d, not %d",
+          region:name(), got, channel, position, count)
+      end
+      data[channel] = buffers[channel]:to_float(0):array()
+    end
+    local values, k = {}, 0
+    for i = 1, count do
+      for channel = 1, channels do
+        k = k + 1
+        values[k] = data[channel][i]
+      end
+    end
+    file:write(string.pack("<" .. string.rep("f", k), table.unpack(values, 1, k)))
+    position = position + count
+  end
+  file:close()
+  local ok, why = os.rename(partial, path)
+  if not ok then return nil, region:name() .. ": cannot write " .. path .. " (" .. tostring(why) .. ")" end
+  return true
+end
+
+--- Make a plan that needs it refer to one file: render the region into the session's
+-- export folder (which Ardour makes with the session) as "<region>.wav".
+function M.prepare(region, plan, session_folder)
+  if not plan.render then return true end
+  local path = M.join(M.join(session_folder, "export"), M.safe_name(plan.name) .. ".wav")
+  local ok, problem = M.render(region, path, plan.rate)
+  if not ok then return nil, problem end
+  plan.path, plan.start = path, 0
+  return true
+end
+
+-- Submitting and following jobs ------------------------------------------------------------
+
+local function seconds(samples, rate)
+  return string.format("%.17g", samples / rate)
+end
+
+--- The folder a region's stems go to: <session>/Stems/<region name>.
+function M.output_folder(session_folder, plan)
+  return M.join(M.join(session_folder, M.STEMS_FOLDER), M.safe_name(plan.name))
+end
+
+--- The arguments of `stembridge submit` for a planned region.
+function M.submit_args(plan, options, output)
+  local origin = string.format('{"host":"ardour","region_id":"%s","position":%d,"length":%d}',
+    (plan.id:gsub("[^%w]", "")), plan.position, plan.length)
+  local args = { "submit", plan.path, "--start", seconds(plan.start, plan.rate),
+    "--length", seconds(plan.length, plan.rate), "-o", output, "--origin", origin, "--json" }
+  for _, key in ipairs({ "stems", "model", "preset" }) do
+    if options[key] and options[key] ~= "" then
+      args[#args + 1] = "--" .. key
+      args[#args + 1] = options[key]
+    end
+  end
+  return args
+end
+
+--- Submit one planned region; returns the job or nil and a message.
+function M.submit(config, plan, options, session_folder)
+  local output = M.output_folder(session_folder, plan)
+  local code, out = M.run(config, M.submit_args(plan, options, output))
+  if code ~= 0 then
+    local last = ""
+    for line in (out or ""):gmatch("[^\r\n]+") do last = line end
+    return nil, plan.name .. ": " .. (last ~= "" and last or "stembridge submit failed")
+  end
+  local id = out:match('"id"%s*:%s*"(%x+)"')
+  if not id then return nil, plan.name .. ": unexpected answer from stembridge submit: " .. out end
+  return {
+    id = id,
+    plan = plan,
+    status_path = M.join(M.join(output, ".stembridge"), id .. ".status"),
+    daemon = out:match('"daemon_running"%s*:%s*true') ~= nil,
+    state = "queued", progress = 0, stage = "queued",
+  }
+end
+
+--- The status file as a table, with the stems in file order (nil while it is absent).
+function M.read_status(path)
+  local file = io.open(path, "r")
+  if not file then return nil end
+  local status = { stems = {} }
+  for line in file:lines() do
+    local key, value = line:match("^([%w_%.%-]+)=(.*)$")
+    if key then
+      local stem = key:match("^stem%.(.+)$")
+      if stem then
+        status.stems[#status.stems + 1] = { name = stem, path = value }
+      else
+        status[key] = value
+      end
+    end
+  end
+  file:close()
+  return status
+end
+
+local FINAL = { done = true, failed = true, cancelled = true }
+
+--- Read every job's status file; returns how many have not ended.
+function M.poll(jobs)
+  local pending = 0
+  for _, job in ipairs(jobs) do
+    local status = M.read_status(job.status_path)
+    if status then
+      job.status = status
+      job.state, job.stage = status.state or job.state, status.stage or job.stage
+      job.progress = tonumber(status.progress) or job.progress
+    end
+    if not FINAL[job.state] then pending = pending + 1 end
+  end
+  return pending
+end
+
+--- One line per job: "<region>: <stage> 40%".
+function M.summary(jobs)
+  local lines = {}
+  for _, job in ipairs(jobs) do
+    lines[#lines + 1] = string.format("%s: %s %d%%", job.plan.name, job.stage, math.floor(job.progress * 100))
+  end
+  return table.concat(lines, "\n")
+end
+
+function M.fraction(jobs)
+  if #jobs == 0 then return 1 end
+  local sum = 0
+  for _, job in ipairs(jobs) do sum = sum + (FINAL[job.state] and 1 or job.progress) end
+  return sum / #jobs
+end
+
+--- Poll until every job has ended. `report(fraction, text)` shows progress and returns
+-- true to cancel; `sleep(seconds)` waits between polls. Returns false when cancelled.
+function M.wait(jobs, report, sleep)
+  while M.poll(jobs) > 0 do
+    if report(M.fraction(jobs), M.summary(jobs)) then return false end
+    sleep(M.POLL_SECONDS)
+  end
+  return true
+end
+
+function M.cancel(config, jobs)
+  for _, job in ipairs(jobs) do
+    if not FINAL[job.state] then M.run(config, { "cancel", job.id }) end
+  end
+end
+
+--- What a failed job says, for the user.
+function M.problem(job)
+  if job.state == "failed" then
+    return job.plan.name .. ": " .. ((job.status and job.status.error) or "failed") ..
+      "\n(stembridge status " .. job.id .. " shows more)"
+  end
+  return job.plan.name .. ": " .. job.state
+end
+
+-- Placing stems --------------------------------------------------------------------------------
+
+function M.track_name(region_name, stem)
+  return region_name .. M.DASH .. stem
+end
+
+--- Where each stem of a finished job goes: {track, path, stem, position, length} in the
+-- order the status file lists them.
+function M.placements(job)
+  local placements = {}
+  for _, stem in ipairs(job.status.stems) do
+    placements[#placements + 1] = { track = M.track_name(job.plan.name, stem.name), stem = stem.name,
+      path = stem.path, position = job.plan.position, length = job.plan.length }
+  end
+  return placements
+end
+
+--- The track whose playlist holds `region` (Ardour has no direct way to ask).
+function M.track_of(session, region)
+  local id = region:to_stateful():id()
+  for route in session:get_tracks():iter() do
+    local track = route:to_track()
+    if not track:isnil() and not track:playlist():region_by_id(id):isnil() then return track end
+  end
+  return nil
+end
+
+--- One new track per placement, right under `source_track`, all in one new route group
+-- named after the region. Returns the tracks in placement order.
+function M.create_tracks(session, source_track, group_name, placements, channels)
+  local group = session:new_route_group(group_name)
+  local order = source_track and source_track:presentation_info_ptr():order() + 1
+    or ARDOUR.PresentationInfo.max_order
+  local tracks = {}
+  for i, placement in ipairs(placements) do
+    local where = source_track and order + i - 1 or order
+    local list = session:new_audio_track(channels, channels, group, 1, placement.track, where,
+      ARDOUR.TrackMode.Normal, true)
+    for track in list:iter() do tracks[i] = track end
+    if not tracks[i] then return nil, "Ardour did not create the track " .. placement.track end
+  end
+  return tracks
+end
+
+--- Put a stem's region on its track exactly at the original's position. The region may
+-- already be on the track (an import put it there) or not yet (it is added).
+function M.place(track, region, placement)
+  local playlist = track:playlist()
+  local position = Temporal.timepos_t(placement.position)
+  if playlist:region_by_id(region:to_stateful():id()):isnil() then
+    playlist:add_region(region, position, 1, false, 0, 0, false)
+  else
+    region:set_position(position)
+  end
+  region:set_name(placement.track)
+  if region:position():samples() ~= placement.position or region:length():samples() ~= placement.length then
+    return false, string.format("%s: the stem's region is at %d (%d samples long), the original at %d (%d)",
+      placement.track, region:position():samples(), region:length():samples(), placement.position,
+      placement.length)
+  end
+  return true
+end
+
+--- The only region on a track's playlist (a freshly made track after one import).
+function M.only_region(track)
+  local found, count = nil, 0
+  for region in track:playlist():region_list():iter() do
+    found, count = region, count + 1
+  end
+  if count ~= 1 then return nil end
+  return found
+end
+
+return M
