@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bridge.cli.common import EXIT_OK, add_config_option, config_from
+from bridge.cli.dashboard import add_dashboard_options, apply_dashboard
 from bridge.cli.separate import (
     add_effects_options,
     add_model_options,
@@ -29,6 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "serve", help="run the daemon on the config's watched folders (and submitted jobs)"
     )
     add_broker_option(serve)
+    add_dashboard_options(serve)
     add_config_option(serve)
     serve.set_defaults(command=run_serve)
 
@@ -47,6 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model_options(watch, defaults=False)
     add_effects_options(watch)
     add_broker_option(watch)
+    add_dashboard_options(watch)
     add_config_option(watch)
     watch.set_defaults(command=run_watch)
 
@@ -64,14 +67,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace, err: Console) -> int:
     """Serve the config's folders (sending jobs to studio workers with a broker) until
     SIGTERM or Ctrl-C."""
-    return _serve(apply_broker(config_from(args), args))
+    return _serve(apply_dashboard(apply_broker(config_from(args), args), args))
 
 
 def run_watch(args: argparse.Namespace, err: Console) -> int:
     """Serve ad-hoc folders with the config's defaults and the flags given."""
     import dataclasses
 
-    config = apply_broker(config_from(args), args)
+    config = apply_dashboard(apply_broker(config_from(args), args), args)
     config = dataclasses.replace(
         config,
         separation=separation_settings(args, base=config.separation),
