@@ -94,15 +94,16 @@ def _draw_or_log(path: Path) -> dict[str, str]:
             "could not draw the pictures of %s; the manifest lists none", path, exc_info=True
         )
         return {}
-    names = {}
-    for kind, target in picture_paths(path).items():
-        try:
+    targets = picture_paths(path)
+    try:
+        for kind, target in targets.items():
             atomic.write_bytes(target, images[kind])
-        except OSError as exc:
-            log.warning("could not write %s (%s); the manifest lists no pictures", target, exc)
-            return {}
-        names[kind] = target.name
-    return names
+    except OSError as exc:
+        log.warning("could not write the pictures of %s (%s); listing none", path, exc)
+        for target in targets.values():  # both or neither
+            target.unlink(missing_ok=True)
+        return {}
+    return {kind: target.name for kind, target in targets.items()}
 
 
 def draw_pictures(path: Path) -> dict[str, bytes]:
@@ -136,10 +137,13 @@ class _Waveform:
         self._high = np.zeros(width, dtype=np.float32)
 
     def push(self, block: np.ndarray, offset: int) -> None:
-        columns = (np.arange(offset, offset + len(block)) * self._width) // self._total
-        columns = np.minimum(columns, self._width - 1)
-        starts = np.flatnonzero(np.diff(columns, prepend=-1))
-        where = columns[starts]
+        # Column c starts at frame ceil(c * total / width): only the block's few column
+        # starts are computed, not a column per frame.
+        first = min(offset * self._width // self._total, self._width - 1)
+        last = min((offset + len(block) - 1) * self._width // self._total, self._width - 1)
+        where = np.arange(first, last + 1)
+        starts = -((-where * self._total) // self._width) - offset
+        starts[0] = 0
         # Over frames first, then channels: reducing the short channel axis first is slow.
         low = np.minimum.reduceat(block, starts, axis=0).min(axis=1)
         high = np.maximum.reduceat(block, starts, axis=0).max(axis=1)

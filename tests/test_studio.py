@@ -198,7 +198,9 @@ def assert_one_clean_set_each(studio: Studio, ids: list[str]) -> None:
         folder = Path(job.spec.folder)
         assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
             "manifest.json",
+            "vocals.spectrogram.png",
             "vocals.wav",
+            "vocals.waveform.png",
         ]
         assert not [p for p in folder.iterdir() if is_temporary(p)]
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
