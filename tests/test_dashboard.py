@@ -329,6 +329,18 @@ def test_beyond_loopback_every_read_needs_the_token(tmp_path: Path, store: JobSt
     )
 
 
+def test_bound_to_every_address_any_name_of_the_machine_is_taken(
+    tmp_path: Path, store: JobStore
+) -> None:
+    token = create_token(tmp_path / "state")
+    client, _ = client_for(tmp_path, store, host="0.0.0.0")
+    bearer = {"authorization": f"Bearer {token}"}
+    for host in (f"studio.lan:{PORT}", f"192.0.2.10:{PORT}", f"127.0.0.1:{PORT}"):
+        assert client.get("/api/jobs", headers={**bearer, "host": host}).status_code == 200
+        assert client.get("/api/jobs", headers={"host": host}).status_code == 401
+    assert client.get("/api/jobs", headers={**bearer, "host": "studio.lan:80"}).status_code == 403
+
+
 def test_token_is_stored_hashed_and_user_only(tmp_path: Path) -> None:
     token = create_token(tmp_path / "state")
     path = token_path(tmp_path / "state")

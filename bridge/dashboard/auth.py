@@ -5,7 +5,9 @@ The rules, checked for every request by :class:`Guard`:
 * **Host header.** It must name the address the dashboard is bound to (or, on
   loopback, ``localhost``/``127.0.0.1``/``[::1]``) with its port; anything else is
   refused, which defeats DNS rebinding (a hostile page whose name suddenly points
-  at 127.0.0.1 still sends its own name).
+  at 127.0.0.1 still sends its own name). Bound to every address (``0.0.0.0``,
+  ``::``), any name with the right port is taken, since the machine has many
+  names there: every request then needs the token anyway.
 * **Reads** (the JSON API and stem files): free on loopback; off loopback they need
   the token, as ``Authorization: Bearer <token>`` or the session cookie that
   signing in with the token sets (HttpOnly, SameSite=Strict).
@@ -37,6 +39,7 @@ from bridge.errors import ConfigError
 TOKEN_FILE = "dashboard-token.sha256"
 CSRF_HEADER = "x-stembridge-csrf"
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+_EVERY_ADDRESS = ("0.0.0.0", "::")
 
 
 def token_path(state_dir: Path) -> Path:
@@ -104,15 +107,21 @@ class Guard:
         self.cookie = f"stembridge_session_{port}"
         self.csrf = secrets.token_urlsafe(32)
         self._state_dir = state_dir
+        self._any_name = host in _EVERY_ADDRESS
         names = [*_LOOPBACK_NAMES, host] if self.loopback else [host]
         bracketed = [f"[{name}]" if ":" in name and "[" not in name else name for name in names]
         self._hosts = {f"{name}:{port}".lower() for name in bracketed}
+        self._port_suffix = f":{port}"
         self._sessions: dict[str, str] = {}  # session id -> the token hash it was made with
         self._lock = threading.Lock()
 
     def host_allowed(self, host_header: str | None) -> bool:
         """Whether the request was addressed to this dashboard (see the module docstring)."""
-        return host_header is not None and host_header.lower() in self._hosts
+        if host_header is None:
+            return False
+        if self._any_name:
+            return host_header.endswith(self._port_suffix)
+        return host_header.lower() in self._hosts
 
     def token_exists(self) -> bool:
         """Whether a token has been made."""
