@@ -19,7 +19,7 @@ from signals import music, write_audio
 
 RATE = 44100
 #: Long enough for the tiny model to take a few seconds, so polling sees progress.
-SECONDS = 30
+SECONDS = 60
 
 
 def free_port() -> int:
