@@ -27,7 +27,9 @@ from bridge.errors import ConfigError
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``serve``, ``watch`` and ``service`` to the command line."""
     serve = commands.add_parser(
-        "serve", help="run the daemon on the config's watched folders (and submitted jobs)"
+        "serve",
+        help="run the daemon on the config's watched folders (and submitted jobs), with its "
+        "web dashboard",
     )
     add_broker_option(serve)
     add_dashboard_options(serve)
