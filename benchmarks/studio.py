@@ -94,7 +94,10 @@ def _run(
     """One daemon, the jobs submitted at once, timed until the last is done."""
     folder.mkdir()
     config = folder / "config.toml"
-    config.write_text(f'[daemon]\nstate_dir = "{folder / "state"}"\npoll_interval_seconds = 0.2\n')
+    config.write_text(
+        f'[daemon]\nstate_dir = "{folder / "state"}"\npoll_interval_seconds = 0.2\n'
+        "[dashboard]\nenabled = false\n"
+    )
     daemon = _start(["serve", "--config", str(config), *flags], folder / "daemon.log", env)
     if wait_workers:
         _wait_for_workers(wait_workers, args.workers, env)

@@ -69,7 +69,7 @@ def main() -> None:
         config = work / "config.toml"
         config.write_text(
             f'[daemon]\nstate_dir = "{work / "state"}"\npoll_interval_seconds = 0.1\n'
-            "stable_polls = 3\n"
+            "stable_polls = 3\n[dashboard]\nenabled = false\n"
         )
         env = {
             **os.environ,

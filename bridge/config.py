@@ -7,12 +7,13 @@ Layout (every section and key optional; ``examples/*.toml`` are commented sample
     [separation]      model, stems, device, shifts, overlap, segment_seconds, batch_size,
                       precision: defaults for every job
     [output]          format, bit_depth, sample_rate, overwrite, bitrate_kbps, quality,
-                      dither: defaults for every job
+                      dither, pictures: defaults for every job
     [effects]         preset, exact_sum, residual_stem, loudness_lufs, match_mix,
                       true_peak_dbtp: defaults for every job
     [[rule]]          a watched folder: name, folder, recursive, patterns, ignore,
                       output (stem folder template), polling, and any [separation],
                       [output] or [effects] key to override for this folder
+    [dashboard]       enabled, host, port: the daemon's web page (see bridge.dashboard)
     [paths]           "daemon path" = "path on this machine" prefix pairs, for a
                       studio worker that mounts the share elsewhere ("/mnt/nas" = 'Z:\\')
 
@@ -64,6 +65,7 @@ _OUTPUT_KEYS: dict[str, tuple[type, ...]] = {
     "bitrate_kbps": (int,),
     "quality": (float, int),
     "dither": (str,),
+    "pictures": (bool,),
 }
 _EFFECTS_KEYS: dict[str, tuple[type, ...]] = {
     "preset": (str,),
@@ -79,6 +81,11 @@ _DAEMON_KEYS: dict[str, tuple[type, ...]] = {
     "stable_polls": (int,),
     "scan_existing": (bool,),
     "broker": (str,),
+}
+_DASHBOARD_KEYS: dict[str, tuple[type, ...]] = {
+    "enabled": (bool,),
+    "host": (str,),
+    "port": (int,),
 }
 _RULE_KEYS: dict[str, tuple[type, ...]] = {
     "name": (str,),
@@ -122,6 +129,34 @@ class DaemonSettings:
     stable_polls: int = 3
     scan_existing: bool = True
     broker: BrokerUrl | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DashboardSettings:
+    """The daemon's web dashboard (``serve`` only).
+
+    Attributes:
+        enabled: Serve it.
+        host: Address to listen on; anything but loopback needs a token
+            (``stembridge dashboard token``).
+        port: TCP port.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8737
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(
+                f"port {self.port} is out of range; use 1 to 65535", key="port", value=self.port
+            )
+        if not self.host:
+            raise SettingsError(
+                "host is empty; use 127.0.0.1 (this machine only) or an address of this machine",
+                key="host",
+                value=self.host,
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,6 +213,7 @@ class Config:
         effects: Default effects settings for every job.
         rules: Watched folders.
         paths: Prefix pairs from the daemon's paths to this machine's (``[paths]``).
+        dashboard: The daemon's web dashboard.
     """
 
     path: Path | None = None
@@ -187,6 +223,7 @@ class Config:
     effects: EffectsSettings = field(default_factory=EffectsSettings)
     rules: tuple[Rule, ...] = ()
     paths: PathMap = field(default_factory=PathMap)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
     def with_rules(self, rules: tuple[Rule, ...]) -> Config:
         """The same config watching ``rules`` instead (``stembridge watch``)."""
@@ -279,6 +316,7 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
             "effects": (dict,),
             "rule": (list,),
             "paths": (dict,),
+            "dashboard": (dict,),
         },
         file,
         "",
@@ -312,6 +350,9 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
                 f"{file}: two [[rule]] tables are named {name!r}; give each rule its own name"
             )
     paths = _parse_paths(data.get("paths", {}), file)
+    dashboard_table = data.get("dashboard", {})
+    _check_keys(dashboard_table, _DASHBOARD_KEYS, file, "[dashboard]")
+    dashboard = _build(DashboardSettings, dict(dashboard_table), file, "[dashboard]")
     return Config(
         path=file,
         daemon=daemon,
@@ -320,6 +361,7 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
         effects=effects,
         rules=rules,
         paths=paths,
+        dashboard=dashboard,
     )
 
 

@@ -2,11 +2,13 @@
 
 Start: take the state folder's lock (one daemon per job store), queue again the
 jobs a dead process left running, start the worker thread (or, for a studio with
-a broker, the dispatcher that hands jobs to GPU workers), then the watchers.
+a broker, the dispatcher that hands jobs to GPU workers), the watchers, then the
+dashboard (when enabled).
 Loop: supervise the watchers (restart dead observers, queue finished files) and
 recover jobs of processes that died. Stop (SIGTERM, SIGINT): stop the watchers
 first so no new work arrives, then the worker, whose running job is cancelled at
-its next step and queued again, then release the lock.
+its next step and queued again, then release the lock. The dashboard stops
+first of all.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 from bridge.config import Config
 from bridge.jobs.lock import DaemonLock
@@ -22,6 +26,10 @@ from bridge.jobs.status_file import repair_status_files
 from bridge.jobs.store import JobStore
 from bridge.jobs.worker import ModelCache, Worker, owner_alive, owner_id
 from bridge.watch.watcher import FolderWatcher
+
+if TYPE_CHECKING:
+    from bridge.broker.channel import WorkerInfo
+    from bridge.broker.url import BrokerUrl
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +64,53 @@ class Daemon:
             repaired = repair_status_files(self.store.list(limit=1000), now=time.time())
             if repaired:
                 log.warning("rewrote %d status file(s) a stopped process left behind", repaired)
+            watcher = FolderWatcher(self.config, self.store)
+            dashboard = self._dashboard(watcher)  # refuses a bad binding before work starts
             worker_stop = threading.Event()
             thread = threading.Thread(target=self._work_loop(), args=(worker_stop,), name="worker")
             thread.start()
-            watcher = FolderWatcher(self.config, self.store)
-            log.info(
-                "StemBridge daemon ready: %d watched folder(s), jobs in %s",
-                len(self.config.rules),
-                self.store.path,
-            )
-            next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
             try:
-                while not stop.is_set():
-                    try:
-                        watcher.supervise()
-                        if time.monotonic() >= next_recover:
-                            self.store.recover(owner_alive)
-                            next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
-                    except Exception:  # the daemon outlives any one failure; it is logged
-                        log.exception("watching failed this round; trying again")
-                    stop.wait(self.config.daemon.poll_interval_seconds)
+                with dashboard:
+                    log.info(
+                        "StemBridge daemon ready: %d watched folder(s), jobs in %s",
+                        len(self.config.rules),
+                        self.store.path,
+                    )
+                    self._supervise(watcher, stop)
             finally:
                 log.info("stopping: watchers, then the worker")
                 watcher.stop()
                 worker_stop.set()
                 thread.join()
                 log.info("stopped")
+
+    def _supervise(self, watcher: FolderWatcher, stop: threading.Event) -> None:
+        next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+        while not stop.is_set():
+            try:
+                watcher.supervise()
+                if time.monotonic() >= next_recover:
+                    self.store.recover(owner_alive)
+                    next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+            except Exception:  # the daemon outlives any one failure; it is logged
+                log.exception("watching failed this round; trying again")
+            stop.wait(self.config.daemon.poll_interval_seconds)
+
+    def _dashboard(self, watcher: FolderWatcher) -> AbstractContextManager[object]:
+        """The web dashboard serving this daemon's store, folders and workers, if enabled."""
+        settings = self.config.dashboard
+        if not settings.enabled:
+            return nullcontext()
+        from bridge.dashboard.server import dashboard_server
+
+        broker = self.config.daemon.broker
+        return dashboard_server(
+            settings,
+            state_dir=self.config.daemon.state_dir,
+            store=self.store,
+            folders=watcher.health,
+            workers=None if broker is None else _live_workers(broker),
+        )
 
     def _work_loop(self) -> Callable[[threading.Event], None]:
         """Jobs run here on the warm model, or go to the studio's workers."""
@@ -95,3 +124,24 @@ class Daemon:
 
         keep_freed_memory()  # before the worker thread starts: see its docstring
         return Worker(self.store, models=self._models, owner=self._owner).run
+
+
+def _live_workers(url: BrokerUrl) -> Callable[[], Sequence[WorkerInfo]]:
+    """The studio's live workers, read from the broker's registry on each call."""
+    from redis.exceptions import RedisError
+
+    from bridge.broker.channel import live_workers
+    from bridge.broker.dispatcher import connect
+    from bridge.errors import BrokerError
+
+    redis = connect(url)  # connects on first use, and again after a failure
+
+    def workers() -> Sequence[WorkerInfo]:
+        try:
+            return live_workers(redis)
+        except RedisError as exc:
+            raise BrokerError(
+                f"the broker {url.redacted} cannot be reached ({exc}); check that Redis runs"
+            ) from exc
+
+    return workers

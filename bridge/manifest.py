@@ -50,7 +50,9 @@ class StemEntry:
     ``length_samples`` is the output range's length plus ``tail_samples`` (a tail
     kept because the preset asked for it). Loudness and peaks are those of the file
     as written (after effects and gain); ``silent`` stems have no integrated
-    loudness (nothing above -70 LUFS), so hosts can skip them.
+    loudness (nothing above -70 LUFS), so hosts can skip them. ``pictures`` maps
+    ``waveform`` and ``spectrogram`` to PNG files beside the stem (empty when none
+    were drawn).
     """
 
     name: str
@@ -65,6 +67,7 @@ class StemEntry:
     true_peak_dbtp: float | None = None
     silent: bool = False
     clipped_samples: int = 0
+    pictures: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

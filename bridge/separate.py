@@ -13,7 +13,8 @@
    and write into hidden files,
 4. when stems are loudness-normalised, apply each stem's gain while converting
    the hidden float copies to the output format,
-5. publish the stems and then ``manifest.json``.
+5. publish the stems, draw their pictures (:mod:`bridge.pictures`), then write
+   ``manifest.json``.
 
 Memory stays bounded by the block and segment sizes whatever the file's length.
 """
@@ -53,6 +54,7 @@ from bridge.manifest import (
     RangeEntry,
     StemEntry,
 )
+from bridge.pictures import draw_stem_pictures, picture_paths
 from bridge.separation.groups import ChannelGroup, GroupStats, MixStats, channel_groups
 from bridge.separation.stems import StemPlan, sources_needed
 from bridge.settings import OutputSettings, TimeRange
@@ -98,6 +100,7 @@ class PreparedInput:
     overwrite: bool
     effects: EffectsPlan
     dither: bool
+    pictures: bool = True
 
 
 def prepare(
@@ -137,7 +140,9 @@ def prepare(
     dither = wants_dither(
         input_subtype=info.subtype, output_subtype=fmt.subtype, mode=output.dither
     )
-    return PreparedInput(info, frames, fmt, folder, stems, output.overwrite, effects, dither)
+    return PreparedInput(
+        info, frames, fmt, folder, stems, output.overwrite, effects, dither, output.pictures
+    )
 
 
 def separate_file(
@@ -271,9 +276,21 @@ def separate_file(
             report(Progress("writing", 0, 1, 0.99))
             measured = stage.loudness()
             gains = stage.gains(measured, mix_loudness)
+            # Stems, then pictures, then the manifest appear one by one: the journal lets a
+            # later run take back a set that a kill interrupted.
             atomic.begin_set(
                 prepared.folder,
-                [*(f"{name}.{fmt.extension}" for name in names), MANIFEST_NAME],
+                [
+                    *(f"{name}.{fmt.extension}" for name in names),
+                    *(
+                        path.name
+                        for name in names
+                        for path in picture_paths(
+                            prepared.folder / f"{name}.{fmt.extension}"
+                        ).values()
+                    ),
+                    MANIFEST_NAME,
+                ],
                 key=identity or "",
             )
             paths = writer.commit(
@@ -281,6 +298,8 @@ def separate_file(
             )
             lengths = dict(writer.frames)
             clipped = writer.clipped_samples
+        committed = time.monotonic()
+        pictures = draw_stem_pictures(paths) if prepared.pictures else {}
         finished = time.monotonic()
 
         manifest = Manifest(
@@ -334,6 +353,7 @@ def separate_file(
                     length=lengths[plan.name],
                     body=out_length,
                     clipped=clipped[plan.name],
+                    pictures=pictures.get(plan.name, {}),
                 )
                 for plan in plans
             ],
@@ -345,7 +365,8 @@ def separate_file(
             },
             timings={
                 "analyse_seconds": round(analysed - started, 3),
-                "separate_seconds": round(finished - analysed, 3),
+                "separate_seconds": round(committed - analysed, 3),
+                "pictures_seconds": round(finished - committed, 3),
                 "total_seconds": round(finished - started, 3),
                 "realtime_factor": round(
                     (frames.length / info.sample_rate) / max(finished - started, 1e-9), 3
@@ -355,7 +376,7 @@ def separate_file(
         manifest.write(prepared.folder)
         atomic.end_set(prepared.folder)
     except BaseException:
-        # Stems renamed before the failure must not pass for a result.
+        # Files renamed into place before the failure must not pass for a result.
         atomic.recover_set(prepared.folder, lambda _key: False)
         raise
     report(Progress("done", 1, 1, 1.0))
@@ -373,6 +394,7 @@ def _stem_entry(
     length: int,
     body: int,
     clipped: int,
+    pictures: dict[str, str],
 ) -> StemEntry:
     """A stem's manifest entry; loudness and peaks are those of the file as written."""
     gain_db = gain.gain_db if gain is not None else 0.0
@@ -393,6 +415,7 @@ def _stem_entry(
         true_peak_dbtp=shifted(measured.true_peak_dbtp),
         silent=measured.silent,
         clipped_samples=clipped,
+        pictures=pictures,
     )
 
 

@@ -121,6 +121,8 @@ class OutputSettings:
         quality: 0 (smallest) to 10 (best) for MP3 VBR and OGG; ``None`` uses the default.
         dither: ``auto`` (TPDF dither when writing fewer bits than the input has),
             ``on`` or ``off``.
+        pictures: Draw a waveform and a spectrogram PNG beside each stem (see
+            :mod:`bridge.pictures`).
     """
 
     format: str | None = None
@@ -130,6 +132,7 @@ class OutputSettings:
     bitrate_kbps: int | None = None
     quality: float | None = None
     dither: str = "auto"
+    pictures: bool = True
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:

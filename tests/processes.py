@@ -15,13 +15,21 @@ from bridge.jobs.store import Job, JobStore
 T = TypeVar("T")
 
 
-def write_config(path: Path, state_dir: Path, extra: str = "") -> Path:
-    """A config with a fast tick for tests, plus ``extra`` TOML."""
+def write_config(
+    path: Path, state_dir: Path, extra: str = "", *, dashboard_port: int | None = None
+) -> Path:
+    """A config with a fast tick for tests, plus ``extra`` TOML; the dashboard only with
+    ``dashboard_port`` (daemons of parallel tests must not compete for one port)."""
+    dashboard = (
+        f"[dashboard]\nport = {dashboard_port}\n"
+        if dashboard_port is not None
+        else "[dashboard]\nenabled = false\n"
+    )
     path.write_text(
         "[daemon]\n"
         f'state_dir = "{state_dir}"\n'
         "poll_interval_seconds = 0.2\n"
-        "stable_polls = 3\n" + extra
+        "stable_polls = 3\n" + dashboard + extra
     )
     return path
 

@@ -124,7 +124,15 @@ def test_overrides_stems_and_json_result(
     }
     assert entry["output"]["offset_samples"] == 22050
     folder = tmp_path / "out" / "take"
-    assert leftovers(folder) == ["instrumental.flac", "manifest.json", "vocals.flac"]
+    assert leftovers(folder) == [
+        "instrumental.flac",
+        "instrumental.spectrogram.png",
+        "instrumental.waveform.png",
+        "manifest.json",
+        "vocals.flac",
+        "vocals.spectrogram.png",
+        "vocals.waveform.png",
+    ]
     info = sf.info(str(folder / "vocals.flac"))
     assert (info.samplerate, info.subtype, info.frames) == (44100, "PCM_16", 44100)
 

@@ -81,6 +81,10 @@ output = "{dir}/../Stems/{rule}/{name}"
         ('[paths]\n"mnt" = "Z:\\\\"', "the daemon's path 'mnt' is not an absolute path"),
         ("paths = 'Z:'", "paths = 'Z:' must be a table"),
         ("[daemon]\nbroker = 6379", "[daemon] broker = 6379 must be a string"),
+        ("[dashboard]\nport = 70000", "[dashboard] port port 70000 is out of range"),
+        ("[dashboard]\nadress = '0.0.0.0'", "[dashboard] unknown key 'adress'; allowed keys"),
+        ("[dashboard]\nenabled = 1", "[dashboard] enabled = 1 must be true or false"),
+        ("[output]\npictures = 'no'", "[output] pictures = 'no' must be true or false"),
     ],
 )
 def test_bad_config_names_file_key_and_fix(tmp_path: Path, toml: str, message: str) -> None:
@@ -145,3 +149,24 @@ def test_bad_broker_names_file_and_key_but_not_the_password(tmp_path: Path) -> N
     assert "port that is not a whole number from 1 to 65535" in text
     assert caught.value.key == "broker"
     assert "hunter2" not in text and "hunter2" not in repr(caught.value.value)
+
+
+def test_dashboard_and_pictures_are_read(tmp_path: Path) -> None:
+    # Given a config that moves the dashboard and turns pictures off
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[dashboard]\nhost = "0.0.0.0"\nport = 9000\n[output]\npictures = false\n'
+        '[[rule]]\nfolder = "/x"\n'
+    )
+    # When it is loaded
+    config = load_config(path)
+    # Then both are there, and the rules inherit the pictures setting
+    assert (config.dashboard.enabled, config.dashboard.host, config.dashboard.port) == (
+        True,
+        "0.0.0.0",
+        9000,
+    )
+    assert config.output.pictures is False and config.rules[0].output_settings.pictures is False
+    defaults = load_config(tmp_path / "none.toml")
+    assert (defaults.dashboard.host, defaults.dashboard.port) == ("127.0.0.1", 8737)
+    assert defaults.output.pictures is True

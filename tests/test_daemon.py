@@ -92,7 +92,9 @@ def test_fifty_files_dropped_at_once_give_fifty_results(
         f"clip{n:02d}.wav" for n in range(50)
     ]
     expected = sorted(
-        f"clip{n:02d}/{name}" for n in range(50) for name in ("manifest.json", "vocals.wav")
+        f"clip{n:02d}/{name}"
+        for n in range(50)
+        for name in ("manifest.json", "vocals.wav", "vocals.waveform.png", "vocals.spectrogram.png")
     )
     assert [p for p in visible_files(out) if not p.startswith(".stembridge")] == expected
     assert daemon.stop() == 0
@@ -117,7 +119,9 @@ def test_kill_during_a_job_then_restart_completes_it_once(
     (job,) = wait_for(lambda: all_final(store, 1), timeout=120, what="the job to end")
     assert job.state == "done" and job.attempts == 2
     files = visible_files(out / "long")
-    assert files == ["bass.wav", "drums.wav", "manifest.json", "other.wav", "vocals.wav"]
+    stems = ("bass", "drums", "other", "vocals")
+    pictures = [f"{stem}.{kind}.png" for stem in stems for kind in ("spectrogram", "waveform")]
+    assert files == sorted(["manifest.json", *(f"{stem}.wav" for stem in stems), *pictures])
     assert not [p for p in (out / "long").iterdir() if is_temporary(p)]
     assert sf.info(str(out / "long" / "vocals.wav")).frames == 90 * RATE
 
@@ -147,9 +151,12 @@ def test_same_audio_twice_is_separated_once(daemons: list[DaemonProcess], tmp_pa
     assert first.reused_from is None
     assert second.reused_from == first.manifest
     for name in ("drums", "bass", "other", "vocals"):
-        a = (out / "mix" / f"{name}.wav").read_bytes()
-        assert (out / "mix copy" / f"{name}.wav").read_bytes() == a
+        for file in (f"{name}.wav", f"{name}.waveform.png", f"{name}.spectrogram.png"):
+            assert (out / "mix copy" / file).read_bytes() == (out / "mix" / file).read_bytes()
     copied = json.loads((out / "mix copy" / "manifest.json").read_text())
+    assert (
+        copied["stems"][0]["pictures"]["waveform"] == f"{copied['stems'][0]['name']}.waveform.png"
+    )
     assert copied["reused_from"] == first.manifest
     assert copied["input"]["path"] == str(watched / "mix copy.wav")
     assert "separated" not in daemon.output().split("mix copy")[-1]

@@ -29,8 +29,12 @@ def test_keep_model_warm_separates_each_file(model_dir: Path, tmp_path: Path) ->
     for name in ("a", "b"):
         assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == [
             "manifest.json",
+            "no_vocals.spectrogram.png",
             "no_vocals.wav",
+            "no_vocals.waveform.png",
+            "vocals.spectrogram.png",
             "vocals.wav",
+            "vocals.waveform.png",
         ]
 
 

@@ -151,7 +151,11 @@ def test_a_crashing_plugin_fails_its_job_and_the_worker_goes_on(
     assert not (tmp_path / "crashy").exists()
     assert store.get(clean.id).state == "done"
     assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == [
+        "instrumental.spectrogram.png",
         "instrumental.wav",
+        "instrumental.waveform.png",
         "manifest.json",
+        "vocals.spectrogram.png",
         "vocals.wav",
+        "vocals.waveform.png",
     ]

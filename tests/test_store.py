@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import JobNotFound
+from bridge.errors import JobError, JobNotFound
 from bridge.jobs.spec import PRIORITY_INTERACTIVE, PRIORITY_WATCHED, JobSpec
 from bridge.jobs.store import MAX_STARTS, JobStore
 from bridge.jobs.worker import owner_alive, owner_id
@@ -75,6 +75,29 @@ def test_retry_waits_for_its_backoff(tmp_path: Path) -> None:
     clock.now += 31
     again = store.claim("w")
     assert again is not None and again.id == job.id and again.attempts == 2
+
+
+def test_retry_queues_a_failed_or_cancelled_job_again_without_a_copy(tmp_path: Path) -> None:
+    # Given a failed job and a cancelled one
+    store = JobStore(tmp_path)
+    failed = store.submit(spec("a"))[0]
+    store.claim("w")
+    store.fail(failed.id, error="bad input", kind="AudioError")
+    cancelled = store.cancel(store.submit(spec("b"))[0].id)
+    # When both are retried
+    again = [store.retry(failed.id), store.retry(cancelled.id)]
+    # Then they are queued again under the same ids, fresh, and nothing was copied
+    assert [(j.id, j.state, j.attempts, j.error) for j in again] == [
+        (failed.id, "queued", 0, None),
+        (cancelled.id, "queued", 0, None),
+    ]
+    assert len(store.list()) == 2
+    assert store.claim("w").id == failed.id  # type: ignore[union-attr]
+    # And a job that is not failed or cancelled is refused, by name
+    with pytest.raises(JobError, match=f"job {failed.id} is running; only failed or cancelled"):
+        store.retry(failed.id)
+    with pytest.raises(JobNotFound):
+        store.retry("abc")
 
 
 def test_requeue_on_stop_does_not_count_the_start(tmp_path: Path) -> None:

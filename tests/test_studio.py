@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -123,9 +124,9 @@ class Studio:
         self.processes: list[DaemonProcess] = []
         self.daemon: DaemonProcess | None = None
 
-    def start_daemon(self) -> DaemonProcess:
+    def start_daemon(self, config: Path | None = None) -> DaemonProcess:
         self.daemon = self._start(
-            ["serve", "--config", str(self.config), "--broker", self.url], "daemon"
+            ["serve", "--config", str(config or self.config), "--broker", self.url], "daemon"
         )
         return self.daemon
 
@@ -198,7 +199,9 @@ def assert_one_clean_set_each(studio: Studio, ids: list[str]) -> None:
         folder = Path(job.spec.folder)
         assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
             "manifest.json",
+            "vocals.spectrogram.png",
             "vocals.wav",
+            "vocals.waveform.png",
         ]
         assert not [p for p in folder.iterdir() if is_temporary(p)]
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -298,6 +301,26 @@ def test_workers_lists_device_jobs_and_last_seen(studio: Studio) -> None:
     assert worker["device"] == "cpu" and worker["concurrency"] == 1
     assert worker["current_jobs"] == [] and worker["jobs_done"] == 0
     assert time.time() - worker["last_seen"] < 30
+
+
+def test_dashboard_shows_the_live_workers(studio: Studio) -> None:
+    # Given a daemon on the broker with its dashboard, and one worker
+    port = free_port()
+    config = write_config(studio.tmp / "dashboard.toml", studio.tmp / "state", dashboard_port=port)
+    daemon = studio.start_daemon(config)
+    studio.start_worker("worker-a")
+    wait_for(lambda: "daemon ready" in daemon.output(), what="the daemon to start")
+
+    # When the dashboard is asked for the workers
+    def listed() -> list[dict]:
+        answer = httpx.get(f"http://127.0.0.1:{port}/api/workers", timeout=10).json()
+        assert answer["broker"] is True
+        return list(answer["workers"])
+
+    (worker,) = wait_for(listed, timeout=90, what="the worker on the dashboard")
+    # Then it shows what the worker announced in the broker's registry
+    assert worker["device"] == "cpu" and worker["current_jobs"] == []
+    assert worker["jobs_done"] == 0 and time.time() - worker["last_seen"] < 30
 
 
 def test_wrong_password_is_a_clear_error(server: RedisServer, tmp_path: Path) -> None:

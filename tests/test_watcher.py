@@ -85,3 +85,23 @@ def test_own_files_are_never_taken(tmp_path: Path, watched: Path) -> None:
     assert not watcher.wanted(rule, watched / ".stembridge-1234abcd-take.wav.part")
     assert not watcher.wanted(rule, watched / "Stems" / ".stembridge" / "x.wav")
     assert not watcher.wanted(rule, watched / "notes.txt")
+
+
+def test_health_tells_watching_missing_and_restarted_folders(tmp_path: Path, watched: Path) -> None:
+    # Given a supervised folder
+    observers: list[FakeObserver] = []
+    watcher, _ = make(tmp_path, watched, observers)
+    watcher.supervise()
+    assert [(h.rule, h.folder, h.mode, h.state, h.restarts) for h in watcher.health()] == [
+        ("r", str(watched), "events", "watching", 0)
+    ]
+    # When its observer dies, then it shows stopped until restarted, and counts the restart
+    observers[0].dead = True
+    assert watcher.health()[0].state == "stopped"
+    watcher.supervise()
+    assert (watcher.health()[0].state, watcher.health()[0].restarts) == ("watching", 1)
+    # When the folder disappears, then it shows missing
+    watched.rmdir()
+    watcher.supervise()
+    assert watcher.health()[0].state == "missing"
+    watcher.stop()

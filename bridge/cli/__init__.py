@@ -1,7 +1,8 @@
 """The ``stembridge`` command: parse, call the library, print.
 
 One module per group of commands (``separate``, ``models``, ``jobs`` for the
-host-facing submit/status/jobs/cancel, ``daemon`` for serve/watch/service); exit
+host-facing submit/status/jobs/cancel, ``daemon`` for serve/watch/service,
+``dashboard`` for the web dashboard's token); exit
 codes are documented in :mod:`bridge.cli.common`. Heavy modules (numpy,
 soundfile, torch) are imported only by the commands that need them: ``submit``,
 ``status``, ``jobs`` and ``cancel`` never import torch.
@@ -17,7 +18,18 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from bridge import __version__
-from bridge.cli import ardour, audacity, daemon, jobs, models, presets, reaper, separate, studio
+from bridge.cli import (
+    ardour,
+    audacity,
+    daemon,
+    dashboard,
+    jobs,
+    models,
+    presets,
+    reaper,
+    separate,
+    studio,
+)
 from bridge.cli.common import (
     EXIT_BROKER,
     EXIT_CANCELLED,
@@ -86,6 +98,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stembridge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is happening")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    for module in (separate, jobs, daemon, models, presets, reaper, audacity, ardour, studio):
+    for module in (
+        separate,
+        jobs,
+        daemon,
+        dashboard,
+        models,
+        presets,
+        reaper,
+        audacity,
+        ardour,
+        studio,
+    ):
         module.register(commands)
     return parser

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bridge.cli.common import EXIT_OK, add_config_option, config_from
+from bridge.cli.dashboard import add_dashboard_options, apply_dashboard
 from bridge.cli.separate import (
     add_effects_options,
     add_model_options,
@@ -26,9 +27,12 @@ from bridge.errors import ConfigError
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``serve``, ``watch`` and ``service`` to the command line."""
     serve = commands.add_parser(
-        "serve", help="run the daemon on the config's watched folders (and submitted jobs)"
+        "serve",
+        help="run the daemon on the config's watched folders (and submitted jobs), with its "
+        "web dashboard",
     )
     add_broker_option(serve)
+    add_dashboard_options(serve)
     add_config_option(serve)
     serve.set_defaults(command=run_serve)
 
@@ -47,6 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model_options(watch, defaults=False)
     add_effects_options(watch)
     add_broker_option(watch)
+    add_dashboard_options(watch)
     add_config_option(watch)
     watch.set_defaults(command=run_watch)
 
@@ -64,14 +69,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace, err: Console) -> int:
     """Serve the config's folders (sending jobs to studio workers with a broker) until
     SIGTERM or Ctrl-C."""
-    return _serve(apply_broker(config_from(args), args))
+    return _serve(apply_dashboard(apply_broker(config_from(args), args), args))
 
 
 def run_watch(args: argparse.Namespace, err: Console) -> int:
     """Serve ad-hoc folders with the config's defaults and the flags given."""
     import dataclasses
 
-    config = apply_broker(config_from(args), args)
+    config = apply_dashboard(apply_broker(config_from(args), args), args)
     config = dataclasses.replace(
         config,
         separation=separation_settings(args, base=config.separation),

@@ -65,7 +65,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, defaults: bool) -> Non
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """``--format``, ``--bit-depth``, ``--sample-rate``, lossy quality, dither, ``--overwrite``."""
+    """``--format``, ``--bit-depth``, ``--sample-rate``, lossy quality, dither, ``--overwrite``,
+    ``--no-pictures``."""
     parser.add_argument("--format", choices=FORMATS, help="output format (default: the input's)")
     parser.add_argument(
         "--bit-depth", type=int, choices=BIT_DEPTHS, help="16, 24 or 32 (float); default: input's"
@@ -83,6 +84,13 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
         help="TPDF dither when rounding to PCM (auto: when writing fewer bits than the input)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing stems")
+    parser.add_argument(
+        "--no-pictures",
+        dest="pictures",
+        action="store_false",
+        default=None,
+        help="draw no waveform/spectrogram PNGs beside the stems",
+    )
 
 
 def add_effects_options(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +184,7 @@ def output_settings(
         "bitrate_kbps": args.bitrate_kbps,
         "quality": args.quality,
         "dither": args.dither,
+        "pictures": args.pictures,
     }
     changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     if args.overwrite:

@@ -29,6 +29,7 @@ from bridge.effects.plan import plan_effects
 from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
 from bridge.errors import UnsupportedName
 from bridge.manifest import MANIFEST_NAME, write_manifest
+from bridge.pictures import copy_pictures
 from bridge.separate import OnProgress, file_sha256, prepare, separate_file
 from bridge.separation.catalog import get_spec
 from bridge.settings import SeparationSettings
@@ -165,14 +166,18 @@ def choose_folder(
 def reuse(
     source: Path, folder: Path, names: list[str], extension: str, *, job_id: str, input_path: str
 ) -> Path:
-    """Link (or copy) the stems of ``source`` into ``folder`` and write its manifest."""
+    """Link (or copy) the stems of ``source`` and their pictures into ``folder`` and write
+    its manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = json.loads((source / MANIFEST_NAME).read_text(encoding="utf-8"))
     files = [f"{name}.{extension}" for name in names]
-    atomic.begin_set(folder, [*files, MANIFEST_NAME], key=manifest.get("identity") or "")
+    pictures = [name for entry in manifest["stems"] for name in entry.get("pictures", {}).values()]
+    atomic.begin_set(folder, [*files, *pictures, MANIFEST_NAME], key=manifest.get("identity") or "")
     try:
         for stem in files:
             atomic.copy_file(source / stem, folder / stem, link=True)
+        for entry in manifest["stems"]:
+            entry["pictures"] = copy_pictures(source, folder, entry.get("pictures", {}))
         manifest["job_id"] = job_id
         manifest["reused_from"] = str(source / MANIFEST_NAME)
         stat = Path(input_path).stat()

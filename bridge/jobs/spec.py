@@ -105,6 +105,7 @@ class JobSpec:
         }
         output = dataclasses.asdict(self.output)
         output.pop("overwrite")
+        output.pop("pictures")  # pictures are drawn beside the stems, which stay the same
         shape = {
             "separation": separation,
             "output": output,

@@ -293,6 +293,32 @@ class JobStore:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job.id,))
         return self.get(job.id)
 
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again, under the same id (never a second copy).
+
+        Its starts are counted afresh and its error is cleared.
+
+        Raises:
+            JobNotFound: No such job.
+            JobError: The job is not failed or cancelled (it is queued, running or done).
+        """
+        job = self.get(job_id)
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET state = 'queued', stage = 'queued', progress = 0, attempts = 0, "
+                "cancel_requested = 0, not_before = 0, owner = NULL, error = NULL, "
+                "error_kind = NULL, started = NULL, finished = NULL, updated = ? "
+                "WHERE id = ? AND state IN ('failed', 'cancelled')",
+                (self._clock(), job.id),
+            ).rowcount
+        if not changed:
+            raise JobError(
+                f"job {job.id} is {self.get(job.id).state}; only failed or cancelled jobs can be "
+                "retried",
+                path=self.path,
+            )
+        return self.get(job.id)
+
     def mark_cancelled(self, job_id: str) -> Job:
         """A running job stopped on request; nothing was written."""
         return self._end(job_id, "cancelled", stage="cancelled")

@@ -50,11 +50,32 @@ log = logging.getLogger(__name__)
 _NUMBERED = re.compile(r" \(\d+\)$")
 
 
+@dataclass(frozen=True)
+class FolderHealth:
+    """How one watched folder's observer is doing (shown by the dashboard).
+
+    Attributes:
+        rule: The rule's name.
+        folder: The watched folder.
+        mode: ``events`` (OS notifications) or ``polling``.
+        state: ``watching``, ``missing`` (the folder is gone) or ``stopped`` (the
+            observer died and is restarted at the next supervision round).
+        restarts: How often its observer died and was started again.
+    """
+
+    rule: str
+    folder: str
+    mode: str
+    state: str
+    restarts: int
+
+
 @dataclass
 class _Watch:
     rule: Rule
     observer: BaseObserver | None = None
     missing: bool = False
+    restarts: int = 0
 
 
 class FolderWatcher:
@@ -91,6 +112,28 @@ class FolderWatcher:
         for path, stat in self._finished.tick():
             self._submit(path, stat)
 
+    def health(self) -> list[FolderHealth]:
+        """The state of every watched folder (safe to call from another thread)."""
+        folders = []
+        for watch in self._watches:
+            observer = watch.observer
+            if watch.missing:
+                state = "missing"
+            elif observer is not None and observer.is_alive():
+                state = "watching"
+            else:
+                state = "stopped"
+            folders.append(
+                FolderHealth(
+                    rule=watch.rule.name,
+                    folder=str(watch.rule.folder),
+                    mode="polling" if watch.rule.polling else "events",
+                    state=state,
+                    restarts=watch.restarts,
+                )
+            )
+        return folders
+
     def stop(self) -> None:
         """Stop every observer and wait for their threads."""
         for watch in self._watches:
@@ -108,6 +151,7 @@ class FolderWatcher:
             return
         if watch.observer is not None:
             log.warning("the observer of %s stopped; starting it again", folder)
+            watch.restarts += 1
         elif watch.missing:
             log.warning("watched folder %s is back", folder)
         rescan = watch.missing or watch.observer is not None

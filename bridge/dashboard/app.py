@@ -1,0 +1,316 @@
+"""The dashboard's routes: two pages, a JSON API the pages poll, and the stems' files.
+
+Pages (plain HTML/JS from ``static/``, no build step): ``/`` (queue, watched
+folders, workers) and ``/job/<id>`` (one job with its stems, pictures and players).
+API: ``GET /api/session``, ``POST /api/login``, ``GET /api/jobs``,
+``GET /api/jobs/<id>``, ``POST /api/jobs/<id>/retry``, ``POST /api/jobs/<id>/cancel``,
+``GET /api/folders``, ``GET /api/workers``; files: ``GET /files/<id>/<name>``, only
+for the stems and pictures the job's manifest lists, and only when their real
+path (symlinks resolved) is inside the job's stem folder. Access rules:
+:mod:`bridge.dashboard.auth`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.broker.channel import WorkerInfo
+from bridge.dashboard.auth import CSRF_HEADER, Guard
+from bridge.errors import BrokerError, JobError, JobNotFound
+from bridge.jobs.status_file import update_status
+from bridge.jobs.store import Job, JobStore
+from bridge.watch.watcher import FolderHealth
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+#: Jobs the queue page shows (newest first).
+LISTED_JOBS = 200
+_SECURITY_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self'; media-src 'self'; frame-ancestors 'none'",
+    ),
+]
+
+Folders = Callable[[], Sequence[FolderHealth]]
+Workers = Callable[[], Sequence[WorkerInfo]]
+
+
+def create_app(
+    *, store: JobStore, guard: Guard, folders: Folders, workers: Workers | None
+) -> Starlette:
+    """The dashboard application.
+
+    Args:
+        store: The daemon's job store.
+        guard: Who may read and change (see :mod:`bridge.dashboard.auth`).
+        folders: The watched folders' health (the daemon's watcher).
+        workers: The studio's live workers, or ``None`` without a broker.
+    """
+    api = _Api(store, guard, folders, workers)
+    app = Starlette(
+        routes=[
+            Route("/", lambda request: FileResponse(STATIC / "index.html")),
+            Route("/job/{job_id}", lambda request: FileResponse(STATIC / "job.html")),
+            Mount("/static", StaticFiles(directory=STATIC)),
+            Route("/api/session", api.session),
+            Route("/api/login", api.login, methods=["POST"]),
+            Route("/api/jobs", api.jobs),
+            Route("/api/jobs/{job_id}", api.job),
+            Route("/api/jobs/{job_id}/retry", api.retry, methods=["POST"]),
+            Route("/api/jobs/{job_id}/cancel", api.cancel, methods=["POST"]),
+            Route("/api/folders", api.folders),
+            Route("/api/workers", api.workers),
+            Route("/files/{job_id}/{name:path}", api.file),
+        ],
+    )
+    app.add_middleware(_GuardMiddleware, guard=guard)
+    return app
+
+
+class _Api:
+    def __init__(
+        self, store: JobStore, guard: Guard, folders: Folders, workers: Workers | None
+    ) -> None:
+        self._store = store
+        self._guard = guard
+        self._folders = folders
+        self._workers = workers
+
+    def session(self, request: Request) -> Response:
+        """What this browser may do, and the CSRF secret when it may read."""
+        guard = self._guard
+        credentials = _credentials(request, guard)
+        signed_in = guard.signed_in(**credentials)
+        can_read = guard.may_read(**credentials)
+        token_exists = guard.token_exists()
+        return JSONResponse(
+            {
+                "csrf": guard.csrf if can_read else None,
+                "loopback": guard.loopback,
+                "token_exists": token_exists,
+                "signed_in": signed_in,
+                "can_read": can_read,
+                "can_change": signed_in or (guard.loopback and not token_exists),
+            }
+        )
+
+    async def login(self, request: Request) -> Response:
+        """Trade the token for a session cookie (a form on the page posts it)."""
+        guard = self._guard
+        if not guard.same_origin(
+            host_header=request.headers.get("host", ""),
+            origin=request.headers.get("origin"),
+            referer=request.headers.get("referer"),
+        ):
+            return _error(403, "sign in from the dashboard's own page")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        token = body.get("token") if isinstance(body, dict) else None
+        session = guard.sign_in(token) if isinstance(token, str) else None
+        if session is None:
+            log.info("dashboard: a sign-in with a wrong token was refused")
+            return _error(401, "wrong token; see it again with: stembridge dashboard token")
+        response = JSONResponse({"signed_in": True})
+        response.set_cookie(guard.cookie, session, httponly=True, samesite="strict", path="/")
+        return response
+
+    def jobs(self, request: Request) -> Response:
+        """The newest jobs, every state."""
+        return JSONResponse(
+            {"jobs": [_summary(job) for job in self._store.list(limit=LISTED_JOBS)]}
+        )
+
+    def job(self, request: Request) -> Response:
+        """One job with its settings, timings and stems (from its manifest)."""
+        try:
+            job = self._store.get(request.path_params["job_id"])
+        except JobNotFound as exc:
+            return _error(404, str(exc))
+        manifest = _read_manifest(job)
+        stems = []
+        for stem in (manifest or {}).get("stems", []):
+            pictures = stem.get("pictures") or {}
+            stems.append(
+                {
+                    "name": stem.get("name"),
+                    "audio": _file_url(job, stem.get("path", "")),
+                    "pictures": {kind: _file_url(job, name) for kind, name in pictures.items()},
+                    "loudness_lufs": stem.get("loudness_lufs"),
+                    "silent": stem.get("silent", False),
+                }
+            )
+        return JSONResponse(
+            {
+                **_summary(job),
+                "spec": json.loads(job.spec.to_json()),
+                "timings": (manifest or {}).get("timings", {}),
+                "stems": stems,
+            }
+        )
+
+    def retry(self, request: Request) -> Response:
+        """Queue a failed or cancelled job again (same job, not a copy)."""
+        try:
+            job = self._store.retry(request.path_params["job_id"])
+        except JobNotFound as exc:
+            return _error(404, str(exc))
+        except JobError as exc:
+            return _error(409, str(exc))
+        update_status(job)
+        log.info("dashboard: job %s queued again", job.id)
+        return JSONResponse(_summary(job))
+
+    def cancel(self, request: Request) -> Response:
+        """Cancel a job: at once if queued, at the worker's next step if running."""
+        try:
+            job = self._store.cancel(request.path_params["job_id"])
+        except JobNotFound as exc:
+            return _error(404, str(exc))
+        if job.state == "cancelled":
+            update_status(job)
+        elif job.state != "running":
+            return _error(409, f"job {job.id} is already {job.state}; nothing to cancel")
+        log.info("dashboard: job %s cancelled (%s)", job.id, job.state)
+        return JSONResponse(_summary(job))
+
+    def folders(self, request: Request) -> Response:
+        """The watched folders and their observers."""
+        return JSONResponse({"folders": [dataclasses.asdict(f) for f in self._folders()]})
+
+    def workers(self, request: Request) -> Response:
+        """The studio's live workers (``broker: false`` without a broker)."""
+        if self._workers is None:
+            return JSONResponse({"broker": False, "workers": []})
+        try:
+            found = self._workers()
+        except BrokerError as exc:
+            return _error(503, str(exc))
+        return JSONResponse({"broker": True, "workers": [dataclasses.asdict(w) for w in found]})
+
+    def file(self, request: Request) -> Response:
+        """A stem or picture the job's manifest lists, from inside the job's stem folder."""
+        try:
+            job = self._store.get(request.path_params["job_id"])
+        except JobNotFound as exc:
+            return _error(404, str(exc))
+        name = request.path_params["name"]
+        manifest = _read_manifest(job)
+        if job.manifest is None or manifest is None:
+            return _error(404, f"job {job.id} has no stems (yet)")
+        root = Path(job.manifest).parent.resolve()
+        target = (root / name).resolve()
+        if not target.is_relative_to(root):
+            log.warning("dashboard: refused %r of job %s: outside %s", name, job.id, root)
+            return _error(403, f"{name!r} is outside the stem folder of job {job.id}")
+        if name not in _listed_files(manifest) or not target.is_file():
+            return _error(404, f"job {job.id} has no file {name!r}")
+        return FileResponse(target)
+
+
+class _GuardMiddleware:
+    """Refuses what :class:`Guard` does not allow, and adds security headers."""
+
+    def __init__(self, app: ASGIApp, guard: Guard) -> None:
+        self._app = app
+        self._guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_SECURITY_HEADERS]
+            await send(message)
+
+        refusal = self._refusal(Request(scope))
+        if refusal is not None:
+            await refusal(scope, receive, send_with_headers)
+            return
+        await self._app(scope, receive, send_with_headers)
+
+    def _refusal(self, request: Request) -> Response | None:
+        guard = self._guard
+        host = request.headers.get("host")
+        if not guard.host_allowed(host):
+            return PlainTextResponse(
+                f"this dashboard does not answer to the host {host!r}", status_code=403
+            )
+        path = request.url.path
+        guarded = path.startswith(("/api/", "/files/"))
+        if not guarded or path in ("/api/session", "/api/login"):
+            return None
+        credentials = _credentials(request, guard)
+        if request.method in ("GET", "HEAD"):
+            if guard.may_read(**credentials):
+                return None
+            return _error(401, "sign in with the dashboard token (stembridge dashboard token)")
+        reason = guard.may_change(
+            host_header=host or "",
+            origin=request.headers.get("origin"),
+            referer=request.headers.get("referer"),
+            csrf=request.headers.get(CSRF_HEADER),
+            **credentials,
+        )
+        if reason is not None:
+            log.info("dashboard: refused %s %s: %s", request.method, path, reason)
+            return _error(403, reason)
+        return None
+
+
+def _credentials(request: Request, guard: Guard) -> dict[str, str | None]:
+    return {
+        "authorization": request.headers.get("authorization"),
+        "session": request.cookies.get(guard.cookie),
+    }
+
+
+def _summary(job: Job) -> dict[str, Any]:
+    return {**job.to_dict(), "name": Path(job.spec.input).name}
+
+
+def _file_url(job: Job, name: str) -> str:
+    return f"/files/{job.id}/{quote(name)}"
+
+
+def _read_manifest(job: Job) -> dict[str, Any] | None:
+    if not job.manifest:
+        return None
+    try:
+        data = json.loads(Path(job.manifest).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _listed_files(manifest: dict[str, Any]) -> set[str]:
+    names = set()
+    for stem in manifest.get("stems", []):
+        names.add(stem.get("path"))
+        names.update((stem.get("pictures") or {}).values())
+    return names
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

@@ -1,0 +1,427 @@
+"""The dashboard's API, pages and files through Starlette's test client, refusals included;
+its token command, its binding rules and its server thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from bridge.broker.channel import WorkerInfo
+from bridge.cli import EXIT_OK, EXIT_USAGE, main
+from bridge.config import DashboardSettings
+from bridge.dashboard.app import create_app
+from bridge.dashboard.auth import Guard, check_binding, create_token, token_path
+from bridge.dashboard.server import DashboardServer, dashboard_server
+from bridge.errors import BrokerError, ConfigError
+from bridge.jobs.spec import JobSpec
+from bridge.jobs.store import Job, JobStore
+from bridge.pictures import draw_stem_pictures
+from bridge.watch.watcher import FolderHealth
+
+from processes import write_config
+from signals import music, write_audio
+
+PORT = 8737
+LOOPBACK = f"http://127.0.0.1:{PORT}"
+STUDIO_HOST = "192.0.2.10"  # a documentation address: never bound, only named
+FOLDERS = [FolderHealth(rule="renders", folder="/r", mode="events", state="watching", restarts=0)]
+
+
+def done_job(store: JobStore, tmp_path: Path, name: str = "song") -> Job:
+    """A finished job with real stems, pictures and manifest."""
+    folder = tmp_path / "stems" / name
+    stems = {stem: write_audio(folder / f"{stem}.wav", music(4410)) for stem in ("vocals", "bass")}
+    drawn = draw_stem_pictures(stems)
+    manifest = {
+        "stems": [{"name": s, "path": p.name, "pictures": drawn[s]} for s, p in stems.items()],
+        "timings": {"total_seconds": 1.5},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    job, _ = store.submit(JobSpec(input=str(tmp_path / f"{name}.wav"), folder=str(folder)))
+    store.claim("test")
+    return store.finish(job.id, manifest=str(folder / "manifest.json"))
+
+
+def failed_job(store: JobStore, tmp_path: Path) -> Job:
+    job, _ = store.submit(JobSpec(input=str(tmp_path / "bad.wav"), folder=str(tmp_path / "b")))
+    store.claim("test")
+    return store.fail(job.id, error="bad.wav is not audio", kind="UnreadableAudio")
+
+
+def client_for(
+    tmp_path: Path,
+    store: JobStore,
+    *,
+    host: str = "127.0.0.1",
+    workers: object = None,
+) -> tuple[TestClient, Guard]:
+    guard = Guard(host=host, port=PORT, state_dir=tmp_path / "state")
+    app = create_app(
+        store=store,
+        guard=guard,
+        folders=lambda: FOLDERS,
+        workers=workers,  # type: ignore[arg-type]
+    )
+    return TestClient(app, base_url=f"http://{host}:{PORT}"), guard
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "state")
+
+
+def changing(guard: Guard, **headers: str) -> dict[str, str]:
+    """Headers of a state-changing request from the dashboard's own page."""
+    return {"origin": LOOPBACK, "x-stembridge-csrf": guard.csrf, **headers}
+
+
+# Reads
+
+
+def test_pages_and_scripts_are_served_with_security_headers(
+    tmp_path: Path, store: JobStore
+) -> None:
+    client, _ = client_for(tmp_path, store)
+    for path, kind in [
+        ("/", "text/html"),
+        ("/job/abc", "text/html"),
+        ("/static/common.js", "javascript"),
+        ("/static/style.css", "text/css"),
+    ]:
+        response = client.get(path)
+        assert response.status_code == 200 and kind in response.headers["content-type"]
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_jobs_list_and_job_page_on_loopback_need_no_token(tmp_path: Path, store: JobStore) -> None:
+    # Given a finished and a failed job
+    done = done_job(store, tmp_path)
+    failed = failed_job(store, tmp_path)
+    client, _ = client_for(tmp_path, store)
+    # When the queue and the finished job are read
+    jobs = client.get("/api/jobs").json()["jobs"]
+    detail = client.get(f"/api/jobs/{done.id}").json()
+    # Then both jobs are listed, the failure with its error, and the job has its stems
+    assert {(j["id"], j["state"], j["error"]) for j in jobs} == {
+        (done.id, "done", None),
+        (failed.id, "failed", "bad.wav is not audio"),
+    }
+    assert detail["name"] == "song.wav" and detail["timings"] == {"total_seconds": 1.5}
+    assert detail["spec"]["input"] == str(tmp_path / "song.wav")
+    assert detail["stems"][0] == {
+        "name": "vocals",
+        "audio": f"/files/{done.id}/vocals.wav",
+        "pictures": {
+            "waveform": f"/files/{done.id}/vocals.waveform.png",
+            "spectrogram": f"/files/{done.id}/vocals.spectrogram.png",
+        },
+        "loudness_lufs": None,
+        "silent": False,
+    }
+    assert client.get("/api/jobs/ffffff").status_code == 404
+
+
+def test_folders_and_workers(tmp_path: Path, store: JobStore) -> None:
+    worker = WorkerInfo(id="gpu1:7", device="cuda:0", concurrency=1, current_jobs=("abc",))
+
+    def down() -> Sequence[WorkerInfo]:
+        raise BrokerError("the broker redis://gpu:6379/0 cannot be reached")
+
+    without, _ = client_for(tmp_path, store)
+    assert without.get("/api/folders").json() == {
+        "folders": [
+            {
+                "rule": "renders",
+                "folder": "/r",
+                "mode": "events",
+                "state": "watching",
+                "restarts": 0,
+            }
+        ]
+    }
+    assert without.get("/api/workers").json() == {"broker": False, "workers": []}
+    studio, _ = client_for(tmp_path, store, workers=lambda: [worker])
+    listed = studio.get("/api/workers").json()
+    assert listed["broker"] is True
+    assert [(w["id"], w["device"], w["current_jobs"]) for w in listed["workers"]] == [
+        ("gpu1:7", "cuda:0", ["abc"])
+    ]
+    unreachable, _ = client_for(tmp_path, store, workers=down)
+    response = unreachable.get("/api/workers")
+    assert response.status_code == 503 and "cannot be reached" in response.json()["error"]
+
+
+# Files
+
+
+def test_stems_and_pictures_are_served(tmp_path: Path, store: JobStore) -> None:
+    job = done_job(store, tmp_path)
+    folder = tmp_path / "stems" / "song"
+    client, _ = client_for(tmp_path, store)
+    for name, kind in [("vocals.wav", "audio/"), ("bass.spectrogram.png", "image/png")]:
+        response = client.get(f"/files/{job.id}/{name}")
+        assert response.status_code == 200 and kind in response.headers["content-type"]
+        assert response.content == (folder / name).read_bytes()
+    ranged = client.get(f"/files/{job.id}/vocals.wav", headers={"range": "bytes=0-3"})
+    assert ranged.status_code == 206 and ranged.content == b"RIFF"
+
+
+def test_files_outside_the_stem_folder_are_refused(tmp_path: Path, store: JobStore) -> None:
+    # Given a job whose manifest (edited by someone) lists files outside its folder,
+    # one of them through a symlink that looks like a stem
+    job = done_job(store, tmp_path)
+    folder = tmp_path / "stems" / "song"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    (folder / "link.wav").symlink_to(secret)
+    (folder / "notes.txt").write_text("not listed")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["stems"] += [
+        {"name": "a", "path": "../../secret.txt"},
+        {"name": "b", "path": str(secret)},
+        {"name": "c", "path": "link.wav"},
+    ]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    client, _ = client_for(tmp_path, store)
+    # Then none of them is served, nor an unlisted file, nor a path climbing out
+    for name, status in [
+        ("..%2F..%2Fsecret.txt", 403),
+        (f"{str(secret).replace('/', '%2F')}", 403),
+        ("link.wav", 403),
+        ("notes.txt", 404),
+        ("manifest.json", 404),
+        ("missing.wav", 404),
+    ]:
+        response = client.get(f"/files/{job.id}/{name}")
+        assert response.status_code == status, name
+        assert "private" not in response.text
+    assert client.get("/files/ffffff/vocals.wav").status_code == 404
+
+
+# Changes
+
+
+def test_retry_needs_origin_and_csrf_and_never_copies_the_job(
+    tmp_path: Path, store: JobStore
+) -> None:
+    failed = failed_job(store, tmp_path)
+    client, guard = client_for(tmp_path, store)
+    url = f"/api/jobs/{failed.id}/retry"
+    # When the request comes without Origin, from another site, or without the CSRF header
+    refused = [
+        client.post(url, headers={"x-stembridge-csrf": guard.csrf}),
+        client.post(url, headers=changing(guard, origin="http://evil.example")),
+        client.post(url, headers=changing(guard, origin="null")),
+        client.post(url, headers={"origin": LOOPBACK}),
+        client.post(url, headers=changing(guard, **{"x-stembridge-csrf": "guess"})),
+        client.get(url),
+    ]
+    # Then it is refused and the job is still failed
+    assert [r.status_code for r in refused] == [403, 403, 403, 403, 403, 405]
+    assert store.get(failed.id).state == "failed"
+    # When it comes from the page (a Referer stands in for a missing Origin)
+    response = client.post(
+        url, headers={"referer": LOOPBACK + "/", "x-stembridge-csrf": guard.csrf}
+    )
+    # Then the same job is queued again, and a second retry is refused
+    assert response.status_code == 200 and response.json()["state"] == "queued"
+    assert [j.id for j in store.list()] == [failed.id]
+    again = client.post(url, headers=changing(guard))
+    assert again.status_code == 409 and "only failed or cancelled" in again.json()["error"]
+
+
+def test_cancel_queued_and_refuse_finished(tmp_path: Path, store: JobStore) -> None:
+    done = done_job(store, tmp_path)
+    queued, _ = store.submit(JobSpec(input=str(tmp_path / "q.wav"), folder=str(tmp_path / "q")))
+    client, guard = client_for(tmp_path, store)
+    response = client.post(f"/api/jobs/{queued.id}/cancel", headers=changing(guard))
+    assert response.status_code == 200 and store.get(queued.id).state == "cancelled"
+    assert (Path(store.get(queued.id).status_file)).is_file()
+    finished = client.post(f"/api/jobs/{done.id}/cancel", headers=changing(guard))
+    assert finished.status_code == 409 and store.get(done.id).state == "done"
+    assert client.post("/api/jobs/ffffff/cancel", headers=changing(guard)).status_code == 404
+
+
+def test_host_header_of_another_name_is_refused(tmp_path: Path, store: JobStore) -> None:
+    # A page on evil.example whose name now points at 127.0.0.1 (DNS rebinding)
+    client, _ = client_for(tmp_path, store)
+    for host in ("evil.example:8737", "127.0.0.1:9999", "127.0.0.1"):
+        response = client.get("/api/jobs", headers={"host": host})
+        assert response.status_code == 403, host
+    assert client.get("/api/jobs", headers={"host": f"localhost:{PORT}"}).status_code == 200
+
+
+# The token
+
+
+def test_with_a_token_changes_need_it_even_on_loopback(tmp_path: Path, store: JobStore) -> None:
+    failed = failed_job(store, tmp_path)
+    token = create_token(tmp_path / "state")
+    client, guard = client_for(tmp_path, store)
+    url = f"/api/jobs/{failed.id}/retry"
+    # Reads stay free on loopback; a change without the token, or with a bad one, is refused
+    assert client.get("/api/jobs").status_code == 200
+    assert client.post(url, headers=changing(guard)).status_code == 403
+    bad = client.post(url, headers=changing(guard, authorization="Bearer wrong"))
+    assert bad.status_code == 403 and "dashboard token" in bad.json()["error"]
+    # With the token as bearer, it is done
+    ok = client.post(url, headers=changing(guard, authorization=f"Bearer {token}"))
+    assert ok.status_code == 200
+
+
+def test_sign_in_sets_a_strict_session_cookie_that_rotation_ends(
+    tmp_path: Path, store: JobStore
+) -> None:
+    failed = failed_job(store, tmp_path)
+    token = create_token(tmp_path / "state")
+    client, guard = client_for(tmp_path, store)
+    url = f"/api/jobs/{failed.id}/retry"
+    # A wrong token, or a sign-in from another site, gets no session
+    assert (
+        client.post("/api/login", json={"token": "x"}, headers={"origin": LOOPBACK}).status_code
+        == 401
+    )
+    foreign = client.post("/api/login", json={"token": token}, headers={"origin": "http://e.x"})
+    assert foreign.status_code == 403
+    assert client.post("/api/login", content=b"{", headers={"origin": LOOPBACK}).status_code == 401
+    # The right token from the page does, as an HttpOnly SameSite=Strict cookie
+    response = client.post("/api/login", json={"token": token}, headers={"origin": LOOPBACK})
+    cookie = response.headers["set-cookie"]
+    assert response.status_code == 200
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and f"_{PORT}=" in cookie
+    assert client.get("/api/session").json()["signed_in"] is True
+    assert client.post(url, headers=changing(guard)).status_code == 200
+    # A new token ends the session
+    store.fail(store.claim("test").id, error="again", kind="AudioError")  # type: ignore[union-attr]
+    create_token(tmp_path / "state")
+    assert client.post(url, headers=changing(guard)).status_code == 403
+    assert client.get("/api/session").json()["signed_in"] is False
+
+
+def test_beyond_loopback_every_read_needs_the_token(tmp_path: Path, store: JobStore) -> None:
+    job = done_job(store, tmp_path)
+    token = create_token(tmp_path / "state")
+    client, _ = client_for(tmp_path, store, host=STUDIO_HOST)
+    # Without the token, or with a bad one: no data, no files, no CSRF secret
+    for path in ("/api/jobs", f"/api/jobs/{job.id}", "/api/folders", f"/files/{job.id}/vocals.wav"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers={"authorization": "Bearer nope"}).status_code == 401
+    session = client.get("/api/session").json()
+    assert session["csrf"] is None and session["can_read"] is False
+    # The page itself loads (it shows the sign-in form)
+    assert client.get("/").status_code == 200
+    # With the token everything is readable
+    bearer = {"authorization": f"Bearer {token}"}
+    assert client.get("/api/jobs", headers=bearer).status_code == 200
+    assert client.get(f"/files/{job.id}/vocals.wav", headers=bearer).status_code == 200
+    # And loopback names are not accepted as Host there
+    assert (
+        client.get("/api/jobs", headers={**bearer, "host": f"127.0.0.1:{PORT}"}).status_code == 403
+    )
+
+
+def test_bound_to_every_address_any_name_of_the_machine_is_taken(
+    tmp_path: Path, store: JobStore
+) -> None:
+    token = create_token(tmp_path / "state")
+    client, _ = client_for(tmp_path, store, host="0.0.0.0")
+    bearer = {"authorization": f"Bearer {token}"}
+    for host in (f"studio.lan:{PORT}", f"192.0.2.10:{PORT}", f"127.0.0.1:{PORT}"):
+        assert client.get("/api/jobs", headers={**bearer, "host": host}).status_code == 200
+        assert client.get("/api/jobs", headers={"host": host}).status_code == 401
+    assert client.get("/api/jobs", headers={**bearer, "host": "studio.lan:80"}).status_code == 403
+
+
+def test_token_is_stored_hashed_and_user_only(tmp_path: Path) -> None:
+    token = create_token(tmp_path / "state")
+    path = token_path(tmp_path / "state")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert token not in path.read_text() and len(path.read_text().strip()) == 64
+    assert create_token(tmp_path / "state") != token
+
+
+def test_binding_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
+    check_binding("127.0.0.1", tmp_path)
+    check_binding("::1", tmp_path)
+    with pytest.raises(ConfigError, match="run `stembridge dashboard token` first"):
+        check_binding("0.0.0.0", tmp_path)
+    create_token(tmp_path)
+    check_binding("0.0.0.0", tmp_path)
+
+
+# Command line and server
+
+
+def test_token_command_prints_the_token_once_and_rotates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "config.toml", tmp_path / "state")
+    assert main(["dashboard", "token", "--config", str(config)]) == EXIT_OK
+    first = capsys.readouterr()
+    assert main(["dashboard", "token", "--config", str(config)]) == EXIT_OK
+    second = capsys.readouterr().out.strip()
+    assert first.out.strip() != second and "not shown again" in first.err
+    guard = Guard(host="127.0.0.1", port=PORT, state_dir=tmp_path / "state")
+    assert guard.sign_in(second) is not None and guard.sign_in(first.out.strip()) is None
+
+
+def test_serve_beyond_loopback_without_a_token_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "config.toml", tmp_path / "state", dashboard_port=PORT)
+    code = main(["serve", "--config", str(config), "--dashboard-host", "0.0.0.0"])
+    assert code == EXIT_USAGE
+    assert "run `stembridge dashboard token` first" in capsys.readouterr().err
+
+
+def test_server_serves_on_a_thread_and_stops(tmp_path: Path, store: JobStore) -> None:
+    done_job(store, tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = DashboardSettings(port=port)
+    server = dashboard_server(
+        settings, state_dir=tmp_path / "state", store=store, folders=lambda: FOLDERS, workers=None
+    )
+    with server:
+        jobs = httpx.get(f"http://127.0.0.1:{port}/api/jobs").json()["jobs"]
+        assert [j["state"] for j in jobs] == ["done"]
+        # A second dashboard on the same port fails at start, saying what to do
+        with (
+            pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}.*--no-dashboard"),
+            DashboardServer(server_app(store, tmp_path), host="127.0.0.1", port=port),
+        ):
+            pass
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/api/jobs", timeout=2)
+
+
+def server_app(store: JobStore, tmp_path: Path) -> object:
+    guard = Guard(host="127.0.0.1", port=PORT, state_dir=tmp_path / "state")
+    return create_app(store=store, guard=guard, folders=lambda: FOLDERS, workers=None)
+
+
+def test_status_commands_do_not_import_the_dashboard(tmp_path: Path) -> None:
+    # The host-facing commands stay light: no web framework either.
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "config.toml", tmp_path / "state")
+    code = (
+        "import sys\n"
+        "from bridge.cli import main\n"
+        f"main(['jobs', '--config', {str(config)!r}])\n"
+        "heavy = [m for m in ('starlette', 'uvicorn', 'PIL') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
