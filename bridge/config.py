@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import platformdirs
 
 from bridge.broker.paths import PathMap
 from bridge.broker.url import BrokerUrl, parse_broker_url
+from bridge.documents import parse_toml
 from bridge.effects.presets import load_preset
 from bridge.errors import ConfigError, PresetError, SettingsError
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
@@ -232,12 +232,12 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
             raise ConfigError(f"{file}: no such config file; check the path given to --config")
         return Config()
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = parse_toml(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(
             f"{file}: cannot be read ({exc.strerror}); check its permissions"
         ) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax at that place") from exc
     return parse_config(data, file)
 

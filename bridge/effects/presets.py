@@ -32,7 +32,6 @@ import math
 import os
 import re
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any, NoReturn
 
 import platformdirs
 
+from bridge.documents import parse_toml
 from bridge.effects.catalog import EFFECTS, REFUSED
 from bridge.errors import PresetError
 
@@ -232,12 +232,12 @@ def parse_preset_file(path: Path, *, name: str) -> Preset:
     """
     try:
         raw = path.read_bytes()
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = parse_toml(raw.decode("utf-8"))
     except OSError as exc:
         raise PresetError(
             f"{path}: cannot be read ({exc.strerror}); check its permissions", path=path
         ) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise PresetError(
             f"{path}: not valid TOML ({exc}); fix the syntax at that place", path=path
         ) from exc
