@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,13 +322,15 @@ def _parse_rule(
     folder = Path(os.path.expanduser(table["folder"]))
     where = f"[[rule]] {table.get('name', folder.name)!r}"
     template = table.get("output", DEFAULT_TEMPLATE)
-    try:
-        render_template(template, Path("/x/y.wav"), rule="r")
-    except (KeyError, IndexError, ValueError) as exc:
+    problem = _template_problem(template)
+    if problem:
         raise ConfigError(
-            f"{file}: {where} output = {template!r} is not a valid template ({exc}); use the "
-            f"fields {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
-        ) from exc
+            f"{file}: {where} output = {template!r} is not a valid template ({problem}); use "
+            f"the fields {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)} as they are, "
+            "and {{ }} for a brace",
+            key="output",
+            value=template,
+        )
     for key in ("patterns", "ignore"):
         if not all(isinstance(item, str) for item in table.get(key, [])):
             raise ConfigError(f'{file}: {where} {key} must be a list of strings like ["*.wav"]')
@@ -361,6 +364,29 @@ def _parse_rule(
             where,
         ),
     )
+
+
+def _template_problem(template: str) -> str | None:
+    """Why ``template`` is not a stem folder template, or ``None`` when it is one.
+
+    Only the bare fields are allowed: ``str.format`` would also follow ``{dir.x}`` and
+    ``{name[0]}`` into the string's attributes and pad ``{name:>1000000000}`` to a
+    gigabyte.
+    """
+    try:
+        fields = [
+            (name, conversion, spec)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as exc:
+        return str(exc)
+    for name, conversion, spec in fields:
+        if name not in TEMPLATE_FIELDS:
+            return f"unknown field {{{name}}}"
+        if conversion or spec:
+            return f"{{{name}}} with '!' or ':' after it"
+    return None
 
 
 def _separation_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
