@@ -188,7 +188,7 @@ def load_preset(name: str, *, user_dir: Path | None = None) -> Preset:
     """
     if name.endswith(".toml") or os.sep in name or "/" in name:
         path = Path(os.path.expanduser(name))
-        if not path.is_file():
+        if not _is_there(path, path, "preset", name, kind="file"):
             raise PresetError(
                 f"{path}: no such preset file; check the path", path=path, key="preset", value=name
             )
@@ -351,7 +351,7 @@ def _parse_plugin(check: _Checker, link: dict[str, Any], place: str, base: Path)
         check.fail(
             f"{place}.plugin", raw, f"a plugin bundle ending in {', '.join(_PLUGIN_SUFFIXES)}"
         )
-    if not path.exists():
+    if not _is_there(path, check.path, f"{place}.plugin", raw, kind="any"):
         raise PresetError(
             f"{check.path}: {place}.plugin = {raw!r}: {path} does not exist; install the "
             "plugin or fix the path",
@@ -373,6 +373,20 @@ def _parse_plugin(check: _Checker, link: dict[str, Any], place: str, base: Path)
     return EffectSpec(
         effect="plugin", parameters=tuple(values), plugin_path=str(path), plugin_name=name
     )
+
+
+def _is_there(path: Path, file: Path, key: str, value: str, *, kind: str) -> bool:
+    """Whether ``path`` is a file (``kind="file"``) or anything at all; a name the system
+    refuses to look up (too long, a loop of links) is an error naming ``file``."""
+    try:
+        return path.is_file() if kind == "file" else path.exists()
+    except OSError as exc:
+        raise PresetError(
+            f"{file}: {key} = {value!r}: {path} cannot be looked up ({exc.strerror}); fix the path",
+            path=file,
+            key=key,
+            value=value,
+        ) from exc
 
 
 class _Checker:
