@@ -269,10 +269,14 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     )
     output_table = data.get("output", {})
     _check_keys(output_table, _OUTPUT_KEYS, file, "[output]")
-    output = _build(OutputSettings, _output_values(output_table), file, "[output]")
+    output = _build(
+        OutputSettings, _output_values(output_table, file, "[output]"), file, "[output]"
+    )
     effects_table = data.get("effects", {})
     _check_keys(effects_table, _EFFECTS_KEYS, file, "[effects]")
-    effects = _build(EffectsSettings, _effects_values(effects_table), file, "[effects]")
+    effects = _build(
+        EffectsSettings, _effects_values(effects_table, file, "[effects]"), file, "[effects]"
+    )
     rules = tuple(
         _parse_rule(table, index, file, separation, output, effects)
         for index, table in enumerate(data.get("rule", []), start=1)
@@ -353,13 +357,13 @@ def _parse_rule(
         ),
         output_settings=_build(
             OutputSettings,
-            {**dataclasses.asdict(output), **_output_values(rule_output)},
+            {**dataclasses.asdict(output), **_output_values(rule_output, file, where)},
             file,
             where,
         ),
         effects=_build(
             EffectsSettings,
-            {**dataclasses.asdict(effects), **_effects_values(rule_effects)},
+            {**dataclasses.asdict(effects), **_effects_values(rule_effects, file, where)},
             file,
             where,
         ),
@@ -400,10 +404,7 @@ def _separation_values(table: Mapping[str, Any], file: Path, where: str) -> dict
                 f'{file}: {where} stems must be a list of strings like ["vocals", "instrumental"]'
             )
         values["stems"] = tuple(word.strip() for word in words if word.strip())
-    if "overlap" in values:
-        values["overlap"] = float(values["overlap"])
-    if "segment_seconds" in values:
-        values["segment_seconds"] = float(values["segment_seconds"])
+    _to_floats(values, ("overlap", "segment_seconds"), file, where)
     return values
 
 
@@ -419,18 +420,15 @@ def _check_preset(effects: EffectsSettings, file: Path, where: str) -> None:
         ) from exc
 
 
-def _output_values(table: Mapping[str, Any]) -> dict[str, Any]:
+def _output_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
     values = dict(table)
-    if "quality" in values:
-        values["quality"] = float(values["quality"])
+    _to_floats(values, ("quality",), file, where)
     return values
 
 
-def _effects_values(table: Mapping[str, Any]) -> dict[str, Any]:
+def _effects_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
     values = dict(table)
-    for key in ("loudness_lufs", "true_peak_dbtp"):
-        if key in values:
-            values[key] = float(values[key])
+    _to_floats(values, ("loudness_lufs", "true_peak_dbtp"), file, where)
     return values
 
 
@@ -444,9 +442,23 @@ def _daemon_values(table: Mapping[str, Any], file: Path) -> dict[str, Any]:
             raise ConfigError(f"{file}: [daemon] {exc}", key="broker", value=exc.value) from exc
     if "state_dir" in values:
         values["state_dir"] = Path(os.path.expanduser(values["state_dir"]))
-    if "poll_interval_seconds" in values:
-        values["poll_interval_seconds"] = float(values["poll_interval_seconds"])
+    _to_floats(values, ("poll_interval_seconds",), file, "[daemon]")
     return values
+
+
+def _to_floats(values: dict[str, Any], keys: tuple[str, ...], file: Path, where: str) -> None:
+    """Turn whole numbers into floats; TOML integers have no size limit, floats do."""
+    for key in keys:
+        if key in values:
+            try:
+                values[key] = float(values[key])
+            except OverflowError:
+                raise ConfigError(
+                    f"{file}: {where} {key} = {values[key]} is too large to be a number; "
+                    "fix the value",
+                    key=key,
+                    value=values[key],
+                ) from None
 
 
 def _check_keys(
