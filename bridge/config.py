@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import os
 import string
 from collections.abc import Mapping
@@ -123,6 +124,22 @@ class DaemonSettings:
     stable_polls: int = 3
     scan_existing: bool = True
     broker: BrokerUrl | None = None
+
+    def __post_init__(self) -> None:
+        # NaN or a negative interval makes every wait return at once (a busy loop).
+        if not (math.isfinite(self.poll_interval_seconds) and 0.01 <= self.poll_interval_seconds):
+            raise SettingsError(
+                f"{self.poll_interval_seconds} s is not allowed; use "
+                "a number of seconds, 0.01 or more (1 is usual)",
+                key="poll_interval_seconds",
+                value=self.poll_interval_seconds,
+            )
+        if self.stable_polls < 1:
+            raise SettingsError(
+                f"{self.stable_polls} is not allowed; use 1 or more (3 is usual)",
+                key="stable_polls",
+                value=self.stable_polls,
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
