@@ -421,7 +421,8 @@ class _Checker:
     def number(self, value: object, place: str, low: float, high: float) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(place, value, f"a number from {low:g} to {high:g}")
-        number = float(value)
+        # TOML integers have no size limit; one too large for a float is out of range too.
+        number = float(value) if isinstance(value, float) or abs(value) < 2**1023 else math.inf
         if not (math.isfinite(number) and low <= number <= high):
             self.fail(place, value, f"a number from {low:g} to {high:g}")
         return number
