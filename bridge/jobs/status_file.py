@@ -90,9 +90,13 @@ def update_status(job: Job) -> None:
 
 
 def read_status(path: Path) -> dict[str, str]:
-    """Parse a status file (what a host script does, for Python hosts and tests)."""
+    """Parse a status file (what a host script does, for Python hosts and tests).
+
+    Bytes that are not UTF-8 (a damaged file) become U+FFFD, as a Lua host reading
+    bytes would show them, instead of failing the poll.
+    """
     values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             values[key] = value
