@@ -127,7 +127,7 @@ class DaemonSettings:
 
     def __post_init__(self) -> None:
         # NaN or a negative interval makes every wait return at once (a busy loop).
-        if not (math.isfinite(self.poll_interval_seconds) and 0.01 <= self.poll_interval_seconds):
+        if not (math.isfinite(self.poll_interval_seconds) and self.poll_interval_seconds >= 0.01):
             raise SettingsError(
                 f"{self.poll_interval_seconds} s is not allowed; use "
                 "a number of seconds, 0.01 or more (1 is usual)",
