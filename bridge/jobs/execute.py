@@ -15,19 +15,19 @@ The order is fixed so that nothing is lost or done twice:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bridge import atomic
 from bridge.audio.writer import check_writable_folder
 from bridge.effects.plan import plan_effects
 from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
-from bridge.manifest import MANIFEST_NAME, write_manifest
+from bridge.errors import OutputError
+from bridge.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from bridge.separate import OnProgress, file_sha256, prepare, separate_file
 from bridge.separation.catalog import get_spec
 from bridge.settings import SeparationSettings
@@ -153,7 +153,7 @@ def reuse(
     for name in names:
         stem = f"{name}.{extension}"
         atomic.copy_file(source / stem, folder / stem, link=True)
-    manifest: dict[str, Any] = json.loads((source / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest = read_manifest(source / MANIFEST_NAME)
     manifest["job_id"] = job_id
     manifest["reused_from"] = str(source / MANIFEST_NAME)
     stat = Path(input_path).stat()
@@ -172,8 +172,8 @@ def remove_stale_temps(folder: Path) -> None:
 
 def _holds(folder: Path, identity: str, names: list[str], extension: str) -> bool:
     try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_manifest(folder / MANIFEST_NAME)
+    except OutputError:
         return False
     return manifest.get("identity") == identity and all(
         (folder / f"{name}.{extension}").is_file() for name in names

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge import atomic
+from bridge.errors import OutputError
+from bridge.manifest import read_manifest
 
 if TYPE_CHECKING:
     from bridge.jobs.store import Job
@@ -52,10 +54,11 @@ def render_status(job: Job) -> str:
         manifest = Path(job.manifest)
         folder = str(manifest.parent)
         try:
-            entries = json.loads(manifest.read_text(encoding="utf-8"))["stems"]
-            stems = {f"stem.{e['name']}": str(manifest.parent / e["path"]) for e in entries}
-        except (OSError, ValueError, KeyError, TypeError):
-            stems = {}
+            entries = read_manifest(manifest)["stems"]
+        except OutputError as exc:
+            log.info("job %s: no stems listed in its status file (%s)", job.id, exc)
+            entries = []
+        stems = {f"stem.{e['name']}": str(manifest.parent / e["path"]) for e in entries}
     fields = {
         "stembridge_status": str(FORMAT_VERSION),
         "job": job.id,
