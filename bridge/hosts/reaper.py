@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__, atomic
+from bridge.documents import parse_json
 from bridge.errors import HostError
 
 SCRIPTS_FOLDER = "StemBridge"
@@ -432,7 +433,7 @@ def _read_record(folder: Path) -> dict[str, str]:
     """The record of an earlier install (name -> SHA-256); empty if there is none."""
     path = folder / RECORD_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
@@ -440,7 +441,7 @@ def _read_record(folder: Path) -> dict[str, str]:
             f"{path} cannot be read ({exc.strerror}); check its permissions", path=path
         ) from exc
     try:
-        data = json.loads(text)
+        data = parse_json(raw)
         entries = data["files"]
         record = {entry["name"]: entry["sha256"] for entry in entries}
     except (ValueError, TypeError, KeyError) as exc:
