@@ -220,7 +220,9 @@ def lua_string(value: str) -> str:
 
     Backslashes and quotes are escaped, control characters become three-digit
     ``\\ddd`` escapes (three digits, so a following digit cannot join them) and
-    non-ASCII text stays as UTF-8, which Lua strings hold unchanged.
+    non-ASCII text stays as UTF-8, which Lua strings hold unchanged. A byte of a
+    path that is not UTF-8 (Python holds it as a lone surrogate, U+DC80 to U+DCFF)
+    becomes its own ``\\ddd`` escape, so the script runs that very path.
     """
     parts = ['"']
     for char in value:
@@ -228,6 +230,8 @@ def lua_string(value: str) -> str:
             parts.append("\\" + char)
         elif ord(char) < 0x20 or ord(char) == 0x7F:
             parts.append(f"\\{ord(char):03d}")
+        elif 0xDC80 <= ord(char) <= 0xDCFF:
+            parts.append(f"\\{ord(char) - 0xDC00:03d}")
         else:
             parts.append(char)
     parts.append('"')
