@@ -32,6 +32,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -188,7 +189,7 @@ def load_preset(name: str, *, user_dir: Path | None = None) -> Preset:
     """
     if name.endswith(".toml") or os.sep in name or "/" in name:
         path = Path(os.path.expanduser(name))
-        if not _is_there(path, path, "preset", name, kind="file"):
+        if not _looked_up(path.is_file, path, path, "preset", name):
             raise PresetError(
                 f"{path}: no such preset file; check the path", path=path, key="preset", value=name
             )
@@ -351,7 +352,7 @@ def _parse_plugin(check: _Checker, link: dict[str, Any], place: str, base: Path)
         check.fail(
             f"{place}.plugin", raw, f"a plugin bundle ending in {', '.join(_PLUGIN_SUFFIXES)}"
         )
-    if not _is_there(path, check.path, f"{place}.plugin", raw, kind="any"):
+    if not _looked_up(path.exists, path, check.path, f"{place}.plugin", raw):
         raise PresetError(
             f"{check.path}: {place}.plugin = {raw!r}: {path} does not exist; install the "
             "plugin or fix the path",
@@ -375,14 +376,15 @@ def _parse_plugin(check: _Checker, link: dict[str, Any], place: str, base: Path)
     )
 
 
-def _is_there(path: Path, file: Path, key: str, value: str, *, kind: str) -> bool:
-    """Whether ``path`` is a file (``kind="file"``) or anything at all; a name the system
-    refuses to look up (too long, a loop of links) is an error naming ``file``."""
+def _looked_up(question: Callable[[], bool], path: Path, file: Path, key: str, value: str) -> bool:
+    """The answer of ``path.is_file``/``path.exists``; a name the system refuses to look up
+    (too long, a loop of links) is an error naming ``file``."""
     try:
-        return path.is_file() if kind == "file" else path.exists()
+        return question()
     except OSError as exc:
+        where = "" if path == file else f"{path} "
         raise PresetError(
-            f"{file}: {key} = {value!r}: {path} cannot be looked up ({exc.strerror}); fix the path",
+            f"{file}: {key} = {value!r}: {where}cannot be looked up ({exc.strerror}); fix the path",
             path=file,
             key=key,
             value=value,
