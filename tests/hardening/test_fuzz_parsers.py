@@ -22,14 +22,25 @@ import subprocess
 import sys
 import types
 import uuid
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from redis import Redis
 
-from bridge.broker.channel import EVENT_KINDS, Event, WorkerInfo
+from bridge.broker.channel import (
+    EVENT_KINDS,
+    EVENTS,
+    EVENTS_PROCESSING,
+    WORKER_PREFIX,
+    Event,
+    WorkerInfo,
+)
+from bridge.broker.dispatcher import Dispatcher
 from bridge.broker.paths import PathMap
 from bridge.broker.url import parse_broker_url
 from bridge.cli import main
@@ -52,6 +63,7 @@ from bridge.jobs.store import Job, JobStore
 from bridge.manifest import MANIFEST_NAME, read_manifest
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
+from processes import wait_for
 from programs import required_program
 
 _COMMON = {
@@ -616,6 +628,52 @@ def test_worker_entry_bytes(raw: bytes) -> None:
 @example({"id": "h", "device": "cpu", "concurrency": "8"})
 def test_worker_entry_documents(document: dict[str, Any]) -> None:
     check_worker(json_bytes(document))
+
+
+@pytest.fixture(scope="module")
+def redis_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A real Redis on a Unix socket (no port to collide with)."""
+    binary = required_program(
+        "redis-server", package="redis-server", purpose="the dispatcher is not fed bad events"
+    )
+    folder = tmp_path_factory.mktemp("redis")
+    socket = folder / "redis.sock"
+    args = [binary, "--port", "0", "--unixsocket", str(socket), "--save", "", "--dir", str(folder)]
+    server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    client = Redis(unix_socket_path=str(socket))
+    try:
+        wait_for(lambda: socket.exists() and client.ping(), timeout=30, what="redis-server")
+        yield client
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@FEW
+@given(
+    st.lists(EVENT_DOCUMENTS.map(json_bytes) | st.binary(max_size=100), min_size=1, max_size=8),
+    st.lists(WORKER_DOCUMENTS.map(json_bytes) | st.binary(max_size=50), max_size=3),
+)
+@example([b"\xff"], [])
+def test_dispatcher_drops_what_it_cannot_read(
+    tmp_path: Path, redis_client: Redis, events: list[bytes], workers: list[bytes]
+) -> None:
+    # Given events and worker entries in Redis that no StemBridge wrote
+    redis_client.flushall()
+    redis_client.rpush(EVENTS, *events)
+    for index, entry in enumerate(workers):
+        redis_client.set(f"{WORKER_PREFIX}{index}", entry)
+    store = JobStore(tmp_path / f"state-{uuid.uuid4().hex}")
+    dispatcher = Dispatcher(
+        store, url=parse_broker_url("redis://localhost"), connect_redis=lambda _: redis_client
+    )
+    # When the daemon's dispatcher runs two rounds
+    dispatcher.round()
+    dispatcher.round()
+    # Then every event was taken and none is left to fail the next round
+    assert redis_client.llen(EVENTS) == 0
+    assert redis_client.llen(EVENTS_PROCESSING) == 0
 
 
 # --- status files -----------------------------------------------------------------------
