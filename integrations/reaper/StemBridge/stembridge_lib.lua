@@ -273,7 +273,8 @@ function M.read_status(path)
   if not file then return nil end
   local status = { stems = {} }
   for line in file:lines() do
-    local key, value = line:match("^([%w_%.%-]+)=(.*)$")
+    -- A file saved with CRLF line ends must still say "done", not "done\r".
+    local key, value = line:gsub("\r$", ""):match("^([%w_%.%-]+)=(.*)$")
     if key then
       local stem = key:match("^stem%.(.+)$")
       if stem then
