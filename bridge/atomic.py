@@ -15,6 +15,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from bridge.documents import parse_json
+
 TEMP_PREFIX = ".stembridge-"
 TEMP_SUFFIX = ".part"
 
@@ -112,12 +114,15 @@ def recover_set(folder: Path, is_whole: Callable[[str], bool]) -> list[Path]:
     delete the files it named. Returns the files deleted."""
     journal = folder / JOURNAL_NAME
     try:
-        record = json.loads(journal.read_text(encoding="utf-8"))
-        key, names = str(record["key"]), [str(name) for name in record["names"]]
+        record = parse_json(journal.read_bytes())
     except FileNotFoundError:
         return []
-    except (OSError, ValueError, KeyError, TypeError):
-        key, names = "", []  # a torn journal: its set never started renaming
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and isinstance(record.get("names"), list):
+        key, names = str(record.get("key")), [str(name) for name in record["names"]]
+    else:
+        key, names = "", []  # not a journal we wrote: delete nothing it names
     removed = []
     if not is_whole(key):
         for name in names:

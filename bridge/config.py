@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import os
-import tomllib
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ import platformdirs
 
 from bridge.broker.paths import PathMap
 from bridge.broker.url import BrokerUrl, parse_broker_url
+from bridge.documents import parse_toml
 from bridge.effects.presets import load_preset
 from bridge.errors import ConfigError, PresetError, SettingsError
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
@@ -129,6 +131,22 @@ class DaemonSettings:
     stable_polls: int = 3
     scan_existing: bool = True
     broker: BrokerUrl | None = None
+
+    def __post_init__(self) -> None:
+        # NaN or a negative interval makes every wait return at once (a busy loop).
+        if not (math.isfinite(self.poll_interval_seconds) and self.poll_interval_seconds >= 0.01):
+            raise SettingsError(
+                f"{self.poll_interval_seconds} s is not allowed; use "
+                "a number of seconds, 0.01 or more (1 is usual)",
+                key="poll_interval_seconds",
+                value=self.poll_interval_seconds,
+            )
+        if self.stable_polls < 1:
+            raise SettingsError(
+                f"{self.stable_polls} is not allowed; use 1 or more (3 is usual)",
+                key="stable_polls",
+                value=self.stable_polls,
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,12 +288,12 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
         return Config()
     check_private(file)
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = parse_toml(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(
             f"{file}: cannot be read ({exc.strerror}); check its permissions"
         ) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax at that place") from exc
     return parse_config(data, file)
 
@@ -332,10 +350,14 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     )
     output_table = data.get("output", {})
     _check_keys(output_table, _OUTPUT_KEYS, file, "[output]")
-    output = _build(OutputSettings, _output_values(output_table), file, "[output]")
+    output = _build(
+        OutputSettings, _output_values(output_table, file, "[output]"), file, "[output]"
+    )
     effects_table = data.get("effects", {})
     _check_keys(effects_table, _EFFECTS_KEYS, file, "[effects]")
-    effects = _build(EffectsSettings, _effects_values(effects_table), file, "[effects]")
+    effects = _build(
+        EffectsSettings, _effects_values(effects_table, file, "[effects]"), file, "[effects]"
+    )
     rules = tuple(
         _parse_rule(table, index, file, separation, output, effects)
         for index, table in enumerate(data.get("rule", []), start=1)
@@ -389,13 +411,15 @@ def _parse_rule(
     folder = Path(os.path.expanduser(table["folder"]))
     where = f"[[rule]] {table.get('name', folder.name)!r}"
     template = table.get("output", DEFAULT_TEMPLATE)
-    try:
-        render_template(template, Path("/x/y.wav"), rule="r")
-    except (KeyError, IndexError, ValueError) as exc:
+    problem = _template_problem(template)
+    if problem:
         raise ConfigError(
-            f"{file}: {where} output = {template!r} is not a valid template ({exc}); use the "
-            f"fields {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
-        ) from exc
+            f"{file}: {where} output = {template!r} is not a valid template ({problem}); use "
+            f"the fields {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)} as they are, "
+            "and {{ }} for a brace",
+            key="output",
+            value=template,
+        )
     for key in ("patterns", "ignore"):
         if not all(isinstance(item, str) for item in table.get(key, [])):
             raise ConfigError(f'{file}: {where} {key} must be a list of strings like ["*.wav"]')
@@ -418,17 +442,40 @@ def _parse_rule(
         ),
         output_settings=_build(
             OutputSettings,
-            {**dataclasses.asdict(output), **_output_values(rule_output)},
+            {**dataclasses.asdict(output), **_output_values(rule_output, file, where)},
             file,
             where,
         ),
         effects=_build(
             EffectsSettings,
-            {**dataclasses.asdict(effects), **_effects_values(rule_effects)},
+            {**dataclasses.asdict(effects), **_effects_values(rule_effects, file, where)},
             file,
             where,
         ),
     )
+
+
+def _template_problem(template: str) -> str | None:
+    """Why ``template`` is not a stem folder template, or ``None`` when it is one.
+
+    Only the bare fields are allowed: ``str.format`` would also follow ``{dir.x}`` and
+    ``{name[0]}`` into the string's attributes and pad ``{name:>1000000000}`` to a
+    gigabyte.
+    """
+    try:
+        fields = [
+            (name, conversion, spec)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as exc:
+        return str(exc)
+    for name, conversion, spec in fields:
+        if name not in TEMPLATE_FIELDS:
+            return f"unknown field {{{name}}}"
+        if conversion or spec:
+            return f"{{{name}}} with '!' or ':' after it"
+    return None
 
 
 def _separation_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
@@ -442,10 +489,7 @@ def _separation_values(table: Mapping[str, Any], file: Path, where: str) -> dict
                 f'{file}: {where} stems must be a list of strings like ["vocals", "instrumental"]'
             )
         values["stems"] = tuple(word.strip() for word in words if word.strip())
-    if "overlap" in values:
-        values["overlap"] = float(values["overlap"])
-    if "segment_seconds" in values:
-        values["segment_seconds"] = float(values["segment_seconds"])
+    _to_floats(values, ("overlap", "segment_seconds"), file, where)
     return values
 
 
@@ -461,18 +505,15 @@ def _check_preset(effects: EffectsSettings, file: Path, where: str) -> None:
         ) from exc
 
 
-def _output_values(table: Mapping[str, Any]) -> dict[str, Any]:
+def _output_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
     values = dict(table)
-    if "quality" in values:
-        values["quality"] = float(values["quality"])
+    _to_floats(values, ("quality",), file, where)
     return values
 
 
-def _effects_values(table: Mapping[str, Any]) -> dict[str, Any]:
+def _effects_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
     values = dict(table)
-    for key in ("loudness_lufs", "true_peak_dbtp"):
-        if key in values:
-            values[key] = float(values[key])
+    _to_floats(values, ("loudness_lufs", "true_peak_dbtp"), file, where)
     return values
 
 
@@ -486,9 +527,23 @@ def _daemon_values(table: Mapping[str, Any], file: Path) -> dict[str, Any]:
             raise ConfigError(f"{file}: [daemon] {exc}", key="broker", value=exc.value) from exc
     if "state_dir" in values:
         values["state_dir"] = Path(os.path.expanduser(values["state_dir"]))
-    if "poll_interval_seconds" in values:
-        values["poll_interval_seconds"] = float(values["poll_interval_seconds"])
+    _to_floats(values, ("poll_interval_seconds",), file, "[daemon]")
     return values
+
+
+def _to_floats(values: dict[str, Any], keys: tuple[str, ...], file: Path, where: str) -> None:
+    """Turn whole numbers into floats; TOML integers have no size limit, floats do."""
+    for key in keys:
+        if key in values:
+            try:
+                values[key] = float(values[key])
+            except OverflowError:
+                raise ConfigError(
+                    f"{file}: {where} {key} = {values[key]} is too large to be a number; "
+                    "fix the value",
+                    key=key,
+                    value=values[key],
+                ) from None
 
 
 def _check_keys(

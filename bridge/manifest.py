@@ -8,14 +8,19 @@ different paths on different machines still resolves them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from bridge import __version__, atomic
+from bridge.documents import parse_json
+from bridge.errors import OutputError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 2
+# What a host script's status-file reader takes as a key ("stem.<name>"): no "=" or newline.
+_STEM_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -117,3 +122,62 @@ def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     atomic.write_bytes(path, text.encode("utf-8"))
     return path
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Read a manifest back (to reuse stems, skip a done file, list stems in a status file).
+
+    The file lies in a user's folder and may have been edited or damaged, so the parts
+    readers rely on are checked: an object with an ``input`` object, an ``identity``
+    string (or none), and ``stems`` whose ``name`` a host script can read as a status
+    file key and whose ``path`` stays inside the manifest's folder.
+
+    Raises:
+        OutputError: The file cannot be read, is not JSON or is not a manifest; the
+            message names the file.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise OutputError(
+            f"{path}: cannot be read ({exc.strerror}); check its permissions", path=path
+        ) from exc
+    try:
+        data = parse_json(raw)
+    except ValueError as exc:
+        raise _not_a_manifest(path, f"not JSON: {exc}") from exc
+    problem = _manifest_problem(data)
+    if problem:
+        raise _not_a_manifest(path, problem)
+    manifest: dict[str, Any] = data
+    return manifest
+
+
+def _not_a_manifest(path: Path, problem: str) -> OutputError:
+    return OutputError(
+        f"{path}: not a StemBridge manifest ({problem}); delete it to have the stems made again",
+        path=path,
+    )
+
+
+def _manifest_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not isinstance(data.get("input"), dict):
+        return "no input object"
+    if not isinstance(data.get("identity"), str | None):
+        return "an identity that is not a string"
+    stems = data.get("stems")
+    if not isinstance(stems, list):
+        return "no stems list"
+    for stem in stems:
+        if not (isinstance(stem, dict) and isinstance(stem.get("name"), str)):
+            return "a stem without a name"
+        if not _STEM_NAME.fullmatch(stem["name"]):
+            return f"stem name {stem['name'][:80]!r} is not letters, digits, '_', '-' and '.'"
+        where = stem.get("path")
+        if not (isinstance(where, str) and where and "\0" not in where):
+            return f"stem {stem['name']!r} has no path"
+        if any(p.anchor or ".." in p.parts for p in (PurePosixPath(where), PureWindowsPath(where))):
+            return f"stem path {where[:80]!r} leaves the manifest's folder"
+    return None

@@ -17,8 +17,13 @@ Two flows, both JSON (nothing is pickled):
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from bridge.documents import parse_json
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "stembridge"
 QUEUE = "separate"
@@ -62,15 +67,34 @@ class Event:
         """Parse an event.
 
         Raises:
-            ValueError: Not an event (the daemon logs and drops it).
+            ValueError: Not an event, or without the data its kind carries (the daemon
+                logs and drops it, instead of failing on it every round).
         """
-        data = json.loads(text)
+        shown = f"{str(text)[:200]!r}"
+        data = parse_json(text)
         if not isinstance(data, dict) or data.get("kind") not in EVENT_KINDS:
-            raise ValueError(f"not a StemBridge event: {str(text)[:200]!r}")
+            raise ValueError(f"not a StemBridge event: {shown}")
         payload = data.get("data", {})
-        if not isinstance(payload, dict):
-            raise ValueError(f"event data must be an object: {str(text)[:200]!r}")
-        return cls(str(data["kind"]), str(data["job"]), str(data.get("worker", "")), payload)
+        if not (isinstance(data.get("job"), str) and isinstance(payload, dict)):
+            raise ValueError(f"an event needs a job id and a data object: {shown}")
+        kind = data["kind"]
+        for key, types in _EVENT_DATA.get(kind, {}).items():
+            if not isinstance(payload.get(key), types):
+                raise ValueError(f"a {kind} event's {key} is missing or not allowed: {shown}")
+        if kind == "progress":
+            if not 0 <= payload["fraction"] <= 1:
+                raise ValueError(f"a progress event's fraction is not from 0 to 1: {shown}")
+            payload = {**payload, "fraction": float(payload["fraction"])}
+        return cls(kind, data["job"], str(data.get("worker", "")), payload)
+
+
+# What the daemon reads from each kind of event, and the types it may have.
+_EVENT_DATA: dict[str, dict[str, tuple[type, ...]]] = {
+    "progress": {"fraction": (int, float), "stage": (str,)},
+    "identity": {"identity": (str,)},
+    "done": {"manifest": (str,), "reused_from": (str, type(None))},
+    "failed": {"error": (str,), "error_kind": (str, type(None))},
+}
 
 
 @dataclass(frozen=True)
@@ -101,10 +125,47 @@ class WorkerInfo:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> WorkerInfo:
-        """Parse an entry (raises ``ValueError``/``TypeError`` when it is not one)."""
-        data = json.loads(text)
-        data["current_jobs"] = tuple(data.get("current_jobs", ()))
-        return cls(**data)
+        """Parse an entry.
+
+        Raises:
+            ValueError: Not a worker entry, or a field of the wrong type (the daemon
+                sums the workers' concurrency to know how many jobs to send).
+        """
+        data = parse_json(text)
+        if not (
+            isinstance(data, dict)
+            and {"id", "device", "concurrency"} <= set(data)
+            and set(data) <= set(_WORKER_FIELDS)
+        ):
+            raise ValueError(f"not a StemBridge worker entry: {str(text)[:200]!r}")
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, _WORKER_FIELDS[key]):
+                raise ValueError(f"a worker entry's {key} is not allowed: {value!r}")
+        jobs = data.get("current_jobs", [])
+        if not all(isinstance(job, str) for job in jobs):
+            raise ValueError(f"a worker entry's current_jobs is not a list of ids: {jobs!r}")
+        if data["concurrency"] < 0:
+            raise ValueError(f"a worker entry's concurrency is negative: {data['concurrency']}")
+        return cls(
+            id=data["id"],
+            device=data["device"],
+            concurrency=data["concurrency"],
+            current_jobs=tuple(jobs),
+            jobs_done=data.get("jobs_done", 0),
+            started=data.get("started", 0.0),
+            last_seen=data.get("last_seen", 0.0),
+        )
+
+
+_WORKER_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "device": (str,),
+    "concurrency": (int,),
+    "current_jobs": (list,),
+    "jobs_done": (int,),
+    "started": (float,),
+    "last_seen": (float,),
+}
 
 
 def live_workers(redis: Any) -> list[WorkerInfo]:
@@ -116,6 +177,7 @@ def live_workers(redis: Any) -> list[WorkerInfo]:
             continue
         try:
             workers.append(WorkerInfo.from_json(text))
-        except (ValueError, TypeError, KeyError):
+        except ValueError as exc:
+            log.debug("ignoring the broker entry %s (%s)", key, exc)
             continue
     return sorted(workers, key=lambda worker: worker.id)

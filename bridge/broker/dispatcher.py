@@ -135,7 +135,7 @@ class Dispatcher:
         """Apply what waits in the processing list, oldest first."""
         for raw in reversed(redis.lrange(EVENTS_PROCESSING, 0, -1)):
             self._apply(raw)
-            redis.lrem(EVENTS_PROCESSING, 1, _text(raw))
+            _remove_processed(redis, raw)
 
     def _apply_events(self, redis: Redis) -> None:
         while True:
@@ -143,7 +143,7 @@ class Dispatcher:
             if raw is None:
                 return
             self._apply(raw)
-            redis.lrem(EVENTS_PROCESSING, 1, _text(raw))
+            _remove_processed(redis, raw)
 
     def _apply(self, raw: Any) -> None:
         try:
@@ -222,9 +222,10 @@ class Dispatcher:
             )
 
 
-def _text(raw: bytes | str) -> str:
-    """An event as text (the client returns bytes; events are UTF-8 JSON)."""
-    return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+def _remove_processed(redis: Redis, raw: bytes | str) -> None:
+    """Take an applied (or dropped) event off the processing list by its exact bytes; an
+    event that is not UTF-8 must leave too (redis-py's typed ``lrem`` takes only text)."""
+    redis.execute_command("LREM", EVENTS_PROCESSING, 1, raw)
 
 
 def _enqueue(broker: RedisBroker, job: Job) -> None:

@@ -29,6 +29,8 @@ FORM = "redis://[[user]:password@]host[:port][/db] (rediss:// for TLS)"
 # with "_"), or IPv4 addresses; IPv6 goes in brackets and is checked by ipaddress.
 _HOST_NAME = re.compile(r"[A-Za-z0-9._~-]+")
 _DIGITS = re.compile(r"[0-9]+")
+# Redis keeps a database index in a C int; longer digit strings are refused before int().
+_MAX_DB = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -146,15 +148,22 @@ def parse_broker_url(text: str) -> BrokerUrl:
     db = DEFAULT_DB
     if path not in ("", "/"):
         number = path[1:].removesuffix("/")
-        if not _DIGITS.fullmatch(number):
-            _refuse(url, "has a database that is not a whole number 0 or more (like /0)")
-        db = int(number)
+        found = _whole_number(number, _MAX_DB)
+        if found is None:
+            _refuse(
+                url,
+                f"has a database that is not a whole number 0 or more up to {_MAX_DB} (like /0)",
+            )
+        db = found
 
     values = parse_qs(query)
     if "db" in values:
-        if not _DIGITS.fullmatch(values["db"][0]):
-            _refuse(url, "has a db= that is not a whole number 0 or more (like db=0)")
-        db = int(values["db"][0])
+        found = _whole_number(values["db"][0], _MAX_DB)
+        if found is None:
+            _refuse(
+                url, f"has a db= that is not a whole number 0 or more up to {_MAX_DB} (like db=0)"
+            )
+        db = found
     if username is None and "username" in values:
         username = values["username"][0]
     if password is None and "password" in values:
@@ -203,9 +212,19 @@ def _host_and_port(url: str, hostport: str) -> tuple[str, int]:
             )
     if port_text is None:
         return host, DEFAULT_PORT
-    if not (_DIGITS.fullmatch(port_text) and 1 <= int(port_text) <= 65535):
+    port = _whole_number(port_text, 65535)
+    if port is None or port < 1:
         _refuse(url, "has a port that is not a whole number from 1 to 65535 (Redis: 6379)")
-    return host, int(port_text)
+    return host, port
+
+
+def _whole_number(text: str, highest: int) -> int | None:
+    """``text`` as a number from 0 to ``highest``; ``None`` when it is not one (never
+    calling ``int`` on thousands of digits, which Python refuses with a ValueError)."""
+    if not _DIGITS.fullmatch(text) or len(text.lstrip("0")) > len(str(highest)):
+        return None
+    number = int(text)
+    return number if number <= highest else None
 
 
 def _refuse(text: str, problem: str, fix: str = f"use {FORM}") -> NoReturn:

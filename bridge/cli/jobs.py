@@ -37,6 +37,7 @@ from bridge.cli.separate import (
     output_settings,
     separation_settings,
 )
+from bridge.documents import parse_json
 from bridge.effects.plan import plan_effects
 from bridge.errors import SettingsError, UnreadableAudio
 from bridge.jobs.spec import PRIORITY_INTERACTIVE, JobSpec
@@ -284,8 +285,8 @@ def _origin(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        origin = json.loads(text)
-    except json.JSONDecodeError as exc:
+        origin = parse_json(text)
+    except ValueError as exc:
         raise SettingsError(
             f"--origin is not JSON ({exc}); pass an object like '{{\"track\": 3}}'",
             key="origin",

@@ -29,9 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.broker.channel import WorkerInfo
 from bridge.dashboard.auth import CSRF_HEADER, Guard
-from bridge.errors import BrokerError, JobError, JobNotFound
+from bridge.errors import BrokerError, JobError, JobNotFound, OutputError
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import Job, JobStore
+from bridge.manifest import read_manifest
 from bridge.watch.watcher import FolderHealth
 
 log = logging.getLogger(__name__)
@@ -298,17 +299,18 @@ def _read_manifest(job: Job) -> dict[str, Any] | None:
     if not job.manifest:
         return None
     try:
-        data = json.loads(Path(job.manifest).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_manifest(Path(job.manifest))
+    except OutputError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _listed_files(manifest: dict[str, Any]) -> set[str]:
     names = set()
-    for stem in manifest.get("stems", []):
-        names.add(stem.get("path"))
-        names.update((stem.get("pictures") or {}).values())
+    for stem in manifest["stems"]:
+        names.add(stem["path"])
+        pictures = stem.get("pictures")
+        if isinstance(pictures, dict):
+            names.update(name for name in pictures.values() if isinstance(name, str))
     return names
 
 

@@ -32,7 +32,7 @@ import math
 import os
 import re
 import sys
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 
 import platformdirs
 
+from bridge.documents import parse_toml
 from bridge.effects.catalog import EFFECTS, REFUSED
 from bridge.errors import PresetError
 
@@ -188,7 +189,7 @@ def load_preset(name: str, *, user_dir: Path | None = None) -> Preset:
     """
     if name.endswith(".toml") or os.sep in name or "/" in name:
         path = Path(os.path.expanduser(name))
-        if not path.is_file():
+        if not _looked_up(path.is_file, path, path, "preset", name):
             raise PresetError(
                 f"{path}: no such preset file; check the path", path=path, key="preset", value=name
             )
@@ -232,12 +233,12 @@ def parse_preset_file(path: Path, *, name: str) -> Preset:
     """
     try:
         raw = path.read_bytes()
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = parse_toml(raw.decode("utf-8"))
     except OSError as exc:
         raise PresetError(
             f"{path}: cannot be read ({exc.strerror}); check its permissions", path=path
         ) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise PresetError(
             f"{path}: not valid TOML ({exc}); fix the syntax at that place", path=path
         ) from exc
@@ -351,7 +352,7 @@ def _parse_plugin(check: _Checker, link: dict[str, Any], place: str, base: Path)
         check.fail(
             f"{place}.plugin", raw, f"a plugin bundle ending in {', '.join(_PLUGIN_SUFFIXES)}"
         )
-    if not path.exists():
+    if not _looked_up(path.exists, path, check.path, f"{place}.plugin", raw):
         raise PresetError(
             f"{check.path}: {place}.plugin = {raw!r}: {path} does not exist; install the "
             "plugin or fix the path",
@@ -373,6 +374,21 @@ def _parse_plugin(check: _Checker, link: dict[str, Any], place: str, base: Path)
     return EffectSpec(
         effect="plugin", parameters=tuple(values), plugin_path=str(path), plugin_name=name
     )
+
+
+def _looked_up(question: Callable[[], bool], path: Path, file: Path, key: str, value: str) -> bool:
+    """The answer of ``path.is_file``/``path.exists``; a name the system refuses to look up
+    (too long, a loop of links) is an error naming ``file``."""
+    try:
+        return question()
+    except OSError as exc:
+        where = "" if path == file else f"{path} "
+        raise PresetError(
+            f"{file}: {key} = {value!r}: {where}cannot be looked up ({exc.strerror}); fix the path",
+            path=file,
+            key=key,
+            value=value,
+        ) from exc
 
 
 class _Checker:
@@ -407,7 +423,8 @@ class _Checker:
     def number(self, value: object, place: str, low: float, high: float) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(place, value, f"a number from {low:g} to {high:g}")
-        number = float(value)
+        # TOML integers have no size limit; one too large for a float is out of range too.
+        number = float(value) if isinstance(value, float) or abs(value) < 2**1023 else math.inf
         if not (math.isfinite(number) and low <= number <= high):
             self.fail(place, value, f"a number from {low:g} to {high:g}")
         return number

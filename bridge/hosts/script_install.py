@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge import __version__, atomic
+from bridge.documents import parse_json
 from bridge.errors import HostError
 
 CONFIG_NAME = "stembridge_config.lua"
@@ -139,7 +140,9 @@ def lua_string(value: str) -> str:
 
     Backslashes and quotes are escaped, control characters become three-digit
     ``\\ddd`` escapes (three digits, so a following digit cannot join them) and
-    non-ASCII text stays as UTF-8, which Lua strings hold unchanged.
+    non-ASCII text stays as UTF-8, which Lua strings hold unchanged. A byte of a
+    path that is not UTF-8 (Python holds it as a lone surrogate, U+DC80 to U+DCFF)
+    becomes its own ``\\ddd`` escape, so the script runs that very path.
     """
     parts = ['"']
     for char in value:
@@ -147,6 +150,8 @@ def lua_string(value: str) -> str:
             parts.append("\\" + char)
         elif ord(char) < 0x20 or ord(char) == 0x7F:
             parts.append(f"\\{ord(char):03d}")
+        elif 0xDC80 <= ord(char) <= 0xDCFF:
+            parts.append(f"\\{ord(char) - 0xDC00:03d}")
         else:
             parts.append(char)
     parts.append('"')
@@ -353,7 +358,7 @@ def _read_record(folder: Path) -> dict[str, str]:
     """The record of an earlier install (name -> SHA-256); empty if there is none."""
     path = folder / RECORD_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
@@ -361,7 +366,7 @@ def _read_record(folder: Path) -> dict[str, str]:
             f"{path} cannot be read ({exc.strerror}); check its permissions", path=path
         ) from exc
     try:
-        data = json.loads(text)
+        data = parse_json(raw)
         entries = data["files"]
         record = {entry["name"]: entry["sha256"] for entry in entries}
     except (ValueError, TypeError, KeyError) as exc:

@@ -15,20 +15,19 @@ The order is fixed so that nothing is lost or done twice:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bridge import atomic
 from bridge.audio.writer import check_writable_folder
 from bridge.effects.plan import plan_effects
 from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
-from bridge.errors import UnsupportedName
-from bridge.manifest import MANIFEST_NAME, write_manifest
+from bridge.errors import OutputError, UnsupportedName
+from bridge.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from bridge.pictures import copy_pictures
 from bridge.separate import OnProgress, file_sha256, prepare, separate_file
 from bridge.separation.catalog import get_spec
@@ -169,7 +168,7 @@ def reuse(
     """Link (or copy) the stems of ``source`` and their pictures into ``folder`` and write
     its manifest."""
     folder.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = json.loads((source / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest = read_manifest(source / MANIFEST_NAME)
     files = [f"{name}.{extension}" for name in names]
     pictures = [name for entry in manifest["stems"] for name in entry.get("pictures", {}).values()]
     atomic.begin_set(folder, [*files, *pictures, MANIFEST_NAME], key=manifest.get("identity") or "")
@@ -206,16 +205,16 @@ def remove_stale_temps(folder: Path) -> None:
 
 def _manifest_identity(folder: Path) -> str | None:
     try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        identity = read_manifest(folder / MANIFEST_NAME).get("identity")
+    except OutputError:
         return None
-    return manifest.get("identity") if isinstance(manifest, dict) else None
+    return identity if isinstance(identity, str) else None
 
 
 def _holds(folder: Path, identity: str, names: list[str], extension: str) -> bool:
     try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_manifest(folder / MANIFEST_NAME)
+    except OutputError:
         return False
     return manifest.get("identity") == identity and all(
         (folder / f"{name}.{extension}").is_file() for name in names

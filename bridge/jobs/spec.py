@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.documents import parse_json
 from bridge.errors import JobError, SettingsError
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
@@ -64,8 +67,8 @@ class JobSpec:
             JobError: Not JSON, an unknown or missing key, or a value not allowed.
         """
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
+            data = parse_json(text)
+        except ValueError as exc:
             raise JobError(f"job spec is not JSON ({exc}); send a JSON object") from exc
         if not isinstance(data, dict):
             raise JobError("job spec must be a JSON object with input and folder")
@@ -122,15 +125,13 @@ def _field(data: dict[str, Any], key: str, kind: type, default: Any = None) -> A
         if default is None:
             raise JobError(f"job spec: missing key {key!r}")
         return default
-    value = data[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise JobError(f"job spec: {key} = {value!r} must be a {kind.__name__}")
-    return value
+    return _typed(data[key], kind, key)
 
 
 def _settings(klass: type, values: Any, key: str) -> Any:
     if not isinstance(values, dict):
         raise JobError(f"job spec: {key} must be an object")
+    hints = typing.get_type_hints(klass)
     allowed = {f.name for f in dataclasses.fields(klass)}
     unknown = set(values) - allowed
     if unknown:
@@ -138,9 +139,54 @@ def _settings(klass: type, values: Any, key: str) -> Any:
             f"job spec: unknown key(s) {', '.join(sorted(unknown))} in {key}; allowed are "
             f"{', '.join(sorted(allowed))}"
         )
-    if "stems" in values and isinstance(values["stems"], list):
-        values = {**values, "stems": tuple(values["stems"])}
-    try:
-        return klass(**values)
-    except TypeError as exc:
-        raise JobError(f"job spec: {key}: {exc}") from exc
+    # The settings classes check ranges, not types: 5 as a preset or [1] as stems would
+    # fail deep inside them, and 1 for 1.0 would change the identity of equal settings.
+    return klass(
+        **{name: _typed(value, hints[name], f"{key}.{name}") for name, value in values.items()}
+    )
+
+
+def _typed(value: Any, hint: Any, place: str) -> Any:
+    """``value`` as the type ``hint`` names (whole numbers made floats where floats are asked)."""
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in kinds:
+        return None
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool):
+            continue
+        if kind is int and isinstance(value, int) and -_INT_LIMIT < value < _INT_LIMIT:
+            return value
+        if kind is float and isinstance(value, float):
+            return value
+        if kind is float and isinstance(value, int) and abs(value) < _INT_LIMIT:
+            return float(value)
+        if kind in (str, dict) and isinstance(value, kind):
+            return value
+        if (
+            typing.get_origin(kind) is tuple
+            and isinstance(value, list | tuple)
+            and all(isinstance(item, str) for item in value)
+        ):
+            return tuple(value)
+    wanted = " or ".join(_KIND_NAMES.get(kind, str(kind)) for kind in kinds)
+    raise JobError(f"job spec: {place} = {_shown(value)} must be {wanted}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# Whole numbers go into SQLite (64-bit); floats are given NaN and infinity by name.
+_INT_LIMIT = 2**63
+_KIND_NAMES = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    dict: "an object",
+    type(None): "null",
+    tuple[str, ...]: "a list of strings",
+}

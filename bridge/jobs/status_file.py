@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge import atomic
+from bridge.errors import OutputError
+from bridge.manifest import read_manifest
 
 if TYPE_CHECKING:
     from bridge.jobs.store import Job
@@ -54,10 +56,11 @@ def render_status(job: Job) -> str:
         manifest = Path(job.manifest)
         folder = str(manifest.parent)
         try:
-            entries = json.loads(manifest.read_text(encoding="utf-8"))["stems"]
-            stems = {f"stem.{e['name']}": str(manifest.parent / e["path"]) for e in entries}
-        except (OSError, ValueError, KeyError, TypeError):
-            stems = {}
+            entries = read_manifest(manifest)["stems"]
+        except OutputError as exc:
+            log.info("job %s: no stems listed in its status file (%s)", job.id, exc)
+            entries = []
+        stems = {f"stem.{e['name']}": str(manifest.parent / e["path"]) for e in entries}
     fields = {
         "stembridge_status": str(FORMAT_VERSION),
         "job": job.id,
@@ -123,9 +126,13 @@ def repair_status_files(jobs: Iterable[Job], *, now: float, stale_seconds: float
 
 
 def read_status(path: Path) -> dict[str, str]:
-    """Parse a status file (what a host script does, for Python hosts and tests)."""
+    """Parse a status file (what a host script does, for Python hosts and tests).
+
+    Bytes that are not UTF-8 (a damaged file) become U+FFFD, as a Lua host reading
+    bytes would show them, instead of failing the poll.
+    """
     values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             values[key] = value

@@ -12,6 +12,7 @@ No numpy or torch here: host-facing commands import this module.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -26,6 +27,8 @@ from typing import Any
 from bridge.errors import JobError, JobNotFound
 from bridge.jobs.spec import JobSpec
 from bridge.jobs.status_file import status_path
+
+log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -154,7 +157,7 @@ class JobStore:
                     (dedupe_key,),
                 ).fetchone()
                 if row is not None:
-                    return _job(row), False
+                    return _job(row, self.path), False
             job_id = secrets.token_hex(6)
             db.execute(
                 "INSERT INTO jobs (id, spec, folder, dedupe_key, state, priority, created, "
@@ -162,7 +165,7 @@ class JobStore:
                 (job_id, spec.to_json(), spec.folder, dedupe_key, spec.priority, now, now),
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row), True
+        return _job(row, self.path), True
 
     def claim(self, owner: str, *, job_id: str | None = None) -> Job | None:
         """Take the next runnable job (or the given one) and mark it running for ``owner``.
@@ -185,17 +188,12 @@ class JobStore:
                     ).fetchone()
                 if row is None:
                     return None
-                if row["attempts"] >= MAX_STARTS:
+                problem = _unrunnable(row)
+                if problem is not None:
                     db.execute(
                         "UPDATE jobs SET state = 'failed', error = ?, error_kind = 'JobError', "
                         "updated = ?, finished = ? WHERE id = ?",
-                        (
-                            f"the job was started {row['attempts']} times and its worker died "
-                            "each time; check the daemon's log, then submit it again",
-                            now,
-                            now,
-                            row["id"],
-                        ),
+                        (problem, now, now, row["id"]),
                     )
                     if job_id is not None:
                         return None
@@ -205,7 +203,8 @@ class JobStore:
                     "progress = 0, stage = 'starting', started = ?, updated = ? WHERE id = ?",
                     (owner, now, now, row["id"]),
                 )
-                return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+                row = db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
+                return _job(row, self.path)
 
     def progress(self, job_id: str, fraction: float, stage: str) -> bool:
         """Record progress of a running job; returns whether cancelling was requested."""
@@ -362,7 +361,7 @@ class JobStore:
             raise JobNotFound(
                 f"{found} {job_id!r}; see the ids with: stembridge jobs", path=self.path
             )
-        return _job(rows[0])
+        return _job(rows[0], self.path)
 
     def list(self, *, limit: int = 50, states: tuple[str, ...] = STATES) -> list[Job]:
         """The newest jobs first."""
@@ -372,7 +371,13 @@ class JobStore:
                 f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created DESC LIMIT ?",
                 (*states, limit),
             ).fetchall()
-        return [_job(row) for row in rows]
+        jobs = []
+        for row in rows:
+            try:
+                jobs.append(_job(row, self.path))
+            except JobError as exc:  # one unreadable job must not hide the others
+                log.warning("%s", exc)
+        return jobs
 
     def find_done(self, identity: str, *, exclude: str) -> Job | None:
         """The newest finished job with this identity, other than ``exclude``."""
@@ -382,7 +387,11 @@ class JobStore:
                 "ORDER BY finished DESC LIMIT 1",
                 (identity, exclude),
             ).fetchone()
-        return _job(row) if row else None
+        try:
+            return _job(row, self.path) if row else None
+        except JobError as exc:  # its stems cannot be reused without knowing the spec
+            log.warning("%s", exc)
+            return None
 
     def output_folders(self) -> set[str]:
         """Every stem folder a job was given (watchers never take files from these)."""
@@ -421,10 +430,36 @@ class JobStore:
             db.close()
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _unrunnable(row: sqlite3.Row) -> str | None:
+    """Why a queued job must fail instead of starting, or ``None``."""
+    if row["attempts"] >= MAX_STARTS:
+        return (
+            f"the job was started {row['attempts']} times and its worker died "
+            "each time; check the daemon's log, then submit it again"
+        )
+    try:
+        JobSpec.from_json(row["spec"])
+    except JobError as exc:
+        return f"the job's spec cannot be read ({exc}); submit the file again"
+    return None
+
+
+def _job(row: sqlite3.Row, store: Path) -> Job:
+    """A job from its row.
+
+    Raises:
+        JobError: The row's spec cannot be read (edited, or written by another version).
+    """
+    try:
+        spec = JobSpec.from_json(row["spec"])
+    except JobError as exc:
+        raise JobError(
+            f"{store}: job {row['id']}: {exc}; it cannot run: submit the file again",
+            path=store,
+        ) from exc
     return Job(
         id=row["id"],
-        spec=JobSpec.from_json(row["spec"]),
+        spec=spec,
         state=row["state"],
         progress=row["progress"],
         stage=row["stage"],

@@ -16,7 +16,6 @@ the daemon a private file from elsewhere (or loop), and a DAW never renders one.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -39,10 +38,11 @@ from watchdog.observers.polling import PollingObserverVFS
 
 from bridge import atomic
 from bridge.config import Config, Rule
+from bridge.errors import OutputError
 from bridge.jobs.spec import PRIORITY_WATCHED, JobSpec
 from bridge.jobs.status_file import STATUS_DIR
 from bridge.jobs.store import JobStore
-from bridge.manifest import MANIFEST_NAME
+from bridge.manifest import MANIFEST_NAME, read_manifest
 from bridge.watch.finished import FinishedFiles
 
 log = logging.getLogger(__name__)
@@ -282,11 +282,11 @@ def _default_observer(rule: Rule, poll_interval_seconds: float) -> BaseObserver:
 def _already_done(rule: Rule, path: Path) -> bool:
     """The rule's stem folder already has a manifest for this very file (same size and time)."""
     try:
-        manifest = json.loads((rule.stem_folder(path) / MANIFEST_NAME).read_text("utf-8"))
+        manifest = read_manifest(rule.stem_folder(path) / MANIFEST_NAME)
         stat = path.stat()
-    except (OSError, ValueError):
+    except (OutputError, OSError):
         return False
-    entry = manifest.get("input", {})
+    entry = manifest["input"]
     return (
         entry.get("path") == str(path)
         and entry.get("size_bytes") == stat.st_size

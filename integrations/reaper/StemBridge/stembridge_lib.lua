@@ -273,7 +273,8 @@ function M.read_status(path)
   if not file then return nil end
   local status = { stems = {} }
   for line in file:lines() do
-    local key, value = line:match("^([%w_%.%-]+)=(.*)$")
+    -- A file saved with CRLF line ends must still say "done", not "done\r".
+    local key, value = line:gsub("\r$", ""):match("^([%w_%.%-]+)=(.*)$")
     if key then
       local stem = key:match("^stem%.(.+)$")
       if stem then
@@ -285,6 +286,15 @@ function M.read_status(path)
   end
   file:close()
   return status
+end
+
+--- Take what a status file says into `job`; a progress that is not a number from 0 to 1
+-- (a damaged file: "nan", "1e999") keeps the last one, so the progress bar can be drawn.
+function M.apply_status(job, status)
+  job.state, job.stage = status.state or job.state, status.stage or job.stage
+  local progress = tonumber(status.progress)
+  if progress and progress >= 0 and progress <= 1 then job.progress = progress end
+  job.status = status
 end
 
 -- Jobs kept in the project --------------------------------------------------------
@@ -439,11 +449,7 @@ function M.follow(config, jobs, options, problems)
     local still = {}
     for _, job in ipairs(pending) do
       local status = M.read_status(job.status_path)
-      if status then
-        job.state, job.stage = status.state or job.state, status.stage or job.stage
-        job.progress = tonumber(status.progress) or job.progress
-        job.status = status
-      end
+      if status then M.apply_status(job, status) end
       if job.state == "done" then
         local mute = options.mute
         if job.mute ~= nil then mute = job.mute end
