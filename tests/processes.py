@@ -97,6 +97,14 @@ def all_final(store: JobStore, count: int) -> list[Job] | None:
     return None
 
 
+def stem_set(*stems: str, extension: str = "wav") -> list[str]:
+    """What a finished stem folder holds: each stem, its two pictures, the manifest."""
+    files = ["manifest.json"]
+    for stem in stems:
+        files += [f"{stem}.{extension}", f"{stem}.spectrogram.png", f"{stem}.waveform.png"]
+    return sorted(files)
+
+
 def visible_files(folder: Path) -> list[str]:
     """Every file under ``folder``, relative, sorted."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())

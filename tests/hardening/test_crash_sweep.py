@@ -17,7 +17,7 @@ from bridge.jobs.status_file import read_status
 from bridge.jobs.store import JobStore
 from bridge.settings import SeparationSettings
 
-from processes import DaemonProcess, all_final, visible_files, wait_for, write_config
+from processes import DaemonProcess, all_final, stem_set, visible_files, wait_for, write_config
 from signals import music, write_audio
 
 RATE = 44100
@@ -99,7 +99,7 @@ def test_killed_at_a_point_then_restarted_every_job_is_done_once(
             assert job.state == "done", (job.id, job.error)
             folder = Path(job.manifest or "").parent
             assert folder == out / Path(job.spec.input).stem
-            assert visible_files(folder) == sorted([*(f"{s}.wav" for s in STEMS), "manifest.json"])
+            assert visible_files(folder) == stem_set(*STEMS)
             manifest = json.loads((folder / "manifest.json").read_text())
             assert manifest["job_id"] == job.id
             for stem in STEMS:
