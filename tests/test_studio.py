@@ -485,3 +485,50 @@ def test_a_tls_broker_url_works_end_to_end(
     finally:
         studio.stop()
         server.stop()
+
+
+LAUNCHER = Path(__file__).parent / "crashpoint.py"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_daemon_killed_while_handing_a_job_over_sends_it_exactly_once(
+    studio: Studio, when: str
+) -> None:
+    # Given a live worker, two queued jobs, and a daemon that dies by SIGKILL just before
+    # (the message never reaches Redis) or just after (it does) its first hand-over
+    studio.start_worker("worker-a")
+    wait_for(lambda: len(studio.workers()) == 1, timeout=90, what="a live worker")
+    ids = studio.submit(2)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            str(LAUNCHER),
+            "bridge.broker.dispatcher._enqueue",
+            "1",
+            when,
+            "--",
+            "-v",
+            "serve",
+            "--config",
+            str(studio.config),
+            "--broker",
+            studio.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    claimed = [job for job in studio.store.list() if job.state == "running"]
+    assert [job.stage for job in claimed] == ["starting"]
+    # When the daemon starts again
+    studio.start_daemon()
+    # Then both jobs are done, and each was separated exactly once
+    wait_for(lambda: all_final(studio.store, 2), timeout=180, what="both jobs to end")
+    assert_one_clean_set_each(studio, ids)
+    assert separations(studio) == 2
+    assert studio.daemon is not None
+    if when == "before":
+        assert "the daemon stopped before sending it; queued again" in studio.daemon.output()
+    else:
+        assert "queued again" not in studio.daemon.output()

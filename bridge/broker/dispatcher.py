@@ -12,7 +12,11 @@ and host scripts work unchanged). Each round the dispatcher
 
 A job handed to the broker is marked running with owner ``broker:...``, which
 :func:`~bridge.jobs.worker.owner_alive` treats as alive: a daemon restart does
-not send it twice, and its events are still waiting in Redis. When Redis cannot
+not send it twice, and its events are still waiting in Redis. The hand-over has
+two steps, claim (stage ``starting``) and then, once the message is in Redis,
+stage ``sent``; a daemon killed between them finds, after its restart, whether
+the message (named after the job and attempt) reached Redis, and queues the job
+again when it did not. When Redis cannot
 be reached (down, wrong password), the dispatcher says so once, keeps everything
 in the local store, and carries on when Redis is back.
 """
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: How long a cancel request waits in Redis for a worker to read it.
 CANCEL_TTL_SECONDS = 24 * 3600
+#: Redis hash of the messages dramatiq holds until a worker acknowledges them.
+MESSAGES = f"{NAMESPACE}:{QUEUE}.msgs"
 
 
 def connect(url: BrokerUrl) -> Redis:
@@ -81,6 +87,7 @@ class Dispatcher:
         self._redis: Redis | None = None
         self._broker: RedisBroker | None = None
         self._reachable: bool | None = None
+        self._handovers_checked = False
 
     def run(self, stop: threading.Event) -> None:
         """Dispatch and apply events until ``stop`` is set; Redis trouble never ends it."""
@@ -109,6 +116,9 @@ class Dispatcher:
         """One round: events, cancels, then new jobs."""
         redis, broker = self._client()
         self._apply_events(redis)
+        if not self._handovers_checked:
+            self._check_handovers(redis)
+            self._handovers_checked = True
         dispatched = self._dispatched()
         self._pass_cancels(redis, dispatched)
         self._send_jobs(redis, broker, len(dispatched))
@@ -197,8 +207,21 @@ class Dispatcher:
             except RedisError:
                 self._store.requeue(job.id)
                 raise
+            self._store.progress(job.id, 0.0, "sent")
             log.info("job %s: sent to the studio workers", job.id)
             update_status(self._store.get(job.id))
+
+    def _check_handovers(self, redis: Redis) -> None:
+        """Jobs an earlier daemon claimed but may not have sent: send again those whose
+        message never reached Redis (a worker's events, applied first, move the rest on)."""
+        for job in self._dispatched():
+            if job.stage != "starting":
+                continue
+            if redis.hexists(MESSAGES, message_id(job)):
+                self._store.progress(job.id, 0.0, "sent")
+            else:
+                log.warning("job %s: the daemon stopped before sending it; queued again", job.id)
+                update_status(self._store.requeue(job.id))
 
     def _dispatched(self) -> list[Job]:
         return [
@@ -228,6 +251,11 @@ def _remove_processed(redis: Redis, raw: bytes | str) -> None:
     redis.execute_command("LREM", EVENTS_PROCESSING, 1, raw)
 
 
+def message_id(job: Job) -> str:
+    """The message of this attempt at ``job``: found again in Redis after a restart."""
+    return f"{job.id}-{job.attempts}"
+
+
 def _enqueue(broker: RedisBroker, job: Job) -> None:
     broker.enqueue(
         dramatiq.Message(
@@ -236,5 +264,6 @@ def _enqueue(broker: RedisBroker, job: Job) -> None:
             args=(job.id, job.spec.to_json()),
             kwargs={},
             options={},
+            message_id=message_id(job),
         )
     )
