@@ -41,6 +41,7 @@ def done_job(store: JobStore, tmp_path: Path, name: str = "song") -> Job:
     stems = {stem: write_audio(folder / f"{stem}.wav", music(4410)) for stem in ("vocals", "bass")}
     drawn = draw_stem_pictures(stems)
     manifest = {
+        "input": {"path": str(tmp_path / f"{name}.wav")},
         "stems": [{"name": s, "path": p.name, "pictures": drawn[s]} for s, p in stems.items()],
         "timings": {"total_seconds": 1.5},
     }
@@ -185,24 +186,30 @@ def test_files_outside_the_stem_folder_are_refused(tmp_path: Path, store: JobSto
     (folder / "link.wav").symlink_to(secret)
     (folder / "notes.txt").write_text("not listed")
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["stems"] += [
-        {"name": "a", "path": "../../secret.txt"},
-        {"name": "b", "path": str(secret)},
-        {"name": "c", "path": "link.wav"},
-    ]
+    manifest["stems"].append({"name": "c", "path": "link.wav"})
     (folder / "manifest.json").write_text(json.dumps(manifest))
     client, _ = client_for(tmp_path, store)
-    # Then none of them is served, nor an unlisted file, nor a path climbing out
+    # Then neither the link, nor an unlisted file, nor a path climbing out is served
     for name, status in [
+        ("link.wav", 403),
         ("..%2F..%2Fsecret.txt", 403),
         (f"{str(secret).replace('/', '%2F')}", 403),
-        ("link.wav", 403),
         ("notes.txt", 404),
         ("manifest.json", 404),
         ("missing.wav", 404),
     ]:
         response = client.get(f"/files/{job.id}/{name}")
         assert response.status_code == status, name
+        assert "private" not in response.text
+    # And a manifest that lists paths outside its folder is not trusted for any file
+    manifest["stems"] += [
+        {"name": "a", "path": "../../secret.txt"},
+        {"name": "b", "path": str(secret)},
+    ]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for name in ("..%2F..%2Fsecret.txt", str(secret).replace("/", "%2F"), "vocals.wav"):
+        response = client.get(f"/files/{job.id}/{name}")
+        assert response.status_code == 404, name
         assert "private" not in response.text
     assert client.get("/files/ffffff/vocals.wav").status_code == 404
 
