@@ -70,7 +70,10 @@
       ...fact("Stem folder", job.manifest ? job.manifest.replace(/[^/\\]*$/, "") : job.folder),
       ...fact("Stage", `${job.stage} (${(100 * job.progress).toFixed(0)} %)`),
       ...fact("Model", `${sep.model} on ${sep.device}, stems ${(sep.stems || []).join(", ") || "all"}`),
-      ...fact("Output", `${out.format || "as input"}, ${out.bit_depth || "input's"} bit`),
+      ...fact(
+        "Output",
+        `${out.format || "format as input"}, ${out.bit_depth ? out.bit_depth + "-bit" : "bit depth as input"}`,
+      ),
       ...fact("Effects", (job.spec.effects || {}).preset || ""),
       ...fact("Source", job.source || ""),
       ...fact("Created", new Date(job.created * 1000).toLocaleString()),
