@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bridge.cli.common import EXIT_OK
-from bridge.cli.script_install import print_install_report
+from bridge.cli.script_install import add_install_flags, print_install_report
 from bridge.hosts.reaper import (
     default_resource_path,
     find_command,
@@ -37,13 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="REAPER's resource folder (default: the platform's; REAPER shows it under "
         "Options > Show REAPER resource path)",
     )
-    parser.add_argument(
-        "--uninstall", action="store_true", help="remove what install wrote (changed files stay)"
-    )
-    parser.add_argument(
-        "--print", action="store_true", help="show what would be done, write nothing"
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    add_install_flags(parser)
     parser.set_defaults(command=run_install)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from rich.console import Console
 from rich.markup import escape
 
@@ -16,6 +18,17 @@ _LABELS = {
     "kept": ("kept", "would keep"),
 }
 _STYLES = {"written": "green", "updated": "green", "removed": "yellow", "kept": "red"}
+
+
+def add_install_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every ``<host> install`` command takes: --uninstall, --print, --json."""
+    parser.add_argument(
+        "--uninstall", action="store_true", help="remove what install wrote (changed files stay)"
+    )
+    parser.add_argument(
+        "--print", action="store_true", help="show what would be done, write nothing"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
 
 def print_install_report(

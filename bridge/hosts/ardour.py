@@ -14,13 +14,13 @@ import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bridge.errors import HostError
 from bridge.hosts.script_install import (
     CONFIG_NAME,
     InstallReport,
     config_chunk,
     install_files,
     read_scripts,
+    shipped_scripts,
     uninstall_files,
 )
 
@@ -74,29 +74,9 @@ def default_scripts_path(
 
 
 def scripts_source() -> Path:
-    """The folder holding the Ardour scripts that ship with this StemBridge.
-
-    In a source tree that is ``integrations/ardour/scripts``; an installed wheel carries
-    the same files as package data in ``bridge/hosts/ardour_scripts/`` (a link to that
-    folder in the source tree).
-
-    Raises:
-        HostError: Neither folder exists.
-    """
-    package = Path(__file__).resolve().parent.parent
-    candidates = (
-        package.parent / "integrations" / "ardour" / "scripts",
-        package / "hosts" / "ardour_scripts",
-    )
-    for folder in candidates:
-        if folder.is_dir():
-            return folder
-    raise HostError(
-        "the Ardour scripts are not part of this installation (looked in "
-        f"{' and '.join(str(folder) for folder in candidates)}); reinstall StemBridge "
-        "(`pip install .` from its source tree)",
-        path=candidates[0],
-    )
+    """The folder holding the Ardour scripts that ship with this StemBridge (see
+    :func:`~bridge.hosts.script_install.shipped_scripts`)."""
+    return shipped_scripts("Ardour", ("integrations", "ardour", "scripts"), "ardour_scripts")
 
 
 def install(

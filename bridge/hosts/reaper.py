@@ -21,6 +21,7 @@ from bridge.hosts.script_install import (
     find_command,
     install_files,
     read_scripts,
+    shipped_scripts,
     uninstall_files,
 )
 from bridge.hosts.script_install import InstallReport as _InstallReport
@@ -108,29 +109,9 @@ def default_resource_path(
 
 
 def scripts_source() -> Path:
-    """The folder holding the ReaScripts that ship with this StemBridge.
-
-    In a source tree (an editable install) that is ``integrations/reaper/StemBridge``;
-    an installed wheel carries the same files as package data in
-    ``bridge/hosts/reaper_scripts/`` (a link to that folder in the source tree).
-
-    Raises:
-        HostError: Neither folder exists.
-    """
-    package = Path(__file__).resolve().parent.parent
-    candidates = (
-        package.parent / "integrations" / "reaper" / "StemBridge",
-        package / "hosts" / "reaper_scripts",
-    )
-    for folder in candidates:
-        if folder.is_dir():
-            return folder
-    raise HostError(
-        "the REAPER scripts are not part of this installation (looked in "
-        f"{' and '.join(str(folder) for folder in candidates)}); reinstall StemBridge "
-        "(`pip install .` from its source tree)",
-        path=candidates[0],
-    )
+    """The folder holding the REAPER scripts that ship with this StemBridge (see
+    :func:`~bridge.hosts.script_install.shipped_scripts`)."""
+    return shipped_scripts("REAPER", ("integrations", "reaper", "StemBridge"), "reaper_scripts")
 
 
 def install(

@@ -434,3 +434,26 @@ def _write_error(folder: Path, exc: OSError, fix: str) -> HostError:
         f"cannot change {where} ({exc.strerror}); check the permissions of {folder} or {fix}",
         path=Path(where),
     )
+
+
+def shipped_scripts(host: str, source_tree: tuple[str, ...], packaged: str) -> Path:
+    """The folder holding a host's scripts that ship with this StemBridge.
+
+    In a source tree (an editable install) that is ``source_tree`` under the
+    repository; an installed wheel carries the same files as package data in
+    ``bridge/hosts/<packaged>/`` (a link to that folder in the source tree).
+
+    Raises:
+        HostError: Neither folder exists.
+    """
+    package = Path(__file__).resolve().parent.parent
+    candidates = (package.parent.joinpath(*source_tree), package / "hosts" / packaged)
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    raise HostError(
+        f"the {host} scripts are not part of this installation (looked in "
+        f"{' and '.join(str(folder) for folder in candidates)}); reinstall StemBridge "
+        "(`pip install .` from its source tree)",
+        path=candidates[0],
+    )
