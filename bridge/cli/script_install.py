@@ -1,4 +1,4 @@
-"""The summary ``reaper install`` and ``ardour install`` print: what changed, file by file."""
+"""What `reaper install` and `ardour install` share: their flags and the summary they print."""
 
 from __future__ import annotations
 
