@@ -167,6 +167,28 @@ end
     ]
 
 
+def test_damaged_status_files_neither_stop_nor_stall_the_wait(
+    ardour_lua: str, tmp_path: Path
+) -> None:
+    # Given a finished job whose status file was saved with CRLF line ends, and a running
+    # one whose progress is not a number from 0 to 1 (the REAPER library's fuzzed cases)
+    crlf, huge = tmp_path / "crlf.status", tmp_path / "huge.status"
+    crlf.write_bytes(b"stembridge_status=1\r\nstate=done\r\nprogress=1\r\nstage=done\r\n")
+    huge.write_text("stembridge_status=1\nstate=running\nprogress=1e999\nstage=separating\n")
+    body = f"""
+local function job(path, name) return {{ status_path = path, state = "queued", progress = 0.25,
+  stage = "queued", plan = {{ name = name, position = 0, length = 1 }} }} end
+local jobs = {{ job({long_string(crlf)}, "A"), job({long_string(huge)}, "B") }}
+out("@pending", lib.poll(jobs), jobs[1].state, jobs[2].progress)
+out("@summary", (lib.summary(jobs):gsub("\\n", "|")))
+"""
+    # When they are read, Then the first is done and the second keeps its last progress
+    assert run_lib(ardour_lua, body, tmp_path) == [
+        "@pending\t1\tdone\t0.25",
+        "@summary\tA: done 100%|B: separating 25%",
+    ]
+
+
 def test_the_action_loads_in_ardours_lua_and_its_non_gui_names_exist(
     ardour_lua: str, tmp_path: Path
 ) -> None:

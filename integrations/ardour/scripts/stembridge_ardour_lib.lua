@@ -275,7 +275,8 @@ function M.read_status(path)
   if not file then return nil end
   local status = { stems = {} }
   for line in file:lines() do
-    local key, value = line:match("^([%w_%.%-]+)=(.*)$")
+    -- A file saved with CRLF line ends must still say "done", not "done\r".
+    local key, value = line:gsub("\r$", ""):match("^([%w_%.%-]+)=(.*)$")
     if key then
       local stem = key:match("^stem%.(.+)$")
       if stem then
@@ -299,7 +300,10 @@ function M.poll(jobs)
     if status then
       job.status = status
       job.state, job.stage = status.state or job.state, status.stage or job.stage
-      job.progress = tonumber(status.progress) or job.progress
+      -- A progress that is not a number from 0 to 1 (a damaged file: "nan", "1e999")
+      -- keeps the last one, so the summary can still be drawn.
+      local progress = tonumber(status.progress)
+      if progress and progress >= 0 and progress <= 1 then job.progress = progress end
     end
     if not FINAL[job.state] then pending = pending + 1 end
   end
