@@ -311,7 +311,7 @@ def check_private(file: Path) -> None:
         stat = file.stat()
     except OSError:
         return  # reading it reports the problem
-    if stat.st_mode & 0o022:
+    if stat.st_mode & 0o002 or (stat.st_mode & 0o020 and not _private_group(stat.st_gid)):
         raise ConfigError(
             f"{file}: other users may write to it (mode {stat.st_mode & 0o777:o}), and a config "
             f"decides which plug-ins the daemon runs; run: chmod go-w '{file}'"
@@ -321,6 +321,20 @@ def check_private(file: Path) -> None:
             f"{file}: owned by another user (uid {stat.st_uid}); a config decides which "
             "plug-ins the daemon runs, so use one you own"
         )
+
+
+def _private_group(gid: int) -> bool:
+    """Whether ``gid`` is this user's own group (Ubuntu's umask 002 makes files
+    group-writable, harmlessly, when nobody else is in the group)."""
+    import grp
+    import pwd
+
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return False
+    return gid == os.getgid() and members <= {user}
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
