@@ -31,6 +31,19 @@ def is_temporary(path: Path) -> bool:
     return path.name.startswith(TEMP_PREFIX) and path.name.endswith(TEMP_SUFFIX)
 
 
+def remove_temporaries(folder: Path, *, modified_before: float | None = None) -> list[Path]:
+    """Delete the temporary files in ``folder`` (only those last modified before
+    ``modified_before``, a ``time.time()`` value, when given). Returns what was deleted."""
+    removed = []
+    for path in folder.iterdir():
+        if is_temporary(path) and (
+            modified_before is None or path.stat().st_mtime < modified_before
+        ):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def fsync_file(path: Path) -> None:
     """Flush a closed file's contents to disk."""
     fd = os.open(path, os.O_RDONLY)

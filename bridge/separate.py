@@ -278,17 +278,12 @@ def separate_file(
             gains = stage.gains(measured, mix_loudness)
             # Stems, then pictures, then the manifest appear one by one: the journal lets a
             # later run take back a set that a kill interrupted.
+            finals = stem_paths(prepared.folder, names, fmt).values()
             atomic.begin_set(
                 prepared.folder,
                 [
-                    *(f"{name}.{fmt.extension}" for name in names),
-                    *(
-                        path.name
-                        for name in names
-                        for path in picture_paths(
-                            prepared.folder / f"{name}.{fmt.extension}"
-                        ).values()
-                    ),
+                    *(stem.name for stem in finals),
+                    *(picture.name for stem in finals for picture in picture_paths(stem).values()),
                     MANIFEST_NAME,
                 ],
                 key=identity or "",

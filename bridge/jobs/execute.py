@@ -197,26 +197,21 @@ def remove_stale_temps(folder: Path) -> None:
     if folder.is_dir():
         for path in atomic.recover_set(folder, lambda key: _manifest_identity(folder) == key):
             log.info("removing %s, part of a set an interrupted run did not finish", path)
-        for path in folder.iterdir():
-            if atomic.is_temporary(path):
-                log.info("removing %s, left by an interrupted run", path)
-                path.unlink(missing_ok=True)
+        for path in atomic.remove_temporaries(folder):
+            log.info("removed %s, left by an interrupted run", path)
 
 
 def _manifest_identity(folder: Path) -> str | None:
+    """The identity ``folder``'s manifest records (None without a readable manifest)."""
     try:
-        identity = read_manifest(folder / MANIFEST_NAME).get("identity")
+        identity: str | None = read_manifest(folder / MANIFEST_NAME).get("identity")
     except OutputError:
         return None
-    return identity if isinstance(identity, str) else None
+    return identity
 
 
 def _holds(folder: Path, identity: str, names: list[str], extension: str) -> bool:
-    try:
-        manifest = read_manifest(folder / MANIFEST_NAME)
-    except OutputError:
-        return False
-    return manifest.get("identity") == identity and all(
+    return _manifest_identity(folder) == identity and all(
         (folder / f"{name}.{extension}").is_file() for name in names
     )
 

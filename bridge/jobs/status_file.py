@@ -116,10 +116,7 @@ def repair_status_files(jobs: Iterable[Job], *, now: float, stale_seconds: float
             rewritten += 1
     for folder in folders:
         try:
-            temps = [path for path in folder.iterdir() if atomic.is_temporary(path)]
-            for path in temps:
-                if now - path.stat().st_mtime > stale_seconds:
-                    path.unlink(missing_ok=True)
+            atomic.remove_temporaries(folder, modified_before=now - stale_seconds)
         except OSError:
             continue
     return rewritten
