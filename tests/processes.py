@@ -74,6 +74,30 @@ class DaemonProcess:
         return self.log.read_text(errors="replace")
 
 
+def watch_daemon(
+    tmp_path: Path,
+    watched: Path,
+    out: Path,
+    *extra: str,
+    log: str = "daemon.log",
+    prefix: tuple[str, ...] = (),
+) -> DaemonProcess:
+    """``stembridge watch WATCHED -o OUT`` with the test config in ``tmp_path``
+    (``config.toml``, state in ``state/``), returned once it is ready."""
+    config = write_config(tmp_path / "config.toml", tmp_path / "state")
+    daemon = DaemonProcess(
+        ["watch", str(watched), "-o", str(out), "--config", str(config), *extra],
+        tmp_path / log,
+        prefix=prefix,
+    )
+    try:
+        wait_for(lambda: "daemon ready" in daemon.output(), what="the daemon to start")
+    except AssertionError:
+        daemon.kill()
+        raise
+    return daemon
+
+
 # Root ignores file permissions; this makes a daemon meet them like any user would.
 NO_ROOT_OVERRIDE = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
 

@@ -15,7 +15,7 @@ from bridge.atomic import is_temporary
 from bridge.jobs.status_file import read_status
 from bridge.jobs.store import JobStore
 
-from processes import DaemonProcess, all_final, visible_files, wait_for, write_config
+from processes import DaemonProcess, all_final, visible_files, wait_for, watch_daemon, write_config
 from signals import music, write_audio
 
 RATE = 44100
@@ -44,15 +44,9 @@ def watch_renders(
 def start_watch(
     daemons: list[DaemonProcess], tmp_path: Path, folder: Path, out: Path, *extra: str
 ) -> tuple[DaemonProcess, JobStore]:
-    config = write_config(tmp_path / "config.toml", tmp_path / "state")
-    daemon = DaemonProcess(
-        ["watch", str(folder), "-o", str(out), "--config", str(config), *extra],
-        tmp_path / f"daemon{len(daemons)}.log",
-    )
+    daemon = watch_daemon(tmp_path, folder, out, *extra, log=f"daemon{len(daemons)}.log")
     daemons.append(daemon)
-    store = JobStore(tmp_path / "state")
-    wait_for(lambda: "daemon ready" in daemon.output(), what="the daemon to start")
-    return daemon, store
+    return daemon, JobStore(tmp_path / "state")
 
 
 def test_slow_render_gives_one_job_after_it_is_complete(

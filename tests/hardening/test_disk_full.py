@@ -13,7 +13,7 @@ import soundfile as sf
 from bridge.atomic import is_temporary
 from bridge.jobs.store import JobStore
 
-from processes import DaemonProcess, all_final, wait_for, write_config
+from processes import all_final, wait_for, watch_daemon
 from signals import music, write_audio
 
 RATE = 44100
@@ -43,13 +43,8 @@ def test_a_full_disk_fails_the_job_cleanly_and_later_jobs_succeed_once_space_ret
 ) -> None:
     watched = tmp_path / "renders"
     watched.mkdir()
-    config = write_config(tmp_path / "config.toml", tmp_path / "state")
-    daemon = DaemonProcess(
-        ["watch", str(watched), "-o", str(small_disk), "--config", str(config)],
-        tmp_path / "daemon.log",
-    )
+    daemon = watch_daemon(tmp_path, watched, small_disk)
     try:
-        wait_for(lambda: "daemon ready" in daemon.output(), what="the daemon to start")
         store = JobStore(tmp_path / "state")
         # Given two renders whose stems do not fit
         write_audio(watched / "big.wav", music(10 * RATE))

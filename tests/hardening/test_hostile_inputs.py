@@ -15,7 +15,7 @@ from bridge.atomic import is_temporary
 from bridge.jobs.store import Job, JobStore
 
 from hostile import corpus
-from processes import DaemonProcess, all_final, stem_set, visible_files, wait_for, write_config
+from processes import DaemonProcess, all_final, stem_set, visible_files, wait_for, watch_daemon
 from signals import music, write_audio
 
 RATE = 44100
@@ -26,12 +26,7 @@ def daemon(model_dir: Path, tmp_path: Path) -> Iterator[tuple[DaemonProcess, Job
     """A daemon watching ``renders/`` (vocals only, to keep the corpus quick)."""
     watched, out = tmp_path / "renders", tmp_path / "stems"
     watched.mkdir()
-    config = write_config(tmp_path / "config.toml", tmp_path / "state")
-    process = DaemonProcess(
-        ["watch", str(watched), "-o", str(out), "--config", str(config), "--stems", "vocals"],
-        tmp_path / "daemon.log",
-    )
-    wait_for(lambda: "daemon ready" in process.output(), what="the daemon to start")
+    process = watch_daemon(tmp_path, watched, out, "--stems", "vocals")
     yield process, JobStore(tmp_path / "state"), watched, out
     if process.process.poll() is None:
         process.kill()

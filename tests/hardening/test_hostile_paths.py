@@ -14,15 +14,7 @@ from bridge.atomic import is_temporary
 from bridge.jobs.status_file import read_status
 from bridge.jobs.store import Job, JobStore
 
-from processes import (
-    NO_ROOT_OVERRIDE,
-    DaemonProcess,
-    all_final,
-    stem_set,
-    visible_files,
-    wait_for,
-    write_config,
-)
+from processes import NO_ROOT_OVERRIDE, all_final, stem_set, visible_files, wait_for, watch_daemon
 from signals import music, write_audio
 
 RATE = 44100
@@ -48,24 +40,10 @@ class Daemon:
     def __init__(self, tmp_path: Path, *extra: str, prefix: tuple[str, ...] = ()) -> None:
         self.watched, self.out = tmp_path / "renders", tmp_path / "stems"
         self.watched.mkdir(exist_ok=True)
-        config = write_config(tmp_path / "config.toml", tmp_path / "state")
-        self.process = DaemonProcess(
-            [
-                "watch",
-                str(self.watched),
-                "-o",
-                str(self.out),
-                "--config",
-                str(config),
-                "--stems",
-                "vocals",
-                *extra,
-            ],
-            tmp_path / "daemon.log",
-            prefix=prefix,
+        self.process = watch_daemon(
+            tmp_path, self.watched, self.out, "--stems", "vocals", *extra, prefix=prefix
         )
         self.store = JobStore(tmp_path / "state")
-        wait_for(lambda: "daemon ready" in self.process.output(), what="the daemon to start")
 
     def jobs(self, count: int, timeout: float = 120) -> dict[str, Job]:
         jobs = wait_for(lambda: all_final(self.store, count), timeout=timeout, what="the jobs")

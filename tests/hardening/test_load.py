@@ -17,7 +17,7 @@ import soundfile as sf
 
 from bridge.jobs.store import JobStore
 
-from processes import DaemonProcess, wait_for, write_config
+from processes import wait_for, watch_daemon
 
 RATE = 44100
 SUBMITS = 200
@@ -42,22 +42,9 @@ def test_concurrent_submits_and_a_thousand_drops_are_each_recorded_once(
     rng = np.random.default_rng(1)
     for n in range(SUBMITS):
         sf.write(str(submitted / f"s{n:03d}.wav"), rng.uniform(-0.5, 0.5, (RATE // 20, 2)), RATE)
-    config = write_config(tmp_path / "config.toml", tmp_path / "state")
-    daemon = DaemonProcess(
-        [
-            "watch",
-            str(renders),
-            "-o",
-            str(tmp_path / "stems"),
-            "--config",
-            str(config),
-            "--stems",
-            "vocals",
-        ],
-        tmp_path / "daemon.log",
-    )
+    daemon = watch_daemon(tmp_path, renders, tmp_path / "stems", "--stems", "vocals")
+    config = tmp_path / "config.toml"
     try:
-        wait_for(lambda: "daemon ready" in daemon.output(), what="the daemon to start")
         dropper = threading.Thread(target=drop, args=(renders, DROPS))
         dropper.start()
         calls = [
