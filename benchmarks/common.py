@@ -23,7 +23,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bridge.separation.catalog import MODELS  # noqa: E402
+from bridge.models.catalog import MODELS  # noqa: E402
 
 from modelfiles import make_networks, write_hf_form  # noqa: E402
 from signals import music  # noqa: E402

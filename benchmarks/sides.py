@@ -5,7 +5,7 @@
 
 ``demucs``: demucs' loader and ``apply_model(shifts=0, overlap=0.25)`` as its API runs
 them (whole file in memory, normalised like ``demucs.api.Separator``).
-``stembridge``: ``Separator`` + ``separate_file``, as the CLI runs them; by default
+``stembridge``: ``LoadedModel`` + ``separate_file``, as the CLI runs them; by default
 the raw model output (no exact-sum residual, no effects) so it can be compared with
 demucs, or with ``--exact-sum`` / ``--preset`` the post-processing users get.
 Both write float WAV stems and print one JSON line of timings last.
@@ -59,15 +59,15 @@ def run_demucs(args: argparse.Namespace) -> dict:
 
 def run_stembridge(args: argparse.Namespace) -> dict:
     from bridge.effects.plan import plan_effects
+    from bridge.models.loaded import LoadedModel
     from bridge.separate import prepare, separate_file
-    from bridge.separation.separator import Separator
     from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
     started = time.perf_counter()
     settings = SeparationSettings(
         device=args.device, batch_size=args.batch_size, precision=args.precision
     )
-    separator = Separator.load(settings, folders=[args.models], offline=True)
+    separator = LoadedModel.load(settings, folders=[args.models], offline=True)
     loaded = time.perf_counter()
     prepared = prepare(
         args.input,
@@ -101,7 +101,7 @@ def run_pure(args: argparse.Namespace) -> dict:
     import torch
     from demucs.hf import load_safetensors_model
 
-    from bridge.separation.runner import keep_freed_memory
+    from bridge.models.runner import keep_freed_memory
 
     if args.device == "cpu":
         keep_freed_memory()  # the same allocator setting the daemon runs with

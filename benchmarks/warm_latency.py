@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import comparison_parser, machine, run_child, write_clip
 
-from bridge.separation.catalog import MODELS
+from bridge.models.catalog import MODELS
 
 from modelfiles import make_networks, write_demucs_form, write_hf_form
 

@@ -120,7 +120,7 @@ class Daemon:
 
             log.info("jobs go to the studio workers through %s", broker.redacted)
             return Dispatcher(self.store, url=broker).run
-        from bridge.separation.runner import keep_freed_memory
+        from bridge.models.runner import keep_freed_memory
 
         keep_freed_memory()  # before the worker thread starts: see its docstring
         return Worker(self.store, models=self._models, owner=self._owner).run

@@ -7,7 +7,7 @@
 2. a first pass over the range: sha256 of the file, the exact length at the
    model's rate, and the normalisation statistics of each channel group,
 3. a second pass: decode ahead on a thread, separate with the warm
-   :class:`~bridge.separation.separator.Separator`, convert the sources back to
+   :class:`~bridge.models.loaded.LoadedModel`, convert the sources back to
    the output rate, and on another thread run the effects stage (exact-sum
    residual, stem sums, effects chains, meters; see :mod:`bridge.effects.stage`)
    and write into hidden files,
@@ -54,13 +54,13 @@ from bridge.manifest import (
     RangeEntry,
     StemEntry,
 )
+from bridge.models.groups import ChannelGroup, GroupStats, MixStats, channel_groups
 from bridge.pictures import draw_stem_pictures, picture_paths
-from bridge.separation.groups import ChannelGroup, GroupStats, MixStats, channel_groups
-from bridge.separation.stems import StemPlan, sources_needed
 from bridge.settings import OutputSettings, TimeRange
+from bridge.stems import StemPlan, sources_needed
 
 if TYPE_CHECKING:
-    from bridge.separation.separator import Separator
+    from bridge.models.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def prepare(
 def separate_file(
     prepared: PreparedInput,
     *,
-    separator: Separator,
+    separator: LoadedModel,
     job_id: str | None = None,
     sha256: str | None = None,
     identity: str | None = None,

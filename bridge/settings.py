@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 
 from bridge.errors import SettingsError
-from bridge.separation.catalog import DEFAULT_MODEL, get_spec
-from bridge.separation.stems import StemPlan, plan_stems
+from bridge.models.catalog import DEFAULT_MODEL, get_spec
+from bridge.stems import StemPlan, plan_stems
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -29,8 +29,8 @@ class SeparationSettings:
     """How the model is run.
 
     Attributes:
-        model: A name from :data:`bridge.separation.catalog.MODELS`.
-        stems: Stem words (see :mod:`bridge.separation.stems`); empty means every source.
+        model: A name from :data:`bridge.models.catalog.MODELS`.
+        stems: Stem words (see :mod:`bridge.stems`); empty means every source.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         shifts: Random time shifts averaged (0 = deterministic, as fast as it gets).
         overlap: Fraction of a segment shared with the next one, in [0, 1).

@@ -2,7 +2,7 @@
 
     python examples/keep_model_warm.py OUTDIR FILE...
 
-The same calls the CLI makes: settings once, ``Separator.load`` once (weights
+The same calls the CLI makes: settings once, ``LoadedModel.load`` once (weights
 looked up offline first), then ``prepare`` + ``separate_file`` per input.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from bridge.effects.plan import plan_effects
 from bridge.errors import StemBridgeError
+from bridge.models.catalog import get_spec
+from bridge.models.loaded import LoadedModel
 from bridge.separate import Progress, prepare, separate_file
-from bridge.separation.catalog import get_spec
-from bridge.separation.separator import Separator
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 
@@ -25,7 +25,7 @@ def show(progress: Progress) -> None:
 
 def main(out_dir: Path, inputs: list[Path]) -> int:
     settings = SeparationSettings(stems=("vocals", "no_vocals"))
-    separator = Separator.load(settings)
+    separator = LoadedModel.load(settings)
     # The vocals get the bundled polish; the preset is checked once, before any audio.
     effects = plan_effects(
         EffectsSettings(preset="vocal-polish"),

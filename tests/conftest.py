@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.separation.catalog import MODELS
+from bridge.models.catalog import MODELS
 
 from modelfiles import make_networks, write_demucs_form, write_hf_form
 

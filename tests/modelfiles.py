@@ -18,7 +18,7 @@ from demucs.htdemucs import HTDemucs
 from demucs.states import get_state, save_with_checksum
 from safetensors.torch import save_file
 
-from bridge.separation.catalog import ModelSpec
+from bridge.models.catalog import ModelSpec
 
 #: The released htdemucs architecture (41.98 M parameters).
 OFFICIAL_HTDEMUCS = dict(dconv_mode=3, depth=4, t_layers=5, bottom_channels=512)

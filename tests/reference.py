@@ -11,7 +11,7 @@ from demucs.apply import BagOfModels, apply_model
 from demucs.hf import load_safetensors_model
 from demucs.pretrained import get_model
 
-from bridge.separation.catalog import ModelSpec
+from bridge.models.catalog import ModelSpec
 
 
 def demucs_bag(folder: Path, spec: ModelSpec) -> BagOfModels:

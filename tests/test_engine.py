@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bridge.errors import JobCancelled
-from bridge.separation.engine import MemberGeometry, plan, separate_stream, triangular_window
-from bridge.separation.groups import MixStats, channel_groups
+from bridge.models.engine import MemberGeometry, plan, separate_stream, triangular_window
+from bridge.models.groups import MixStats, channel_groups
 
 SEGMENT = 1000
 STRIDE = 750

@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 
 from bridge.cli import EXIT_MODEL, EXIT_OK, main
 from bridge.errors import ModelCorrupt, ModelNotFound
-from bridge.separation.catalog import MODELS
-from bridge.separation.loading import load_bag
-from bridge.separation.separator import Separator
-from bridge.separation.weights import find_installed, install_folder, locate
+from bridge.models.catalog import MODELS
+from bridge.models.loaded import LoadedModel
+from bridge.models.loading import load_bag
+from bridge.models.weights import find_installed, install_folder, locate
 from bridge.settings import SeparationSettings
 
 from modelfiles import make_networks, write_demucs_form, write_hf_form
@@ -64,12 +64,12 @@ def test_corrupted_checksum_is_refused(tiny_models: Path, tmp_path: Path) -> Non
     victim.write_bytes(bytes(data))
     # When it is loaded, Then the checksum mismatch is named with the file and the fix
     with pytest.raises(ModelCorrupt, match=r"f7e0c4bc-.*checksum mismatch.*download it again"):
-        Separator.load(SeparationSettings(model="htdemucs_ft"), folders=[folder], offline=True)
+        LoadedModel.load(SeparationSettings(model="htdemucs_ft"), folders=[folder], offline=True)
 
 
 def test_missing_weights_name_the_files_and_the_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound) as caught:
-        Separator.load(SeparationSettings(model="htdemucs"), folders=[tmp_path], offline=True)
+        LoadedModel.load(SeparationSettings(model="htdemucs"), folders=[tmp_path], offline=True)
     message = str(caught.value)
     for needed in ("htdemucs.yaml", "955717e8.safetensors", "955717e8-8726e21a.th"):
         assert needed in message
@@ -153,7 +153,7 @@ def test_pickle_with_code_is_never_executed(tmp_path: Path) -> None:
     (folder / "htdemucs.yaml").write_text("models: ['955717e8']\n")
     # When it is loaded, Then it is refused and the command never ran
     with pytest.raises(ModelCorrupt, match="cannot be loaded safely"):
-        Separator.load(SeparationSettings(), folders=[folder], offline=True)
+        LoadedModel.load(SeparationSettings(), folders=[folder], offline=True)
     assert not marker.exists()
 
 
@@ -163,7 +163,7 @@ def test_safetensors_naming_another_class_is_refused(tmp_path: Path) -> None:
     metadata = {"klass": "subprocess.Popen", "args": '["id"]', "kwargs": "{}"}
     save_file({"x": torch.zeros(1)}, str(folder / "955717e8.safetensors"), metadata=metadata)
     with pytest.raises(ModelCorrupt, match=r"subprocess\.Popen.*only demucs"):
-        Separator.load(SeparationSettings(), folders=[folder], offline=True)
+        LoadedModel.load(SeparationSettings(), folders=[folder], offline=True)
 
 
 def test_network_of_another_model_is_refused(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_network_of_another_model_is_refused(tmp_path: Path) -> None:
         warnings.simplefilter("ignore")
         write_hf_form(tmp_path, spec, make_networks(MODELS["htdemucs_6s"]))
     with pytest.raises(ModelCorrupt, match="belongs to another model"):
-        Separator.load(SeparationSettings(), folders=[tmp_path], offline=True)
+        LoadedModel.load(SeparationSettings(), folders=[tmp_path], offline=True)
 
 
 def test_truncated_safetensors_is_refused(tiny_models: Path, tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ def test_truncated_safetensors_is_refused(tiny_models: Path, tmp_path: Path) -> 
     data = (tiny_models / "955717e8.safetensors").read_bytes()
     (tmp_path / "955717e8.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelCorrupt, match="cut short"):
-        Separator.load(SeparationSettings(), folders=[tmp_path], offline=True)
+        LoadedModel.load(SeparationSettings(), folders=[tmp_path], offline=True)
 
 
 def test_cli_install_list_and_path(tiny_models: Path, capsys: pytest.CaptureFixture[str]) -> None:

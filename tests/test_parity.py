@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 from bridge.effects.plan import plan_effects
+from bridge.models.catalog import MODELS
+from bridge.models.loaded import LoadedModel
 from bridge.separate import prepare, separate_file
-from bridge.separation.catalog import MODELS
-from bridge.separation.separator import Separator
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 from modelfiles import make_networks, write_hf_form
@@ -33,7 +33,7 @@ def run_stembridge(
     time_range: TimeRange | None = None,
 ) -> dict[str, np.ndarray]:
     """Separate ``source`` through the whole file pipeline; stems as ``(channels, frames)``."""
-    separator = Separator.load(settings, folders=[model_folder], offline=True)
+    separator = LoadedModel.load(settings, folders=[model_folder], offline=True)
     prepared = prepare(
         source,
         folder=out / source.stem,
@@ -204,7 +204,7 @@ def test_cancel_leaves_nothing_behind(tiny_models: Path, tmp_path: Path) -> None
     # Given a job whose cancel event is set after the first forward pass
     source = write_audio(tmp_path / "mix.wav", music(6 * SAMPLE_RATE))
     settings = SeparationSettings()
-    separator = Separator.load(settings, folders=[tiny_models], offline=True)
+    separator = LoadedModel.load(settings, folders=[tiny_models], offline=True)
     prepared = prepare(
         source,
         folder=tmp_path / "out" / source.stem,

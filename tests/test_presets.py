@@ -12,9 +12,9 @@ from bridge.config import load_config
 from bridge.effects.plan import plan_effects
 from bridge.effects.presets import list_presets, load_preset, parse_preset_file, user_preset_dir
 from bridge.errors import ConfigError, PresetError, SettingsError
-from bridge.separation.catalog import MODELS
-from bridge.separation.stems import plan_stems
+from bridge.models.catalog import MODELS
 from bridge.settings import EffectsSettings
+from bridge.stems import plan_stems
 
 from signals import music, write_audio
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import SettingsError
-from bridge.separation.catalog import FOUR_SOURCES, SIX_SOURCES
-from bridge.separation.stems import StemPlan, parse_stem_list, plan_stems, sources_needed
+from bridge.models.catalog import FOUR_SOURCES, SIX_SOURCES
+from bridge.stems import StemPlan, parse_stem_list, plan_stems, sources_needed
 
 
 def test_default_is_every_source() -> None:

@@ -12,7 +12,7 @@ import pytest
 from bridge.jobs.spec import JobSpec
 from bridge.jobs.store import JobStore
 from bridge.jobs.worker import RETRY_DELAYS_SECONDS, ModelCache, Worker
-from bridge.separation.separator import Separator
+from bridge.models.loaded import LoadedModel
 from bridge.settings import SeparationSettings
 
 from signals import music, write_audio
@@ -34,7 +34,7 @@ class FlakyModels(ModelCache):
         self.fail, self.message, self.when = fail, message, when
         self.seen: list[SeparationSettings] = []
 
-    def separator(self, settings: SeparationSettings) -> Separator:
+    def separator(self, settings: SeparationSettings) -> LoadedModel:
         self.seen.append(settings)
         if self.when(settings):
             raise self.fail(self.message)

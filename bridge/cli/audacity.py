@@ -23,7 +23,7 @@ from bridge.cli.separate import (
 
 if TYPE_CHECKING:
     from bridge.effects.plan import EffectsPlan
-    from bridge.separation.separator import Separator
+    from bridge.models.loaded import LoadedModel
     from bridge.settings import OutputSettings, SeparationSettings
 
 
@@ -73,8 +73,8 @@ def run(args: argparse.Namespace, err: Console) -> int:
     from bridge.effects.plan import plan_effects
     from bridge.hosts.audacity import separate_selection
     from bridge.hosts.audacity_pipe import ScriptPipe
-    from bridge.separation.catalog import get_spec
-    from bridge.separation.separator import Separator
+    from bridge.models.catalog import get_spec
+    from bridge.models.loaded import LoadedModel
 
     settings = separation_settings(args)
     output = output_settings(args)
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace, err: Console) -> int:
         )
     with pipe:
         with err.status(f"loading {settings.model}"):
-            separator = Separator.load(settings)
+            separator = LoadedModel.load(settings)
         folder.mkdir(parents=True, exist_ok=True)
         export_path = _new_export_path(folder)
 
@@ -122,7 +122,7 @@ def _new_export_path(folder: Path) -> Path:
 
 def _separate_with_progress(
     path: Path,
-    separator: Separator,
+    separator: LoadedModel,
     settings: SeparationSettings,
     output: OutputSettings,
     effects: EffectsPlan,

@@ -43,7 +43,7 @@ from bridge.errors import SettingsError, UnreadableAudio
 from bridge.jobs.spec import PRIORITY_INTERACTIVE, JobSpec
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import FINAL, STATES, Job, JobStore
-from bridge.separation.catalog import get_spec
+from bridge.models.catalog import get_spec
 from bridge.settings import TimeRange
 
 #: How often ``--wait`` looks at the job.
@@ -146,7 +146,7 @@ def run_submit(args: argparse.Namespace, err: Console) -> int:
 def _run_here(store: JobStore, job: Job, err: Console, args: argparse.Namespace) -> Job:
     """Separate the job in this process (no daemon), following it like a daemon's."""
     from bridge.jobs.worker import ModelCache, Worker, owner_id
-    from bridge.separation.runner import keep_freed_memory
+    from bridge.models.runner import keep_freed_memory
 
     keep_freed_memory()  # before the worker thread starts: see its docstring
     owner = owner_id()

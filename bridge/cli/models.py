@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bridge.cli.common import EXIT_OK
-from bridge.separation.catalog import MODELS
+from bridge.models.catalog import MODELS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_list(args: argparse.Namespace, err: Console) -> int:
     """Print every known model and where its weights are."""
-    from bridge.separation.weights import find_installed
+    from bridge.models.weights import find_installed
 
     rows: list[dict[str, Any]] = []
     for spec in MODELS.values():
@@ -70,8 +70,8 @@ def run_list(args: argparse.Namespace, err: Console) -> int:
 
 def run_install(args: argparse.Namespace, err: Console) -> int:
     """Copy and verify model files into the install folder."""
-    from bridge.separation.catalog import get_spec
-    from bridge.separation.weights import install_from
+    from bridge.models.catalog import get_spec
+    from bridge.models.weights import install_from
 
     for name in args.names:
         get_spec(name)
@@ -82,7 +82,7 @@ def run_install(args: argparse.Namespace, err: Console) -> int:
 
 def run_path(args: argparse.Namespace, err: Console) -> int:
     """Print the install folder (stdout) and the search order (stderr)."""
-    from bridge.separation.weights import hf_cache_folder, install_folder, search_folders
+    from bridge.models.weights import hf_cache_folder, install_folder, search_folders
 
     print(install_folder())
     err.print("searched, in order:", highlight=False)

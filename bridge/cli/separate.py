@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from bridge.cli.common import EXIT_OK, error_entry, print_error
 from bridge.errors import OutputError, StemBridgeError
-from bridge.separation.catalog import DEFAULT_MODEL, MODELS
+from bridge.models.catalog import DEFAULT_MODEL, MODELS
 from bridge.settings import (
     BIT_DEPTHS,
     DITHER_MODES,
@@ -157,7 +157,7 @@ def separation_settings(
     args: argparse.Namespace, *, base: SeparationSettings | None = None
 ) -> SeparationSettings:
     """``base`` (default: the built-in defaults) with the flags that were given."""
-    from bridge.separation.stems import parse_stem_list
+    from bridge.stems import parse_stem_list
 
     given = {
         "model": args.model,
@@ -214,8 +214,8 @@ def effects_settings(
 def run(args: argparse.Namespace, err: Console) -> int:
     """Separate every input; the exit code is that of the first failure."""
     from bridge.effects.plan import plan_effects
+    from bridge.models.catalog import get_spec
     from bridge.separate import prepare
-    from bridge.separation.catalog import get_spec
 
     settings = separation_settings(args)
     output = output_settings(args)
@@ -279,12 +279,12 @@ def _separate_prepared(
         TimeRemainingColumn,
     )
 
+    from bridge.models.loaded import LoadedModel
     from bridge.separate import Progress as FileProgress
     from bridge.separate import separate_file
-    from bridge.separation.separator import Separator
 
     try:
-        separator = Separator.load(settings)
+        separator = LoadedModel.load(settings)
     except StemBridgeError as exc:
         errors.extend(error_entry(item.info.path, exc) for item in prepared)
         if not args.json:

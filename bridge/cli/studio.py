@@ -136,7 +136,7 @@ def run_worker(args: argparse.Namespace, err: Console) -> int:
             key="concurrency",
             value=args.concurrency,
         )
-    from bridge.separation.runner import keep_freed_memory
+    from bridge.models.runner import keep_freed_memory
 
     config, url = broker_config(args)
     redis = connect_checked(url)

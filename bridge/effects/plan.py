@@ -18,8 +18,8 @@ from typing import Any
 
 from bridge.effects.presets import LoudnessTarget, Preset, StemTreatment, load_preset
 from bridge.errors import SettingsError
-from bridge.separation.stems import StemPlan
 from bridge.settings import EffectsSettings
+from bridge.stems import StemPlan
 
 
 @dataclass(frozen=True)

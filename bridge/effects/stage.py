@@ -23,7 +23,7 @@ from bridge.effects.chain import BlockProcessor, BoardProcessor, ChainStream
 from bridge.effects.loudness import GainDecision, Loudness, LoudnessMeter, normalisation_gain_db
 from bridge.effects.plan import EffectsPlan
 from bridge.effects.plugin_host import ChildProcessor, PluginLoader, load_with_pedalboard
-from bridge.separation.stems import StemPlan
+from bridge.stems import StemPlan
 
 log = logging.getLogger(__name__)
 

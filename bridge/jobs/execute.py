@@ -28,15 +28,15 @@ from bridge.effects.plan import plan_effects
 from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
 from bridge.errors import OutputError, UnsupportedName
 from bridge.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from bridge.models.catalog import get_spec
 from bridge.pictures import copy_pictures
 from bridge.separate import OnProgress, file_sha256, prepare, separate_file
-from bridge.separation.catalog import get_spec
 from bridge.settings import SeparationSettings
 
 if TYPE_CHECKING:
     from bridge.jobs.spec import JobSpec
     from bridge.jobs.store import Job
-    from bridge.separation.separator import Separator
+    from bridge.models.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def execute(
     spec: JobSpec,
     *,
     store: Results,
-    separator_for: Callable[[SeparationSettings], Separator],
+    separator_for: Callable[[SeparationSettings], LoadedModel],
     on_progress: OnProgress,
     cancel: threading.Event,
     plugin_loader: PluginLoader = load_with_pedalboard,

@@ -24,9 +24,9 @@ from bridge.jobs.execute import execute
 from bridge.jobs.spec import JobSpec
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import Job, JobStore
+from bridge.models.loaded import LoadedModel
+from bridge.models.weights import Download
 from bridge.separate import Progress
-from bridge.separation.separator import Separator
-from bridge.separation.weights import Download
 from bridge.settings import SeparationSettings
 
 log = logging.getLogger(__name__)
@@ -83,16 +83,16 @@ class ModelCache:
         self._folders = folders
         self._download = download
         self._offline = offline
-        self._loaded: Separator | None = None
+        self._loaded: LoadedModel | None = None
 
-    def separator(self, settings: SeparationSettings) -> Separator:
+    def separator(self, settings: SeparationSettings) -> LoadedModel:
         """A separator for ``settings``, reusing the loaded networks when they fit."""
         if self._loaded is not None:
             try:
                 return self._loaded.with_settings(settings)
             except StemBridgeError:
                 self._loaded = None
-        self._loaded = Separator.load(
+        self._loaded = LoadedModel.load(
             settings, folders=self._folders, download=self._download, offline=self._offline
         )
         return self._loaded

@@ -1,6 +1,6 @@
 """A model loaded once on its device, ready to separate any number of streams.
 
-The daemon and workers keep one :class:`Separator` per process so the model stays
+The daemon and workers keep one :class:`LoadedModel` per process so the model stays
 warm between jobs; the CLI builds one per run.
 """
 
@@ -17,23 +17,23 @@ from demucs.apply import BagOfModels
 from demucs.htdemucs import HTDemucs
 
 from bridge.errors import ModelCorrupt, SettingsError
-from bridge.separation.catalog import ModelSpec, get_spec
-from bridge.separation.engine import MemberGeometry, OnProgress, separate_stream
-from bridge.separation.groups import ChannelGroup, MixStats
-from bridge.separation.loading import load_bag
-from bridge.separation.runner import (
+from bridge.models.catalog import ModelSpec, get_spec
+from bridge.models.engine import MemberGeometry, OnProgress, separate_stream
+from bridge.models.groups import ChannelGroup, MixStats
+from bridge.models.loading import load_bag
+from bridge.models.runner import (
     TorchRunner,
     check_precision,
     default_batch_size,
     resolve_device,
 )
-from bridge.separation.weights import Download, locate
+from bridge.models.weights import Download, locate
 from bridge.settings import SeparationSettings
 
 log = logging.getLogger(__name__)
 
 
-class Separator:
+class LoadedModel:
     """A bag of networks on a device, with the settings it runs under.
 
     Args:
@@ -70,7 +70,7 @@ class Separator:
         folders: Sequence[Path] | None = None,
         download: Download | None = None,
         offline: bool | None = None,
-    ) -> Separator:
+    ) -> LoadedModel:
         """Find the model's weights (offline first), load them and place them on the device.
 
         Raises:
@@ -83,7 +83,7 @@ class Separator:
         files = locate(spec, folders=folders, download=download, offline=offline)
         return cls(settings, load_bag(files), spec)
 
-    def with_settings(self, settings: SeparationSettings) -> Separator:
+    def with_settings(self, settings: SeparationSettings) -> LoadedModel:
         """The same loaded networks under other settings (shifts, overlap, batch...).
 
         Raises:
@@ -96,7 +96,7 @@ class Separator:
                 key="model",
                 value=settings.model,
             )
-        return Separator(settings, self._bag, self.spec)
+        return LoadedModel(settings, self._bag, self.spec)
 
     def separate(
         self,

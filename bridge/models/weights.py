@@ -32,7 +32,7 @@ import platformdirs
 
 from bridge import atomic
 from bridge.errors import ModelCorrupt, ModelNotFound
-from bridge.separation.catalog import CHECKPOINT_URL, MODELS, ModelSpec
+from bridge.models.catalog import CHECKPOINT_URL, MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
 

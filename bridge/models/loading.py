@@ -26,7 +26,7 @@ from demucs.htdemucs import HTDemucs
 from demucs.states import load_model
 
 from bridge.errors import ModelCorrupt
-from bridge.separation.weights import (
+from bridge.models.weights import (
     WeightFiles,
     read_safetensors_metadata,
     verify_checkpoint,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bridge.errors import AudioError, JobCancelled
-from bridge.separation.groups import ChannelGroup, MixStats
+from bridge.models.groups import ChannelGroup, MixStats
 
 #: ``run_batch(member, batch)`` maps ``(B, width, V)`` float32 input to
 #: ``(B, sources, width, V_out)`` float32 output with the given bag member.
@@ -256,7 +256,7 @@ def separate_stream(
         blocks: ``(channels, n)`` float32 blocks at the model's rate, ``length`` frames
             in all.
         length: Total frames of the mix.
-        groups: How the input channels are grouped (see :mod:`bridge.separation.groups`).
+        groups: How the input channels are grouped (see :mod:`bridge.models.groups`).
         stats: Normalisation of each group, measured beforehand.
         members: Geometry of each network in the bag.
         sources: Number of model sources.
