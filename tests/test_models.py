@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -17,11 +21,19 @@ from bridge.errors import ModelCorrupt, ModelNotFound
 from bridge.models.catalog import MODELS
 from bridge.models.loaded import LoadedModel
 from bridge.models.loading import load_bag
-from bridge.models.weights import find_installed, install_folder, locate
+from bridge.models.weights import (
+    HubUnreachable,
+    check_reachable,
+    find_installed,
+    hub_download,
+    install_folder,
+    locate,
+)
 from bridge.settings import SeparationSettings
 
 from modelfiles import make_networks, write_demucs_form, write_hf_form
 from reference import demucs_bag
+from signals import music, write_audio
 
 
 def assert_same_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
@@ -213,3 +225,90 @@ def test_cli_install_refuses_a_corrupt_file_and_copies_nothing(
     assert main(["models", "install", "--from", str(source), "htdemucs_6s"]) == EXIT_MODEL
     assert "checksum mismatch" in capsys.readouterr().err
     assert not install_folder().exists() or not any(install_folder().iterdir())
+
+
+def closed_port() -> int:
+    """A local port nothing listens on: a connection to it is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_unreachable_hub_is_told_at_once_with_the_offline_variable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given no weights on disk and a hub that refuses connections (no network here)
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    # When the weights are looked for, downloads allowed
+    with pytest.raises(ModelNotFound) as caught:
+        locate(
+            MODELS["htdemucs"],
+            folders=[tmp_path],
+            download=hub_download(endpoint=endpoint),
+            offline=False,
+        )
+    # Then it says so in a moment, without huggingface_hub's retries (about 25 s)
+    assert time.monotonic() - started < 2
+    assert not [record for record in caplog.records if record.name.startswith("huggingface")]
+    # And the one message names the endpoint, the offline variable and the files
+    message = str(caught.value)
+    assert f"{endpoint.removeprefix('http://')} cannot be reached" in message
+    assert "set STEMBRIDGE_OFFLINE=1" in message
+    assert "955717e8.safetensors" in message and "models install --from" in message
+
+
+def test_the_reach_check_connects_to_the_proxy_when_one_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a proxy that refuses connections, in front of a hub whose name does not resolve
+    port = closed_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    # Then the proxy is what is found unreachable (the hub's name is never looked up)
+    with pytest.raises(HubUnreachable, match=rf"the proxy 127\.0\.0\.1:{port} \(for hub\.invalid"):
+        check_reachable("http://hub.invalid")
+
+
+def test_the_reach_check_passes_when_something_answers() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        check_reachable(f"http://127.0.0.1:{server.getsockname()[1]}", timeout_seconds=5)
+
+
+def test_separate_without_weights_or_network_says_it_once(tmp_path: Path) -> None:
+    # Given no weights, downloads allowed, and the hub's address refusing connections
+    source = write_audio(tmp_path / "mix.wav", music(30000))
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_port()}"
+    # When a first run separates a file
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "separate", str(source), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    # Then one line says the model is missing, that the hub cannot be reached and what
+    # to do; no download retries are logged before it
+    assert result.returncode == EXIT_MODEL
+    (line,) = result.stderr.strip().splitlines()
+    assert "model htdemucs is not installed" in line and "cannot be reached" in line
+    assert "STEMBRIDGE_OFFLINE=1" in line
+    assert "Retrying" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"), [(None, "does not exist"), ("file", "is not a folder")]
+)
+def test_cli_install_from_a_path_that_is_no_folder_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: str | None, problem: str
+) -> None:
+    source = tmp_path / "htdemucs"
+    if make == "file":
+        source.write_text("not a folder")
+    assert main(["models", "install", "--from", str(source)]) == EXIT_MODEL
+    err = capsys.readouterr().err
+    assert f"{source}: the folder to install from {problem}" in err
+    assert not install_folder().exists()

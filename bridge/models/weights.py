@@ -7,8 +7,11 @@ Weights are looked up, in order, in
 3. the Hugging Face cache (what ``demucs`` 4.1 and ``huggingface_hub`` download),
 4. the torch hub cache (what older ``demucs`` versions download),
 
-and only then downloaded from Hugging Face, unless ``STEMBRIDGE_OFFLINE`` or
-``HF_HUB_OFFLINE`` is set. A folder holds a model in either official form:
+and only then downloaded from Hugging Face (``$HF_ENDPOINT``, else huggingface.co),
+unless ``STEMBRIDGE_OFFLINE`` or ``HF_HUB_OFFLINE`` is set. Before each file is
+downloaded one TCP connection checks that the hub (or the proxy in front of it) can
+be reached at all: a machine without network learns so in a moment, once, instead
+of after ``huggingface_hub``'s retries. A folder holds a model in either official form:
 
 * Hugging Face: ``<name>.yaml`` and ``<signature>.safetensors`` per network;
 * demucs repo: ``<name>.yaml`` and ``<signature>-<sha256 prefix>.th`` per network.
@@ -23,10 +26,13 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import struct
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -40,6 +46,10 @@ log = logging.getLogger(__name__)
 Download = Callable[[str, str], str]
 
 _OFFLINE_VARS = ("STEMBRIDGE_OFFLINE", "HF_HUB_OFFLINE")
+#: Where weights are downloaded from when ``$HF_ENDPOINT`` does not say.
+DEFAULT_ENDPOINT = "https://huggingface.co"
+#: How long the check that the hub can be reached waits for its connection.
+REACH_TIMEOUT_SECONDS = 5.0
 #: The only network classes a weights file may name.
 ALLOWED_CLASSES = ("demucs.htdemucs.HTDemucs", "demucs.hdemucs.HDemucs", "demucs.demucs.Demucs")
 
@@ -188,7 +198,13 @@ def locate(
     reason = "downloads are off (STEMBRIDGE_OFFLINE or HF_HUB_OFFLINE is set)"
     if not offline:
         try:
-            return _download(spec, download)
+            return _download(spec, hub_download() if download is None else download)
+        except HubUnreachable as exc:
+            log.info("not downloading %s: %s", spec.name, exc)
+            reason = (
+                f"it cannot be downloaded: {exc}. Without network, set STEMBRIDGE_OFFLINE=1 "
+                "to skip the download"
+            )
         except Exception as exc:  # any network or hub failure means "not available"
             log.info("downloading %s failed: %s", spec.name, exc)
             reason = f"the download from huggingface.co/{spec.hf_repo} failed ({exc})"
@@ -215,13 +231,64 @@ def expected_files(spec: ModelSpec) -> str:
     )
 
 
-def _download(spec: ModelSpec, download: Download | None) -> WeightFiles:
-    if download is None:
+class HubUnreachable(ConnectionError):
+    """The hub (or the proxy in front of it) does not take a connection: no download
+    can work, and :func:`locate` says so at once."""
+
+
+def hub_endpoint(env: Mapping[str, str] | None = None) -> str:
+    """The Hugging Face endpoint: ``$HF_ENDPOINT``, read at call time, or huggingface.co."""
+    env = os.environ if env is None else env
+    return env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+
+
+def hub_download(
+    *, endpoint: str | None = None, timeout_seconds: float = REACH_TIMEOUT_SECONDS
+) -> Download:
+    """``hf_hub_download`` from ``endpoint`` into :func:`hf_cache_folder`, each file
+    only once :func:`check_reachable` found the endpoint answering.
+
+    Args:
+        endpoint: The hub's URL (default :func:`hub_endpoint`).
+        timeout_seconds: How long the reachability check waits.
+    """
+    url = hub_endpoint() if endpoint is None else endpoint
+
+    def download(repo_id: str, filename: str) -> str:
+        check_reachable(url, timeout_seconds=timeout_seconds)
         from huggingface_hub import hf_hub_download
 
-        def download(repo_id: str, filename: str) -> str:
-            return str(hf_hub_download(repo_id, filename, cache_dir=hf_cache_folder()))
+        return str(hf_hub_download(repo_id, filename, cache_dir=hf_cache_folder(), endpoint=url))
 
+    return download
+
+
+def check_reachable(url: str, *, timeout_seconds: float = REACH_TIMEOUT_SECONDS) -> None:
+    """Open (and close) one TCP connection to ``url``'s host, or to the proxy the
+    environment names for it.
+
+    Raises:
+        HubUnreachable: The name does not resolve, the connection is refused, or no
+            answer came within ``timeout_seconds``.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    what = f"{host}:{port}"
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        # Through a proxy only the proxy is ever connected to: it is what must answer.
+        proxy_parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_parts.hostname or "", proxy_parts.port or 80
+        what = f"the proxy {host}:{port} (for {what})"
+    try:
+        socket.create_connection((host, port), timeout=timeout_seconds).close()
+    except OSError as exc:
+        why = str(exc) or type(exc).__name__
+        raise HubUnreachable(f"{what} cannot be reached ({why})") from exc
+
+
+def _download(spec: ModelSpec, download: Download) -> WeightFiles:
     log.info("downloading %s from huggingface.co/%s", spec.name, spec.hf_repo)
     bag = Path(download(spec.hf_repo, spec.bag_file))
     networks = tuple(
@@ -328,9 +395,16 @@ def install_from(
         The installed copies.
 
     Raises:
-        ModelNotFound: ``source`` holds none of the requested models.
+        ModelNotFound: ``source`` is not a folder, or holds none of the requested models.
         ModelCorrupt: A file fails its checksum.
     """
+    if not source.is_dir():
+        problem = "is not a folder" if source.exists() else "does not exist"
+        raise ModelNotFound(
+            f"{source}: the folder to install from {problem}; give the folder that holds "
+            "the downloaded model files (e.g. --from ~/Downloads/htdemucs)",
+            path=source,
+        )
     target = install_folder() if target is None else target
     wanted = [MODELS[name] for name in names] if names else list(MODELS.values())
     found = [files for spec in wanted if (files := find_in_folder(spec, source)) is not None]
