@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from bridge.config import Config
+from bridge.extras import require
 from bridge.jobs.lock import DaemonLock
 from bridge.jobs.status_file import repair_status_files
 from bridge.jobs.store import JobStore
@@ -43,9 +44,21 @@ class Daemon:
     Args:
         config: Rules and daemon settings.
         models: The warm model (injectable: tests point it at test weights).
+
+    Raises:
+        MissingExtra: The dashboard or a broker is asked for and the extra it needs is
+            not installed (checked before the job store is opened).
     """
 
     def __init__(self, config: Config, *, models: ModelCache | None = None) -> None:
+        if config.dashboard.enabled:
+            require(
+                "dashboard",
+                needed_by="the web dashboard",
+                otherwise="or turn it off (--no-dashboard, or [dashboard] enabled = false)",
+            )
+        if config.daemon.broker is not None:
+            require("studio", needed_by="a studio broker (--broker, [daemon] broker)")
         self.config = config
         self.store = JobStore(config.daemon.state_dir)
         self._models = models or ModelCache()

@@ -6,7 +6,8 @@ One tree, so callers can catch as broadly or as narrowly as they need::
     ├── SettingsError          a value given by the user (flag, config key) is not allowed
     │   ├── DeviceUnavailable  the requested device does not exist on this machine
     │   ├── ConfigError        the config file is unreadable or has a bad key or value
-    │   └── PresetError        an effects preset is missing or has a bad effect, key or value
+    │   ├── PresetError        an effects preset is missing or has a bad effect, key or value
+    │   └── MissingExtra       a command needs an optional part (pip extra) not installed
     ├── ModelError             weights cannot be found, verified or loaded
     │   ├── ModelNotFound      no weights on disk and no way to download them
     │   └── ModelCorrupt       a weights file fails its checksum or cannot be parsed
@@ -89,6 +90,21 @@ class PresetError(SettingsError):
     ) -> None:
         super().__init__(message, key=key, value=value)
         self.path = Path(path) if path is not None else None
+
+
+class MissingExtra(SettingsError):
+    """A command needs an optional part of StemBridge whose packages are not installed.
+
+    Args:
+        message: Names what needs it, the extra and the ``pip install`` command.
+        extra: The extra (``dashboard``, ``studio``, ``pictures``).
+        module: The module that cannot be imported.
+    """
+
+    def __init__(self, message: str, *, extra: str, module: str) -> None:
+        super().__init__(message, key=extra)
+        self.extra = extra
+        self.module = module
 
 
 class ModelError(StemBridgeError):

@@ -5,7 +5,8 @@ manifest (which lists them) is written, so the dashboard, hosts and file browser
 can show them without decoding audio. Each stem file is read back in blocks:
 memory stays bounded by the block and picture sizes whatever the stem's length.
 A picture that cannot be drawn never fails the stems: it is logged and the
-manifest lists no pictures for that stem.
+manifest lists no pictures for that stem. Without Pillow (the ``pictures`` extra)
+no pictures are drawn, and one log line per job says how to get them.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from PIL import Image
 
 from bridge import atomic
+from bridge.extras import EXTRAS, missing_module
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,20 @@ def draw_stem_pictures(stems: Mapping[str, Path]) -> dict[str, dict[str, str]]:
 
     Returns:
         Stem name to ``{"waveform": file name, "spectrogram": file name}`` (names
-        relative to the stem's folder); a stem whose pictures failed maps to ``{}``.
+        relative to the stem's folder); a stem whose pictures failed maps to ``{}``,
+        and so does every stem when Pillow is not installed.
     """
+    module = missing_module("pictures")
+    if module is not None:
+        # A lean install is a choice, not a failure: the stems stand without pictures.
+        log.warning(
+            "no stem pictures: they need the 'pictures' extra (%s cannot be imported); "
+            "install it with: %s, or turn them off ([output] pictures = false, "
+            "separate --no-pictures)",
+            module,
+            EXTRAS["pictures"].install_command,
+        )
+        return {name: {} for name in stems}
     return {name: _draw_or_log(path) for name, path in stems.items()}
 
 
@@ -223,6 +236,8 @@ def _colour(shade: np.ndarray) -> np.ndarray:
 
 
 def _png(picture: np.ndarray) -> bytes:
+    from PIL import Image  # the optional 'pictures' extra: checked by draw_stem_pictures
+
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG")
     return buffer.getvalue()

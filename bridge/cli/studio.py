@@ -17,6 +17,7 @@ from rich.table import Table
 from bridge.cli.common import EXIT_OK, add_config_option, config_from
 from bridge.config import Config
 from bridge.errors import BrokerError, SettingsError
+from bridge.extras import require
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -127,6 +128,7 @@ def connect_checked(url: BrokerUrl) -> Redis:
 
 def run_worker(args: argparse.Namespace, err: Console) -> int:
     """Take jobs until SIGTERM or Ctrl-C; the running job goes back to the queue."""
+    require("studio", needed_by="stembridge worker")
     from bridge.broker.remote import StudioWorker
 
     if args.concurrency < 1:
@@ -161,6 +163,7 @@ def run_worker(args: argparse.Namespace, err: Console) -> int:
 
 def run_workers(args: argparse.Namespace, err: Console) -> int:
     """Print the live workers: device, current jobs, jobs done, last seen."""
+    require("studio", needed_by="stembridge workers")
     from bridge.broker.channel import live_workers
 
     redis = connect_checked(broker_config(args)[1])
