@@ -1,8 +1,8 @@
 """The ``stembridge`` command: parse, call the library, print.
 
-One module per group of commands (``separate``, ``models``, ``jobs`` for the
-host-facing submit/status/jobs/cancel, ``daemon`` for serve/watch/service,
-``dashboard`` for the web dashboard's token); exit
+One module per group of commands (``separate``, ``models``, ``presets``,
+``effects``, ``jobs`` for the host-facing submit/status/jobs/cancel, ``daemon`` for
+serve/watch/service, ``dashboard`` for the web dashboard's token); exit
 codes are documented in :mod:`bridge.cli.common`. Heavy modules (numpy,
 soundfile, torch) are imported only by the commands that need them: ``submit``,
 ``status``, ``jobs`` and ``cancel`` never import torch.
@@ -23,6 +23,7 @@ from bridge.cli import (
     audacity,
     daemon,
     dashboard,
+    effects,
     jobs,
     models,
     presets,
@@ -74,11 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not err.is_terminal:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        handlers=[handler],
-        force=True,
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    # The handler's own level too: serve and watch raise bridge's loggers to INFO for
+    # their short progress lines (bridge.cli.daemon), which must not reach this log too.
+    handler.setLevel(level)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     command: Callable[[argparse.Namespace, Console], int] = args.command
     try:
         return command(args, err)
@@ -105,10 +106,32 @@ def _parser() -> argparse.ArgumentParser:
         dashboard,
         models,
         presets,
+        effects,
         reaper,
         audacity,
         ardour,
         studio,
     ):
         module.register(commands)
+    _verbose_after_commands(parser)
     return parser
+
+
+def _verbose_after_commands(parser: argparse.ArgumentParser) -> None:
+    """Let every command take ``-v`` too (``stembridge separate x.wav -v``).
+
+    Its default is SUPPRESS, so a command not given ``-v`` leaves the value of a ``-v``
+    before the command (``stembridge -v separate x.wav``) in place.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            # Keyed by identity: an alias names the same parser twice.
+            for command in {id(sub): sub for sub in action.choices.values()}.values():
+                command.add_argument(
+                    "-v",
+                    "--verbose",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help="log what is happening",
+                )
+                _verbose_after_commands(command)

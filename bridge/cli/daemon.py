@@ -1,10 +1,19 @@
-"""Daemon commands: ``serve``, ``watch`` and ``service install``."""
+"""Daemon commands: ``serve``, ``watch`` and ``service install``.
+
+``serve`` and ``watch`` say what they do without ``-v``: which model on which device,
+then, as the daemon logs them, where the dashboard is, each folder watched and each
+job queued, started and finished, one short line each (:class:`ProgressLines`).
+``-v`` gives the full log instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -69,7 +78,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace, err: Console) -> int:
     """Serve the config's folders (sending jobs to studio workers with a broker) until
     SIGTERM or Ctrl-C."""
-    return _serve(apply_dashboard(apply_broker(config_from(args), args), args))
+    return _serve(apply_dashboard(apply_broker(config_from(args), args), args), args, err)
 
 
 def run_watch(args: argparse.Namespace, err: Console) -> int:
@@ -95,12 +104,15 @@ def run_watch(args: argparse.Namespace, err: Console) -> int:
             raise ConfigError(f"{folder}: not a folder; give folders to watch")
         rule = config.rule(folder, output=template)
         rules.append(dataclasses.replace(rule, recursive=args.recursive, polling=args.polling))
-    return _serve(config.with_rules(tuple(rules)))
+    return _serve(config.with_rules(tuple(rules)), args, err)
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, args: argparse.Namespace, err: Console) -> int:
     from bridge.daemon import Daemon
 
+    daemon = Daemon(config)  # refuses a missing extra before anything is said or started
+    if config.daemon.broker is None:  # with one, the daemon says where jobs go
+        err.print(escape(f"separating with {_models_and_devices(config)}"), highlight=False)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -108,11 +120,77 @@ def _serve(config: Config) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        Daemon(config).run(stop)
+        with progress_lines(err, enabled=not args.verbose):
+            daemon.run(stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return EXIT_OK
+
+
+def _models_and_devices(config: Config) -> str:
+    """``htdemucs on cpu (auto)``: each model and device the daemon's jobs ask for.
+
+    Raises:
+        DeviceUnavailable: A device that is not on this machine (refused before the
+            daemon starts rather than in every job).
+    """
+    from bridge.models.runner import resolve_device
+
+    asked = (config.separation, *(rule.separation for rule in config.rules))
+    described = []
+    for model, device in dict.fromkeys((settings.model, settings.device) for settings in asked):
+        resolved = str(resolve_device(device))
+        described.append(f"{model} on {resolved}" + (f" ({device})" if resolved != device else ""))
+    return ", ".join(described)
+
+
+#: Loggers whose info records repeat another's in more detail: the worker's "done"
+#: line already ends each job, and "ready on" says what a model load did.
+_DETAIL_LOGGERS = frozenset({"bridge.separate", "bridge.models.loading"})
+
+
+class ProgressLines(logging.Handler):
+    """StemBridge's own info records as one short timestamped line each on ``console``.
+
+    Warnings and errors are left to the log's own handler, so nothing is shown twice.
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.INFO)
+        self._console = console
+        self.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING and record.name not in _DETAIL_LOGGERS
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._console.print(escape(self.format(record)), highlight=False)
+        except Exception:  # logging's rule: a handler that fails reports it, never raises
+            self.handleError(record)
+
+
+@contextmanager
+def progress_lines(console: Console, *, enabled: bool = True) -> Iterator[None]:
+    """Show :class:`ProgressLines` while the block runs, then put logging back as it was.
+
+    It raises the ``bridge`` loggers to INFO; the root handler that ``main`` installs
+    keeps its own WARNING level, so those records reach only this handler.
+    """
+    if not enabled:
+        yield
+        return
+    logger = logging.getLogger("bridge")
+    handler = ProgressLines(console)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def run_service_install(args: argparse.Namespace, err: Console) -> int:

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from bridge.cli.common import EXIT_OK
-from bridge.effects.presets import list_presets, load_preset, user_preset_dir
+from bridge.cli.effects import parameter_range
+from bridge.effects.catalog import EFFECTS
+from bridge.effects.presets import (
+    EffectSpec,
+    PluginValue,
+    list_presets,
+    load_preset,
+    user_preset_dir,
+)
 from bridge.errors import StemBridgeError
 
 
@@ -62,7 +72,8 @@ def run_list(args: argparse.Namespace, err: Console) -> int:
 
 
 def run_show(args: argparse.Namespace, err: Console) -> int:
-    """Validate one preset and print its stems, chains and loudness."""
+    """Validate one preset and print its stems, chains (each value with its allowed
+    range) and loudness."""
     preset = load_preset(args.name)
     loudness = preset.loudness
     data = {
@@ -72,6 +83,7 @@ def run_show(args: argparse.Namespace, err: Console) -> int:
         "stems": {
             stem: {
                 "chain": [spec.describe() for spec in treatment.chain],
+                "effects": [_link_entry(spec) for spec in treatment.chain],
                 "tail_seconds": treatment.tail_seconds,
             }
             for stem, treatment in preset.stems.items()
@@ -93,9 +105,10 @@ def run_show(args: argparse.Namespace, err: Console) -> int:
     if not preset.stems:
         out.print("stems: unchanged")
     for stem, treatment in preset.stems.items():
-        chain = " → ".join(spec.describe() for spec in treatment.chain) or "no effects"
         tail = f" (keeps {treatment.tail_seconds:g} s of tail)" if treatment.tail_seconds else ""
-        out.print(f"  {escape(stem)}: {escape(chain)}{tail}")
+        out.print(f"  {escape(stem)}:{' no effects' if not treatment.chain else ''}{tail}")
+        for number, spec in enumerate(treatment.chain, start=1):
+            out.print(f"    {number}. {escape(_link_line(spec))}")
     if loudness is not None:
         target = "the mix's loudness" if loudness.match_mix else f"{loudness.target_lufs:g} LUFS"
         ceiling = loudness.true_peak_dbtp
@@ -103,4 +116,42 @@ def run_show(args: argparse.Namespace, err: Console) -> int:
             f"loudness: every stem to {target}"
             + (f", true peak at most {ceiling:g} dBTP" if ceiling is not None else "")
         )
+    if any(treatment.chain for treatment in preset.stems.values()):
+        out.print("every effect and its parameters: stembridge effects")
     return EXIT_OK
+
+
+def _link_entry(spec: EffectSpec) -> dict[str, Any]:
+    """One link of a chain for ``--json``: its parameters with their values and ranges."""
+    if spec.is_plugin:
+        return {
+            "plugin": spec.plugin_path,
+            "name": spec.plugin_name,
+            # A plugin declares its own ranges; they are checked when it is loaded.
+            "parameters": {name: {"value": value} for name, value in spec.parameters},
+        }
+    ranges = EFFECTS[spec.effect]
+    return {
+        "effect": spec.effect,
+        "parameters": {
+            name: {"value": value, **parameter_range(ranges[name])}
+            for name, value in spec.parameters
+        },
+    }
+
+
+def _link_line(spec: EffectSpec) -> str:
+    """``Compressor: threshold_db = -20 (-60 to 0), ratio = 3 (1 to 30)``."""
+    if spec.plugin_path is not None:
+        label = Path(spec.plugin_path).name + (f":{spec.plugin_name}" if spec.plugin_name else "")
+        values = ", ".join(f"{name} = {value!r}" for name, value in spec.parameters)
+        return f"plugin {label}: {values or 'its defaults'} (its own ranges, checked when loaded)"
+    ranges = EFFECTS[spec.effect]
+    values = ", ".join(
+        f"{name} = {_number(value)} ({ranges[name].describe()})" for name, value in spec.parameters
+    )
+    return f"{spec.effect}: {values or 'no parameters'}"
+
+
+def _number(value: PluginValue) -> str:
+    return f"{value:g}" if isinstance(value, float) else repr(value)
