@@ -9,10 +9,11 @@ import pytest
 
 from bridge.cli import EXIT_OK, main
 from bridge.hosts.ardour import default_scripts_path, install, scripts_source, uninstall
-from bridge.hosts.script_install import CONFIG_NAME, RECORD_NAME
+from bridge.hosts.script_install import CONFIG_NAME, RECORD_NAME, SHARED_MODULE
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = {"stembridge_ardour_lib.lua", "stembridge_separate.lua"}
+INSTALLED = SCRIPTS | {SHARED_MODULE, CONFIG_NAME}
 COMMAND = ["/opt/stem bridge/bin/stembridge"]
 
 
@@ -46,9 +47,10 @@ def test_install_creates_the_folder_and_writes_scripts_config_and_record(tmp_pat
     # When the scripts are installed
     report = install(folder, command=COMMAND)
 
-    # Then the scripts, the config with the absolute command and the record are there
-    assert set(report.written) == SCRIPTS | {CONFIG_NAME}
-    assert {path.name for path in folder.iterdir()} == SCRIPTS | {CONFIG_NAME, RECORD_NAME}
+    # Then the scripts, the shared module they load, the config with the absolute command
+    # and the record are there
+    assert set(report.written) == INSTALLED
+    assert {path.name for path in folder.iterdir()} == INSTALLED | {RECORD_NAME}
     for name in SCRIPTS:
         assert (folder / name).read_bytes() == (scripts_source() / name).read_bytes()
     config = (folder / CONFIG_NAME).read_text("utf-8")
@@ -72,7 +74,7 @@ def test_reinstall_and_uninstall_leave_the_users_files_alone(tmp_path: Path) -> 
     assert again.kept == ("stembridge_separate.lua",)
     # And uninstalling removes only our unchanged files, never the folder with theirs
     removed = uninstall(folder)
-    assert set(removed.removed) == {"stembridge_ardour_lib.lua", CONFIG_NAME}
+    assert set(removed.removed) == {"stembridge_ardour_lib.lua", SHARED_MODULE, CONFIG_NAME}
     assert removed.kept == ("stembridge_separate.lua",)
     assert {path.name for path in folder.iterdir()} == {"my_own.lua", "stembridge_separate.lua"}
 
@@ -86,7 +88,7 @@ def test_cli_install_print_json_and_uninstall(
     # --print says what would be written and writes nothing
     assert main([*base, "--print", "--json"]) == EXIT_OK
     planned = json.loads(capsys.readouterr().out)
-    assert planned["dry_run"] and set(planned["written"]) == SCRIPTS | {CONFIG_NAME}
+    assert planned["dry_run"] and set(planned["written"]) == INSTALLED
     assert not folder.exists()
 
     # install writes it, with an absolute command
@@ -104,7 +106,7 @@ def test_cli_install_print_json_and_uninstall(
     # --uninstall takes everything out again, the folder too
     assert main([*base, "--uninstall", "--json"]) == EXIT_OK
     gone = json.loads(capsys.readouterr().out)
-    assert set(gone["removed"]) == SCRIPTS | {CONFIG_NAME}
+    assert set(gone["removed"]) == INSTALLED
     assert not folder.exists()
     assert main([*base, "--uninstall", "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["nothing_installed"]

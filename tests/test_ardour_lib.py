@@ -1,19 +1,24 @@
-"""The Ardour library's pure parts, run by Ardour's own Lua (``ardour7-lua``)."""
+"""The Ardour library's pure parts, run by Ardour's own Lua (``ardour7-lua``), from the
+scripts folder ``stembridge ardour install`` fills."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bridge.hosts.ardour import install, scripts_source
+from bridge.hosts.ardour import default_scripts_path, install, scripts_source
+from bridge.hosts.script_install import SHARED_MODULE, shared_module_source
 
 from programs import required_program
 
 DASH = " \u2013 "
+LIB = "stembridge_ardour_lib.lua"
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +37,34 @@ def long_string(text: str | Path) -> str:
     return f"[{'=' * level}[{text}]{'=' * level}]"
 
 
-def run_lib(ardour_lua: str, body: str, tmp_path: Path) -> list[str]:
-    """Run ``body`` with the library as ``lib``; return the lines it printed with ``out``."""
+def run_lua(
+    ardour_lua: str, body: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> list[str]:
+    """Run ``body`` with ``out`` to print; return the lines it printed with it."""
     script = tmp_path / "driver.lua"
-    lib = scripts_source() / "stembridge_ardour_lib.lua"
     script.write_text(
-        f"local lib = dofile({long_string(lib)})\n"
-        "local function out(...) io.write(table.concat({...}, '\\t'), '\\n') end\n"
-        f"{body}\n",
+        f"local function out(...) io.write(table.concat({{...}}, '\\t'), '\\n') end\n{body}\n",
         encoding="utf-8",
     )
     result = subprocess.run(
-        [ardour_lua, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        [ardour_lua, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return [line for line in result.stdout.splitlines() if line.startswith("@")]
+
+
+def run_lib(ardour_lua: str, body: str, tmp_path: Path) -> list[str]:
+    """Run ``body`` with the installed library as ``lib`` (see :func:`run_lua`)."""
+    scripts = tmp_path / "installed"
+    install(scripts, command=[sys.executable, "-m", "bridge"])
+    return run_lua(
+        ardour_lua, f"local lib = dofile({long_string(scripts / LIB)})\n{body}", tmp_path
+    )
 
 
 def test_a_region_is_planned_as_one_files_range_or_rendered_or_refused(
@@ -223,3 +241,85 @@ out("@names", present)
     assert lines["@factory"] == "function"
     assert lines["@upvalues"] == "_ENV"
     assert lines["@names"] == "8"
+
+
+# --- loading the library and the shared module as Ardour does ---------------------------
+
+#: The editor action as Ardour runs it: the script defines `factory`, Ardour keeps it as
+#: bytecode and later calls the function it returns. Headless Ardour has no GUI, so the
+#: dialogs and the editor's selection (empty) are stand-ins that record what is shown.
+RUN_ACTION = """
+function ardour(descriptor) end
+LuaDialog = { MessageType = { Info = 0 }, ButtonType = { Close = 0 } }
+function LuaDialog.Message(title, text)
+  return { run = function () out("@told", (text:gsub("\\n", " "))) end }
+end
+local none = { iter = function () return function () end end }
+local regions = { regionlist = function () return none end }
+Editor = { get_selection = function () return { regions = regions } end }
+assert(loadfile(ACTION))()
+load(string.dump(factory))()()
+"""
+
+
+@pytest.fixture
+def config_home(tmp_path: Path) -> Path:
+    """XDG_CONFIG_HOME with StemBridge installed into Ardour 7's default scripts folder."""
+    home = tmp_path / "config"
+    install(default_scripts_path(system="Linux", env={"XDG_CONFIG_HOME": str(home)}), command=["x"])
+    return home
+
+
+def run_action(ardour_lua: str, tmp_path: Path, config_home: Path) -> list[str]:
+    action = config_home / "ardour7" / "scripts" / "stembridge_separate.lua"
+    body = f"ACTION = {long_string(action)}\n{RUN_ACTION}"
+    env = {"XDG_CONFIG_HOME": str(config_home), "ARDOUR_LUA_PATH": ""}
+    return run_lua(ardour_lua, body, tmp_path, env)
+
+
+def test_the_action_loads_the_library_and_the_shared_module_from_the_scripts_folder(
+    ardour_lua: str, tmp_path: Path, config_home: Path
+) -> None:
+    # When the installed action runs in Ardour's Lua with no region selected
+    # Then it got as far as the selection: it found the library in Ardour's scripts folder,
+    # the library loaded the module beside it, and the module read the config beside them
+    assert run_action(ardour_lua, tmp_path, config_home) == [
+        "@told\tSelect one or more audio regions first."
+    ]
+
+
+def test_without_the_shared_module_the_action_names_it_and_the_fix(
+    ardour_lua: str, tmp_path: Path, config_home: Path
+) -> None:
+    # Given an install whose shared module was deleted, and one in the folder above it
+    scripts = config_home / "ardour7" / "scripts"
+    (scripts / SHARED_MODULE).unlink()
+    shutil.copy(shared_module_source() / SHARED_MODULE, scripts.parent)
+
+    # When the action runs, Then it tells which file is missing where, and what to run
+    (told,) = run_action(ardour_lua, tmp_path, config_home)
+    assert str(scripts / SHARED_MODULE) in told and "Run `stembridge ardour install`" in told
+
+
+def test_the_library_finds_the_module_beside_it_on_windows_too(
+    ardour_lua: str, tmp_path: Path
+) -> None:
+    # Given the installed files named as Ardour on Windows names them: a backslash is a
+    # plain character of a file name here, so "ardour7\\scripts\\<name>" in one folder
+    # stands for that folder, and a library that took its folder up to the last "/" only
+    # would not find the module
+    installed, windows = tmp_path / "installed", tmp_path / "windows"
+    install(installed, command=["C:\\StemBridge\\stembridge.exe"])
+    windows.mkdir()
+    prefix = "ardour7\\scripts\\"
+    for path in installed.iterdir():
+        shutil.copy(path, windows / (prefix + path.name))
+    folder = f"{windows}/{prefix}"
+    # When the action's way of loading it (folder, separator, name) loads it from there
+    body = f"""
+local lib = assert(loadfile({long_string(folder + LIB)}))()
+local config = assert(lib.load_config({{ {long_string(folder)} }}))
+out("@command", config.command[1])
+"""
+    # Then the library works, with the config beside it
+    assert run_lua(ardour_lua, body, tmp_path) == ["@command\tC:\\StemBridge\\stembridge.exe"]

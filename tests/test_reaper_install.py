@@ -22,12 +22,14 @@ from bridge.hosts.reaper import (
     install,
     uninstall,
 )
+from bridge.hosts.script_install import SHARED_MODULE
 
 from programs import required_program
 
 REPO = Path(__file__).resolve().parent.parent
 INDEX = REPO / "integrations" / "reaper" / "index.xml"
 LIB = "stembridge_lib.lua"
+SHARED = REPO / "integrations" / "common" / SHARED_MODULE
 MAIN_SCRIPTS = {
     "StemBridge - Separate selected items.lua",
     "StemBridge - Separate selected items (vocals + instrumental).lua",
@@ -83,12 +85,15 @@ def test_install_copies_scripts_config_and_record(source: Path, resource: Path) 
     # When the scripts are installed into a fresh resource folder
     report = install(resource, command=COMMAND, source=source)
 
-    # Then every Lua script, the config and the record are there, and nothing else
+    # Then every Lua script, the shared module, the config and the record are there, and
+    # nothing else
     folder = scripts(resource)
     lua = {LIB, "StemBridge - Separate selected items.lua", "StemBridge - Register actions.lua"}
+    lua |= {SHARED_MODULE}
     assert set(report.written) == lua | {CONFIG_NAME}
     assert {path.name for path in folder.iterdir()} == lua | {CONFIG_NAME, RECORD_NAME}
     assert (folder / LIB).read_bytes() == (source / LIB).read_bytes()
+    assert (folder / SHARED_MODULE).read_bytes() == SHARED.read_bytes()
     assert (
         (folder / CONFIG_NAME)
         .read_text()
@@ -138,6 +143,7 @@ def test_second_install_changes_nothing(source: Path, resource: Path) -> None:
     assert not report.changed and not report.kept
     assert set(report.unchanged) == {
         LIB,
+        SHARED_MODULE,
         "StemBridge - Separate selected items.lua",
         "StemBridge - Register actions.lua",
         CONFIG_NAME,
@@ -184,6 +190,7 @@ def test_users_files_survive_install_and_uninstall(source: Path, resource: Path)
 
     assert set(report.removed) == {
         LIB,
+        SHARED_MODULE,
         "StemBridge - Separate selected items.lua",
         "StemBridge - Register actions.lua",
         CONFIG_NAME,
@@ -293,7 +300,7 @@ def test_json_output(cli_source: Path, resource: Path, capsys: pytest.CaptureFix
 
     main(["reaper", "install", "--json", "--resource-path", str(resource)])
     again = json.loads(capsys.readouterr().out)
-    assert again["written"] == [] and again["updated"] == [] and len(again["unchanged"]) == 4
+    assert again["written"] == [] and again["updated"] == [] and len(again["unchanged"]) == 5
 
 
 @pytest.mark.parametrize(
@@ -345,7 +352,7 @@ def test_find_command_looks_beside_python_before_path(tmp_path: Path) -> None:
     assert calls[0] is not None and str(tmp_path / "venv" / "bin") in calls[0]
 
 
-def test_index_lists_the_seven_scripts_with_main_flags() -> None:
+def test_index_lists_the_eight_scripts_with_main_flags() -> None:
     index = ET.parse(INDEX).getroot()
     assert index.tag == "index" and index.get("version") == "1"
     assert index.get("name") == "StemBridge"
@@ -358,20 +365,24 @@ def test_index_lists_the_seven_scripts_with_main_flags() -> None:
     sources = version.findall("source")
     mains = {s.get("file") for s in sources if s.get("main") == "main"}
     plain = {s.get("file") for s in sources if s.get("main") is None}
-    assert len(sources) == 7
-    assert mains == MAIN_SCRIPTS and plain == {LIB}
+    assert len(sources) == 8
+    assert mains == MAIN_SCRIPTS and plain == {LIB, SHARED_MODULE}
     base = "https://raw.githubusercontent.com/stembridge/stembridge/v0.1.0/"
     for source in sources:
         url = source.text or ""
-        assert url.startswith(base + "integrations/reaper/StemBridge/") and " " not in url
+        # ReaPack puts every file in one folder, the shared module too (from integrations/common)
+        folder = "common" if source.get("file") == SHARED_MODULE else "reaper/StemBridge"
+        assert url.startswith(f"{base}integrations/{folder}/") and " " not in url
         assert unquote(url).rsplit("/", 1)[1] == source.get("file")
 
 
 def test_index_matches_the_scripts_in_the_tree() -> None:
     folder = REPO / "integrations" / "reaper" / "StemBridge"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is not there yet")
     assert {path.name for path in folder.glob("*.lua")} == MAIN_SCRIPTS | {LIB}
+    assert SHARED.is_file()
+    # and the header reapack-index builds the index from provides the same files
+    header = (folder / "StemBridge - Separate selected items.lua").read_text(encoding="utf-8")
+    assert "[nomain] ../../common/stembridge_core.lua > stembridge_core.lua" in header
 
 
 def test_installs_the_real_scripts(resource: Path) -> None:
@@ -382,7 +393,8 @@ def test_installs_the_real_scripts(resource: Path) -> None:
 
     report = install(resource, command=COMMAND)
 
-    assert set(report.written) == {path.name for path in source.glob("*.lua")} | {CONFIG_NAME}
+    shipped = {path.name for path in source.glob("*.lua")}
+    assert set(report.written) == shipped | {SHARED_MODULE, CONFIG_NAME}
 
 
 def test_a_wheel_carries_the_scripts_and_presets(tmp_path: Path) -> None:
@@ -404,7 +416,8 @@ def test_a_wheel_carries_the_scripts_and_presets(tmp_path: Path) -> None:
     # Then `reaper install` finds every ReaScript in it, and the bundled presets are there
     for script in (REPO / "integrations" / "reaper" / "StemBridge").glob("*.lua"):
         assert f"bridge/hosts/reaper_scripts/{script.name}" in names
-    # and so does `ardour install`
+    # and so does `ardour install`, and both find the shared module
     for script in (REPO / "integrations" / "ardour" / "scripts").glob("*.lua"):
         assert f"bridge/hosts/ardour_scripts/{script.name}" in names
+    assert f"bridge/hosts/common_scripts/{SHARED_MODULE}" in names
     assert "bridge/effects/presets/broadcast.toml" in names

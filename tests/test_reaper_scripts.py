@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from bridge.hosts.reaper import install
+from bridge.hosts.script_install import SHARED_MODULE
 from bridge.jobs.lock import daemon_running
 from bridge.jobs.store import JobStore
 
@@ -24,6 +25,7 @@ from signals import music, write_audio
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "integrations" / "reaper" / "StemBridge"
+CORE = ROOT / "integrations" / "common" / SHARED_MODULE
 FAKE = Path(__file__).resolve().parent / "reaper" / "fake_reaper.lua"
 API = ROOT / "integrations" / "reaper" / "sdk" / "reaper_lua_api.tsv"
 QUICK = "StemBridge - Separate selected items (vocals + instrumental).lua"
@@ -131,8 +133,8 @@ AWKWARD = [
 def test_posix_quoting_survives_the_shell(lua: str, tmp_path: Path) -> None:
     args = ", ".join(lua_string(arg) for arg in AWKWARD)
     body = (
-        f"local lib = dofile({lua_string(SCRIPTS / 'stembridge_lib.lua')})\n"
-        f"local line = lib.command_line({{'printf', '%s\\n', {args}}}, false)\n"
+        f"local core = dofile({lua_string(CORE)})\n"
+        f"local line = core.command_line({{'printf', '%s\\n', {args}}}, false)\n"
         "F.out = reaper.ExecProcess(line, 5000)\n"
         "F.messages = { F.out }\n"
     )
@@ -146,8 +148,8 @@ def test_posix_quoting_survives_the_shell(lua: str, tmp_path: Path) -> None:
 def test_windows_quoting_follows_the_c_runtime_rules(lua: str, tmp_path: Path) -> None:
     args = ", ".join(lua_string(arg) for arg in AWKWARD)
     body = (
-        f"local lib = dofile({lua_string(SCRIPTS / 'stembridge_lib.lua')})\n"
-        f"F.messages = {{ lib.command_line({{ {args} }}, true) }}\n"
+        f"local core = dofile({lua_string(CORE)})\n"
+        f"F.messages = {{ core.command_line({{ {args} }}, true) }}\n"
     )
     project = run_lua(lua, body, tmp_path)
     assert project["messages"][0] == subprocess.list2cmdline(AWKWARD)
@@ -340,11 +342,63 @@ F.run_deferred(30, 0.1, 10)
 
 
 def test_not_installed_says_what_to_run(lua: str, tmp_path: Path) -> None:
+    # Given the scripts as ReaPack installs them (the shared module beside them, as the
+    # index lists it) but `stembridge reaper install` never run
     folder = tmp_path / "Scripts"
     shutil.copytree(SCRIPTS, folder)
+    shutil.copy(CORE, folder / SHARED_MODULE)
     body = f"F.run_script({lua_string(folder / QUICK)})"
     project = run_lua(lua, body, tmp_path)
     assert "Run `stembridge reaper install`" in project["messages"][0]
+
+
+def windows_layout(installed: Path, root: Path) -> str:
+    """The installed files copied as REAPER on Windows names them; returns their folder.
+
+    On Windows the action context gives ``C:\\...\\Scripts\\StemBridge\\<script>``. Here
+    a backslash is a plain character of a file name, so files named
+    ``REAPER\\Scripts\\StemBridge\\<name>`` in ``root`` stand for that folder: a script
+    that looked for its neighbours after the last "/" only would find none of them.
+    """
+    prefix = "REAPER\\Scripts\\StemBridge\\"
+    root.mkdir()
+    for path in installed.iterdir():
+        shutil.copy(path, root / (prefix + path.name))
+    return f"{root}/{prefix}"
+
+
+@pytest.mark.parametrize("separators", ["posix", "windows"])
+def test_installed_scripts_load_the_shared_module_beside_them(
+    lua: str, tmp_path: Path, scripts: Path, separators: str
+) -> None:
+    # Given the folder `stembridge reaper install` made, holding the shared module as shipped,
+    # as it is named on this system or on Windows
+    assert (scripts / SHARED_MODULE).read_bytes() == CORE.read_bytes()
+    folder = f"{scripts}/" if separators == "posix" else windows_layout(scripts, tmp_path / "win")
+    # When an action runs from there with nothing selected (and no resource folder to
+    # fall back on for the config)
+    body = (
+        f"F.resource_path = {lua_string(tmp_path / 'none')}\n"
+        f"F.run_script({lua_string(folder + QUICK)})"
+    )
+    project = run_lua(lua, body, tmp_path)
+    # Then it got as far as the selection: it loaded the library, the library loaded the
+    # module beside it, and the module read the config beside them
+    assert project["messages"] == ["Select one or more audio items first."]
+
+
+def test_scripts_without_the_shared_module_name_it_and_the_fix(
+    lua: str, tmp_path: Path, scripts: Path
+) -> None:
+    # Given an install whose shared module was deleted, and one in the folder above it
+    (scripts / SHARED_MODULE).unlink()
+    shutil.copy(CORE, scripts.parent / SHARED_MODULE)
+    body = f"F.messages = {{ select(2, pcall(F.run_script, {lua_string(scripts / QUICK)})) }}"
+    # When an action runs, Then it stops with REAPER's script error, naming the missing file
+    # where it belongs and what to run
+    (message,) = run_lua(lua, body, tmp_path)["messages"]
+    assert str(scripts / SHARED_MODULE) in message
+    assert "Run `stembridge reaper install`" in message
 
 
 def test_register_actions_adds_every_action(lua: str, tmp_path: Path, scripts: Path) -> None:

@@ -3,8 +3,9 @@
 Ardour 7 loads scripts from ``<user config>/scripts`` (and ``ARDOUR_LUA_PATH``). That
 folder is the user's own, so :mod:`bridge.hosts.script_install` does the copying: our
 files are recorded with their SHA-256 and only ever replaced or deleted while unchanged.
-Besides the scripts it writes ``stembridge_config.lua``, the absolute command the action
-runs (Ardour started from a desktop has a minimal ``PATH``).
+Besides the scripts and the shared ``stembridge_core.lua`` they load, it writes
+``stembridge_config.lua``, the absolute command the action runs (Ardour started from a
+desktop has a minimal ``PATH``).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def install(
     source: Path | None = None,
     dry_run: bool = False,
 ) -> InstallReport:
-    """Copy the Ardour scripts and write their config into ``scripts_path``.
+    """Copy the Ardour scripts and the shared module, and write their config, into
+    ``scripts_path``.
 
     The folder is created when missing (Ardour creates its config folder on first start,
     not always the ``scripts`` folder in it). Idempotent, and safe for files the user

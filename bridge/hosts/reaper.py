@@ -1,8 +1,9 @@
 """Install StemBridge's ReaScripts into REAPER's resource folder, and remove them again.
 
-Everything goes to ``<resource>/Scripts/StemBridge/``: the ``*.lua`` scripts, the
-generated ``stembridge_config.lua`` (the command the scripts run) and the install
-record; :mod:`bridge.hosts.script_install` does the safe copying and removing.
+Everything goes to ``<resource>/Scripts/StemBridge/``: the ``*.lua`` scripts, the shared
+``stembridge_core.lua`` beside them, the generated ``stembridge_config.lua`` (the command
+the scripts run) and the install record; :mod:`bridge.hosts.script_install` does the safe
+copying and removing.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def install(
     source: Path | None = None,
     dry_run: bool = False,
 ) -> InstallReport:
-    """Copy the ReaScripts and write their config into ``<resource>/Scripts/StemBridge``.
+    """Copy the ReaScripts and the shared module, and write their config, into
+    ``<resource>/Scripts/StemBridge``.
 
     Idempotent: files that already hold the right content are not written again. A
     file whose content differs is replaced only if it is one we wrote and the user has

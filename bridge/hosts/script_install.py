@@ -1,7 +1,9 @@
 """Copy a host's Lua scripts into a folder the user also uses, safely, and take them out again.
 
-Shared by the REAPER and Ardour installers. A folder gets the scripts, a generated
-config chunk (the command the scripts run, :func:`config_chunk`) and a record,
+Shared by the REAPER and Ardour installers. A folder gets the host's scripts, the Lua
+module every host's scripts load from their own folder (:data:`SHARED_MODULE`, from
+``integrations/common``), a generated config chunk (the command the scripts run,
+:func:`config_chunk`) and a record,
 ``.stembridge-installed.json``, of every file written with its SHA-256. The record is
 what makes this safe in a folder the user may also use: a file is replaced or deleted
 only while it still holds exactly what we wrote (or what we would write); anything else
@@ -32,6 +34,9 @@ from bridge.documents import parse_json
 from bridge.errors import HostError
 
 CONFIG_NAME = "stembridge_config.lua"
+#: The quoting, config and status-file reading that the REAPER and the Ardour libraries
+#: share; each loads it from the folder it is in.
+SHARED_MODULE = "stembridge_core.lua"
 RECORD_NAME = ".stembridge-installed.json"
 RECORD_FORMAT = 1
 # Stands for something at a script's name that is not a regular file (a folder, say):
@@ -175,10 +180,12 @@ def config_chunk(command: Sequence[str], *, installer: str = "stembridge reaper 
 
 
 def read_scripts(source: Path, *, host: str) -> dict[str, bytes]:
-    """Every ``*.lua`` script in ``source`` by name (a stray config file is not copied).
+    """The files a host's folder gets, by name: every ``*.lua`` script in ``source`` and,
+    beside them, the shared module they load (:data:`SHARED_MODULE`). A stray config
+    file or copy of the shared module in ``source`` is not copied.
 
     Raises:
-        HostError: The folder is missing or holds no scripts.
+        HostError: A folder or the shared module is missing, or ``source`` holds no scripts.
     """
     if not source.is_dir():
         raise HostError(
@@ -189,13 +196,21 @@ def read_scripts(source: Path, *, host: str) -> dict[str, bytes]:
     scripts = {
         path.name: path.read_bytes()
         for path in sorted(source.glob("*.lua"))
-        if path.is_file() and path.name != CONFIG_NAME
+        if path.is_file() and path.name not in (CONFIG_NAME, SHARED_MODULE)
     }
     if not scripts:
         raise HostError(
             f"{source} holds no *.lua scripts; reinstall StemBridge from its source tree",
             path=source,
         )
+    shared = shared_module_source() / SHARED_MODULE
+    try:
+        scripts[SHARED_MODULE] = shared.read_bytes()
+    except OSError as exc:
+        raise HostError(
+            f"{shared} cannot be read ({exc.strerror}); reinstall StemBridge from its source tree",
+            path=shared,
+        ) from exc
     return scripts
 
 
@@ -457,3 +472,9 @@ def shipped_scripts(host: str, source_tree: tuple[str, ...], packaged: str) -> P
         "(`pip install .` from its source tree)",
         path=candidates[0],
     )
+
+
+def shared_module_source() -> Path:
+    """The folder holding :data:`SHARED_MODULE` as it ships with this StemBridge
+    (``integrations/common``; see :func:`shipped_scripts`)."""
+    return shipped_scripts("shared Lua", ("integrations", "common"), "common_scripts")

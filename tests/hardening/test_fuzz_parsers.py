@@ -82,7 +82,7 @@ FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 #: Tests that start a process or write many files per example run fewer of them.
 FEW = settings(FUZZ, max_examples=max(FUZZ.max_examples // 4, 25))
 
-LIB = Path(__file__).parents[2] / "integrations" / "reaper" / "StemBridge" / "stembridge_lib.lua"
+CORE = Path(__file__).parents[2] / "integrations" / "common" / "stembridge_core.lua"
 FAKE = Path(__file__).parents[1] / "reaper" / "fake_reaper.lua"
 
 # --- values -----------------------------------------------------------------------------
@@ -711,16 +711,21 @@ def test_lua_read_status(tmp_path: Path, texts: list[bytes]) -> None:
     lua = required_program("lua5.4", package="lua5.4", purpose="the Lua status reader is not run")
     for index, raw in enumerate(texts):
         (tmp_path / f"{index}.status").write_bytes(raw)
-    # One process reads them all as a polling script does and draws each job's progress
-    # bar; it prints each file's state in hex, or the Lua error.
+    resource = tmp_path / "REAPER"
+    resource.mkdir(exist_ok=True)
+    install(resource, command=["stembridge"])
+    lib = resource / "Scripts" / "StemBridge" / "stembridge_lib.lua"
+    # One process reads them all with the shared module as a polling script does and draws
+    # each job's progress bar; it prints each file's state in hex, or the Lua error.
     driver = tmp_path / "driver.lua"
     driver.write_text(
         f"dofile({json.dumps(str(FAKE))})\n"
-        f"local lib = dofile({json.dumps(str(LIB))})\n"
+        f"local core = dofile({json.dumps(str(CORE))})\n"
+        f"local lib = dofile({json.dumps(str(lib))})\n"
         "local function poll(path)\n"
         "  local job = { plan = { name = 'item' }, state = 'queued', stage = 'queued',\n"
         "                progress = 0 }\n"
-        "  lib.apply_status(job, lib.read_status(path))\n"
+        "  core.apply_status(job, core.read_status(path))\n"
         "  lib.draw({ job })\n"
         "  return (job.state:gsub('.', function(c) return ('%02x'):format(c:byte()) end))\n"
         "end\n"

@@ -17,22 +17,26 @@ M.POLL_SECONDS = 0.25
 M.STEMS_FOLDER = "Stems" -- inside the session folder
 M.DEFAULTS = { stems = "vocals,instrumental", model = "htdemucs", preset = "clean", mute = true }
 
-local SEP = package.config:sub(1, 1)
+-- The shared core (quoting, config, status files) is installed beside this file: its
+-- folder is taken from the path this file was loaded from, up to the last "/" or "\\",
+-- so that it is found in whichever scripts folder holds the library, on Windows too.
+local here = debug.getinfo(1, "S").source:match("^@(.-)[^/\\]*$") or ""
+local core_chunk, core_problem = loadfile(here .. "stembridge_core.lua")
+if not core_chunk then
+  error("StemBridge is not set up: " .. core_problem .. "\n\nRun `stembridge ardour install` " ..
+    "in a terminal, then try again.", 0)
+end
+local core = core_chunk()
 
 function M.is_windows()
-  return SEP == "\\"
-end
-
-function M.join(a, b)
-  if a:sub(-1) == "/" or a:sub(-1) == "\\" then return a .. b end
-  return a .. SEP .. b
+  return package.config:sub(1, 1) == "\\"
 end
 
 -- Config ---------------------------------------------------------------------------------
 
 --- The folders Ardour loads scripts from: the user's config folder, then ARDOUR_LUA_PATH.
 function M.script_folders(config_dir, lua_path)
-  local folders = { M.join(config_dir, "scripts") }
+  local folders = { core.join(config_dir, "scripts") }
   local list_sep = M.is_windows() and ";" or ":"
   for folder in (lua_path or ""):gmatch("[^" .. list_sep .. "]+") do folders[#folders + 1] = folder end
   return folders
@@ -41,62 +45,19 @@ end
 --- The command recorded by `stembridge ardour install` (stembridge_config.lua beside the
 -- scripts), or nil and a message saying how to fix it.
 function M.load_config(folders)
-  for _, folder in ipairs(folders) do
-    local chunk = loadfile(M.join(folder, "stembridge_config.lua"), "t", {})
-    local ok, config = pcall(chunk or error, "missing")
-    if ok and type(config) == "table" and type(config.command) == "table" and #config.command > 0 then
-      return config
-    end
-  end
-  return nil, "StemBridge is not set up: no stembridge_config.lua in " .. table.concat(folders, " or ") ..
-    ".\n\nRun `stembridge ardour install` in a terminal, then try again."
+  return core.load_config(folders, "stembridge ardour install")
 end
 
 -- Command lines ----------------------------------------------------------------------------
 
---- One argument for /bin/sh: single quotes, with embedded ones closed and escaped.
-function M.quote_posix(arg)
-  return "'" .. arg:gsub("'", "'\\''") .. "'"
-end
-
---- One argument as the Microsoft C runtime (CommandLineToArgvW) reads it back: quoted
--- when it holds blanks or is empty; backslashes before a quote are doubled.
-function M.quote_windows(arg)
-  local quoted = arg == "" or arg:find("[ \t]") ~= nil
-  local out, slashes = {}, 0
-  for ch in arg:gmatch(".") do
-    if ch == "\\" then
-      slashes = slashes + 1
-    elseif ch == '"' then
-      out[#out + 1] = string.rep("\\", slashes * 2) .. '\\"'
-      slashes = 0
-    else
-      out[#out + 1] = string.rep("\\", slashes) .. ch
-      slashes = 0
-    end
-  end
-  local tail = string.rep("\\", quoted and slashes * 2 or slashes)
-  if quoted then return '"' .. table.concat(out) .. tail .. '"' end
-  return table.concat(out) .. tail
-end
-
-function M.command_line(args, windows)
-  local quote = windows and M.quote_windows or M.quote_posix
-  local parts = {}
-  for i, arg in ipairs(args) do parts[i] = quote(tostring(arg)) end
-  local line = table.concat(parts, " ") .. " 2>&1"
-  -- io.popen hands the line to `cmd /c`, which strips one outer pair of quotes.
-  if windows then return '"' .. line .. '"' end
-  return line
-end
-
 --- Run stembridge with `args`; returns its exit code and output (nil and a message if it
 -- could not be started). Blocks until it exits: submit, status and cancel answer at once.
 function M.run(config, args)
-  local full = {}
-  for _, arg in ipairs(config.command) do full[#full + 1] = arg end
-  for _, arg in ipairs(args) do full[#full + 1] = arg end
-  local pipe = io.popen(M.command_line(full, M.is_windows()), "r")
+  local windows = M.is_windows()
+  local line = core.command_line(core.arguments(config, args), windows) .. " 2>&1"
+  -- io.popen hands the line to `cmd /c`, which strips one outer pair of quotes.
+  if windows then line = '"' .. line .. '"' end
+  local pipe = io.popen(line, "r")
   if not pipe then
     return nil, "could not run " .. config.command[1] .. "; reinstall with `stembridge ardour install`"
   end
@@ -216,7 +177,7 @@ end
 -- export folder (which Ardour makes with the session) as "<region>.wav".
 function M.prepare(region, plan, session_folder)
   if not plan.render then return true end
-  local path = M.join(M.join(session_folder, "export"), M.safe_name(plan.name) .. ".wav")
+  local path = core.join(core.join(session_folder, "export"), M.safe_name(plan.name) .. ".wav")
   local ok, problem = M.render(region, path, plan.rate)
   if not ok then return nil, problem end
   plan.path, plan.start = path, 0
@@ -231,7 +192,7 @@ end
 
 --- The folder a region's stems go to: <session>/Stems/<region name>.
 function M.output_folder(session_folder, plan)
-  return M.join(M.join(session_folder, M.STEMS_FOLDER), M.safe_name(plan.name))
+  return core.join(core.join(session_folder, M.STEMS_FOLDER), M.safe_name(plan.name))
 end
 
 --- The arguments of `stembridge submit` for a planned region.
@@ -253,41 +214,9 @@ end
 function M.submit(config, plan, options, session_folder)
   local output = M.output_folder(session_folder, plan)
   local code, out = M.run(config, M.submit_args(plan, options, output))
-  if code ~= 0 then
-    local last = ""
-    for line in (out or ""):gmatch("[^\r\n]+") do last = line end
-    return nil, plan.name .. ": " .. (last ~= "" and last or "stembridge submit failed")
-  end
-  local id = out:match('"id"%s*:%s*"(%x+)"')
-  if not id then return nil, plan.name .. ": unexpected answer from stembridge submit: " .. out end
-  return {
-    id = id,
-    plan = plan,
-    status_path = M.join(M.join(output, ".stembridge"), id .. ".status"),
-    daemon = out:match('"daemon_running"%s*:%s*true') ~= nil,
-    state = "queued", progress = 0, stage = "queued",
-  }
-end
-
---- The status file as a table, with the stems in file order (nil while it is absent).
-function M.read_status(path)
-  local file = io.open(path, "r")
-  if not file then return nil end
-  local status = { stems = {} }
-  for line in file:lines() do
-    -- A file saved with CRLF line ends must still say "done", not "done\r".
-    local key, value = line:gsub("\r$", ""):match("^([%w_%.%-]+)=(.*)$")
-    if key then
-      local stem = key:match("^stem%.(.+)$")
-      if stem then
-        status.stems[#status.stems + 1] = { name = stem, path = value }
-      else
-        status[key] = value
-      end
-    end
-  end
-  file:close()
-  return status
+  local job, problem = core.submitted(code, out, plan.name, output)
+  if job then job.plan = plan end
+  return job, problem
 end
 
 local FINAL = { done = true, failed = true, cancelled = true }
@@ -296,15 +225,8 @@ local FINAL = { done = true, failed = true, cancelled = true }
 function M.poll(jobs)
   local pending = 0
   for _, job in ipairs(jobs) do
-    local status = M.read_status(job.status_path)
-    if status then
-      job.status = status
-      job.state, job.stage = status.state or job.state, status.stage or job.stage
-      -- A progress that is not a number from 0 to 1 (a damaged file: "nan", "1e999")
-      -- keeps the last one, so the summary can still be drawn.
-      local progress = tonumber(status.progress)
-      if progress and progress >= 0 and progress <= 1 then job.progress = progress end
-    end
+    local status = core.read_status(job.status_path)
+    if status then core.apply_status(job, status) end
     if not FINAL[job.state] then pending = pending + 1 end
   end
   return pending

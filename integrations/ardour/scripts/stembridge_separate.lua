@@ -26,8 +26,9 @@ function factory () return function ()
   local function tell(text)
     LuaDialog.Message("StemBridge", text, LuaDialog.MessageType.Info, LuaDialog.ButtonType.Close):run()
   end
-  -- Ardour's Lua sandbox (off by default) takes away what the action needs to run stembridge.
-  if not (io and io.popen and loadfile and package) then
+  -- Ardour's Lua sandbox (off by default) takes away what the action needs to run stembridge
+  -- and what the library needs to find the shared core beside itself (debug.getinfo).
+  if not (io and io.popen and loadfile and package and debug) then
     tell("StemBridge needs to run the stembridge program, which Ardour's Lua sandbox forbids. " ..
       "Turn off \"Sandbox Lua scripts\" in Ardour's Preferences, restart Ardour and try again.")
     return
@@ -43,7 +44,13 @@ function factory () return function ()
   local lib
   for _, folder in ipairs(folders) do
     local chunk = loadfile(folder .. sep .. "stembridge_ardour_lib.lua")
-    if chunk then lib = chunk() break end
+    if chunk then
+      -- It fails, saying what to run, when the shared core is not beside it.
+      local ok, loaded = pcall(chunk)
+      if not ok then tell(loaded) return end
+      lib = loaded
+      break
+    end
   end
   if not lib then
     tell("StemBridge is not set up: stembridge_ardour_lib.lua is not in " .. table.concat(folders, " or ") ..

@@ -8,6 +8,7 @@
 -- are put on new tracks at the render's start as soon as each job is done.
 local dir = ({ reaper.get_action_context() })[2]:match("^(.*[/\\])")
 local lib = dofile(dir .. "stembridge_lib.lua")
+local core = lib.core
 local _, _, section, command = reaper.get_action_context()
 
 local function render_folder()
@@ -15,7 +16,7 @@ local function render_folder()
   local project = reaper.GetProjectPath()
   if folder == "" then return project end
   if not (folder:match("^/") or folder:match("^%a:[/\\]") or folder:match("^\\\\")) then
-    folder = lib.join(reaper.GetProjectPath():match("^(.*)[/\\][^/\\]+$") or project, folder)
+    folder = core.join(reaper.GetProjectPath():match("^(.*)[/\\][^/\\]+$") or project, folder)
   end
   return folder
 end
@@ -39,7 +40,7 @@ local function tick()
   local now = reaper.time_precise()
   if now - last >= 1 then
     last = now
-    local status_dir = lib.join(lib.join(render_folder(), "Stems"), ".stembridge")
+    local status_dir = core.join(core.join(render_folder(), "Stems"), ".stembridge")
     local index = 0
     while true do
       local name = reaper.EnumerateFiles(status_dir, index)
@@ -47,7 +48,7 @@ local function tick()
       index = index + 1
       local id = name:match("^(%x+)%.status$")
       if id and not imported(id) then
-        local status = lib.read_status(lib.join(status_dir, name))
+        local status = core.read_status(core.join(status_dir, name))
         if status and status.state == "done" and #status.stems > 0 then
           local length = 0
           for _, stem in ipairs(status.stems) do

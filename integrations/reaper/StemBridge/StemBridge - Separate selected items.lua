@@ -9,6 +9,7 @@
 --   `stembridge reaper install` run once, which records where the program is.
 -- @provides
 --   [nomain] stembridge_lib.lua
+--   [nomain] ../../common/stembridge_core.lua > stembridge_core.lua
 --   [main] StemBridge - Separate selected items (vocals + instrumental).lua
 --   [main] StemBridge - Separate selected items (4 stems).lua
 --   [main] StemBridge - Separate selected items (6 stems).lua

@@ -16,7 +16,17 @@ M.RENDER_TO_NEW_TAKE = 41999 -- "Item: Render items to new take"
 M.POLL_SECONDS = 0.25
 M.DASH = " \u{2013} " -- "<item> – vocals"
 
-local SEP = package.config:sub(1, 1)
+-- The shared core (quoting, config, status files) is installed beside this file: its
+-- folder is taken from the path this file was loaded from, up to the last "/" or "\\",
+-- so that it is found wherever REAPER or ReaPack put the scripts, on Windows too.
+local here = debug.getinfo(1, "S").source:match("^@(.-)[^/\\]*$") or ""
+local core_chunk, core_problem = loadfile(here .. "stembridge_core.lua")
+if not core_chunk then
+  error("StemBridge is not set up: " .. core_problem .. "\n\nRun `stembridge reaper install` " ..
+    "in a terminal (or reinstall StemBridge with ReaPack), then try again.", 0)
+end
+local core = core_chunk()
+M.core = core -- for the action scripts
 
 -- Paths and config ---------------------------------------------------------
 
@@ -25,27 +35,11 @@ function M.script_dir()
   return path:match("^(.*[/\\])") or ""
 end
 
-function M.join(a, b)
-  if a:sub(-1) == "/" or a:sub(-1) == "\\" then return a .. b end
-  return a .. SEP .. b
-end
-
 --- The stembridge command recorded by `stembridge reaper install`: next to the scripts,
 -- or (for scripts installed by ReaPack, one folder deeper) in Scripts/StemBridge.
 function M.load_config()
-  local places = {
-    M.join(M.script_dir(), "stembridge_config.lua"),
-    M.join(M.join(M.join(reaper.GetResourcePath(), "Scripts"), "StemBridge"), "stembridge_config.lua"),
-  }
-  for _, path in ipairs(places) do
-    local chunk = loadfile(path, "t", {})
-    local ok, config = pcall(chunk or error, "missing")
-    if ok and type(config) == "table" and type(config.command) == "table" and #config.command > 0 then
-      return config
-    end
-  end
-  return nil, "StemBridge is not set up: " .. places[1] .. " is missing or damaged.\n\n" ..
-    "Run `stembridge reaper install` in a terminal, then try again."
+  local scripts = core.join(core.join(reaper.GetResourcePath(), "Scripts"), "StemBridge")
+  return core.load_config({ M.script_dir(), scripts }, "stembridge reaper install")
 end
 
 -- Command lines --------------------------------------------------------------
@@ -54,45 +48,10 @@ function M.is_windows()
   return (reaper.GetOS() or ""):match("^Win") ~= nil
 end
 
---- One argument for /bin/sh: single quotes, with embedded ones closed and escaped.
-function M.quote_posix(arg)
-  return "'" .. arg:gsub("'", "'\\''") .. "'"
-end
-
---- One argument as the Microsoft C runtime (CommandLineToArgvW) reads it back: quoted
--- when it holds blanks or is empty; backslashes before a quote are doubled.
-function M.quote_windows(arg)
-  local quoted = arg == "" or arg:find("[ \t]") ~= nil
-  local out, slashes = {}, 0
-  for ch in arg:gmatch(".") do
-    if ch == "\\" then
-      slashes = slashes + 1
-    elseif ch == '"' then
-      out[#out + 1] = string.rep("\\", slashes * 2) .. '\\"'
-      slashes = 0
-    else
-      out[#out + 1] = string.rep("\\", slashes) .. ch
-      slashes = 0
-    end
-  end
-  local tail = string.rep("\\", quoted and slashes * 2 or slashes)
-  if quoted then return '"' .. table.concat(out) .. tail .. '"' end
-  return table.concat(out) .. tail
-end
-
-function M.command_line(args, windows)
-  local quote = windows and M.quote_windows or M.quote_posix
-  local parts = {}
-  for i, arg in ipairs(args) do parts[i] = quote(tostring(arg)) end
-  return table.concat(parts, " ")
-end
-
 --- Run stembridge with `args`; returns exit code and output (nil, message if it could not start).
 function M.run(config, args, timeout_ms)
-  local full = {}
-  for _, arg in ipairs(config.command) do full[#full + 1] = arg end
-  for _, arg in ipairs(args) do full[#full + 1] = arg end
-  local out = reaper.ExecProcess(M.command_line(full, M.is_windows()), timeout_ms or 30000)
+  local line = core.command_line(core.arguments(config, args), M.is_windows())
+  local out = reaper.ExecProcess(line, timeout_ms or 30000)
   if not out then
     return nil, "could not run " .. config.command[1] .. "; reinstall with `stembridge reaper install`"
   end
@@ -227,7 +186,7 @@ end
 -- Submitting and following jobs ---------------------------------------------------
 
 function M.stems_folder()
-  return M.join(reaper.GetProjectPath(), "Stems")
+  return core.join(reaper.GetProjectPath(), "Stems")
 end
 
 local function number(value)
@@ -251,50 +210,9 @@ function M.submit(config, plan, options)
     args[#args + 1] = "--preset"; args[#args + 1] = options.preset
   end
   local code, out = M.run(config, args)
-  if code ~= 0 then
-    local last = ""
-    for line in (out or ""):gmatch("[^\r\n]+") do last = line end
-    return nil, plan.name .. ": " .. (last ~= "" and last or "stembridge submit failed")
-  end
-  local id = out:match('"id"%s*:%s*"(%x+)"')
-  if not id then return nil, plan.name .. ": unexpected answer from stembridge submit" end
-  return {
-    id = id,
-    plan = plan,
-    status_path = M.join(M.join(folder, ".stembridge"), id .. ".status"),
-    daemon = out:match('"daemon_running"%s*:%s*true') ~= nil,
-    state = "queued", progress = 0, stage = "queued",
-  }
-end
-
---- The status file as a table, with the stems in file order (nil while it is absent).
-function M.read_status(path)
-  local file = io.open(path, "r")
-  if not file then return nil end
-  local status = { stems = {} }
-  for line in file:lines() do
-    -- A file saved with CRLF line ends must still say "done", not "done\r".
-    local key, value = line:gsub("\r$", ""):match("^([%w_%.%-]+)=(.*)$")
-    if key then
-      local stem = key:match("^stem%.(.+)$")
-      if stem then
-        status.stems[#status.stems + 1] = { name = stem, path = value }
-      else
-        status[key] = value
-      end
-    end
-  end
-  file:close()
-  return status
-end
-
---- Take what a status file says into `job`; a progress that is not a number from 0 to 1
--- (a damaged file: "nan", "1e999") keeps the last one, so the progress bar can be drawn.
-function M.apply_status(job, status)
-  job.state, job.stage = status.state or job.state, status.stage or job.stage
-  local progress = tonumber(status.progress)
-  if progress and progress >= 0 and progress <= 1 then job.progress = progress end
-  job.status = status
+  local job, problem = core.submitted(code, out, plan.name, folder)
+  if job then job.plan = plan end
+  return job, problem
 end
 
 -- Jobs kept in the project --------------------------------------------------------
@@ -448,8 +366,8 @@ function M.follow(config, jobs, options, problems)
   local function tick()
     local still = {}
     for _, job in ipairs(pending) do
-      local status = M.read_status(job.status_path)
-      if status then M.apply_status(job, status) end
+      local status = core.read_status(job.status_path)
+      if status then core.apply_status(job, status) end
       if job.state == "done" then
         local mute = options.mute
         if job.mute ~= nil then mute = job.mute end
