@@ -145,11 +145,6 @@ def _models_and_devices(config: Config) -> str:
     return ", ".join(described)
 
 
-#: Loggers whose info records repeat another's in more detail: the worker's "done"
-#: line already ends each job, and "ready on" says what a model load did.
-_DETAIL_LOGGERS = frozenset({"bridge.separate", "bridge.models.loading"})
-
-
 class ProgressLines(logging.Handler):
     """StemBridge's own info records as one short timestamped line each on ``console``.
 
@@ -162,7 +157,7 @@ class ProgressLines(logging.Handler):
         self.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.WARNING and record.name not in _DETAIL_LOGGERS
+        return record.levelno < logging.WARNING
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
