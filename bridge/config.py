@@ -43,6 +43,7 @@ from bridge.broker.url import BrokerUrl, parse_broker_url
 from bridge.documents import parse_toml
 from bridge.effects.presets import load_preset
 from bridge.errors import ConfigError, PresetError, SettingsError
+from bridge.permissions import check_private
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
 
 DEFAULT_PATTERNS = ("*.wav", "*.wave", "*.flac", "*.aif", "*.aiff", "*.ogg", "*.mp3")
@@ -296,45 +297,6 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
     except ValueError as exc:
         raise ConfigError(f"{file}: not valid TOML ({exc}); fix the syntax at that place") from exc
     return parse_config(data, file)
-
-
-def check_private(file: Path) -> None:
-    """Refuse a config another user could have written: it names the plug-ins the
-    daemon loads and the folders it writes to, so it is as powerful as a script.
-
-    Raises:
-        ConfigError: The file is writable by group or others, or owned by another user.
-    """
-    if os.name != "posix":
-        return  # Windows protects files with ACLs that st_mode does not show
-    try:
-        stat = file.stat()
-    except OSError:
-        return  # reading it reports the problem
-    if stat.st_mode & 0o002 or (stat.st_mode & 0o020 and not _private_group(stat.st_gid)):
-        raise ConfigError(
-            f"{file}: other users may write to it (mode {stat.st_mode & 0o777:o}), and a config "
-            f"decides which plug-ins the daemon runs; run: chmod go-w '{file}'"
-        )
-    if stat.st_uid not in (os.getuid(), 0):
-        raise ConfigError(
-            f"{file}: owned by another user (uid {stat.st_uid}); a config decides which "
-            "plug-ins the daemon runs, so use one you own"
-        )
-
-
-def _private_group(gid: int) -> bool:
-    """Whether ``gid`` is this user's own group (Ubuntu's umask 002 makes files
-    group-writable, harmlessly, when nobody else is in the group)."""
-    import grp
-    import pwd
-
-    try:
-        members = set(grp.getgrgid(gid).gr_mem)
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return False
-    return gid == os.getgid() and members <= {user}
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:

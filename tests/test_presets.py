@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from bridge.models.catalog import MODELS
 from bridge.settings import EffectsSettings
 from bridge.stems import plan_stems
 
+from processes import write_config
 from signals import music, write_audio
+from trust import OTHER_UID, give_to_another_user, plugin_bundle
 
 SOURCES = MODELS["htdemucs"].sources
 
@@ -241,3 +244,112 @@ def test_separate_with_a_bad_preset_writes_nothing(
     assert "stems.vocals.chain[1].gain_db = 40" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["mix.wav"]
+
+
+# --- who could have changed a preset, or a plug-in it names -----------------------------
+
+
+def _plugin_preset(folder: Path, bundle: Path) -> Path:
+    return write_preset(folder, "deess", f'[stems.vocals]\nchain = [{{ plugin = "{bundle}" }}]\n')
+
+
+def test_a_preset_other_users_may_write_is_refused_by_separate_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a world-writable preset (anyone could have put a plug-in in it)
+    source = write_audio(tmp_path / "in" / "mix.wav", music(44100))
+    preset = write_preset(tmp_path, "shared", '[stems.vocals]\nchain = [{ effect = "Gain" }]\n')
+    preset.chmod(0o666)
+    before = preset.read_bytes()
+    # When separate is asked to use it
+    code = main(["separate", str(source), "-o", str(tmp_path / "out"), "--preset", str(preset)])
+    # Then it is refused, saying which file, why, and the fix; nothing is written or changed
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{preset}: other users may write to it (mode 666)" in err, err
+    assert f"run: chmod go-w '{preset}'" in err
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["mix.wav"]
+    assert preset.read_bytes() == before and stat.S_IMODE(preset.stat().st_mode) == 0o666
+
+
+def test_a_preset_owned_by_another_user_is_refused_by_submit_and_no_job_is_queued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a preset another user owns (not writable by anyone else: the owner is the point)
+    source = write_audio(tmp_path / "in" / "mix.wav", music(44100))
+    preset = write_preset(tmp_path, "theirs", 'description = "theirs"\n')
+    preset.chmod(0o644)
+    give_to_another_user(preset)
+    config = write_config(tmp_path / "config.toml", tmp_path / "state")
+    # When a job is submitted with it
+    code = main(["submit", str(source), "--preset", str(preset), "--config", str(config)])
+    # Then it is refused with the owner named, and no job (not even a store) exists
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{preset}: owned by another user (uid {OTHER_UID})" in err, err
+    assert "use one you own" in err
+    assert not (tmp_path / "state").exists()
+    assert not (tmp_path / "in" / ".stembridge").exists()
+
+
+def test_a_user_preset_found_by_name_is_checked_like_a_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a preset in the user's preset folder that others may write to
+    preset = write_preset(user_preset_dir(), "shared", 'description = "anyone\'s"\n')
+    preset.chmod(0o646)
+    # When it is shown by name, Then it is refused like any other
+    assert main(["presets", "show", "shared"]) == EXIT_USAGE
+    assert f"{preset}: other users may write to it (mode 646)" in capsys.readouterr().err
+    # and the list says why next to it, while the bundled presets (trusted as the
+    # installed package is) are listed as usual
+    assert main(["presets", "list", "--json"]) == EXIT_OK
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert "other users may write to it" in rows["shared"]["error"]
+    assert rows["broadcast"]["error"] is None and rows["broadcast"]["origin"] == "bundled"
+
+
+@pytest.mark.parametrize("loose", ["bundle", "library"])
+def test_a_plugin_other_users_may_write_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], loose: str
+) -> None:
+    # Given a private preset naming a plug-in whose bundle, or the library deep inside
+    # it (the code itself), anyone may write to
+    bundle, library = plugin_bundle(tmp_path / "vst3", "DeEss")
+    preset = _plugin_preset(tmp_path / "presets", bundle)
+    exposed = bundle if loose == "bundle" else library
+    exposed.chmod(0o777)
+    # When the preset is loaded
+    assert main(["presets", "show", str(preset)]) == EXIT_USAGE
+    # Then the message names the preset, the place, the exposed part and the fix
+    err = capsys.readouterr().err
+    assert f"{preset}: stems.vocals.chain[1].plugin = '{bundle}': {exposed}: " in err, err
+    assert "other users may write to it (mode 777)" in err
+    assert f"run: chmod -R go-w '{bundle}'" in err
+    assert stat.S_IMODE(exposed.stat().st_mode) == 0o777  # left as it was
+
+
+def test_a_plugin_owned_by_another_user_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle, library = plugin_bundle(tmp_path / "vst3", "DeEss")
+    give_to_another_user(library)
+    preset = _plugin_preset(tmp_path / "presets", bundle)
+    assert main(["presets", "show", str(preset)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{library}: owned by another user (uid {OTHER_UID})" in err, err
+    assert "use one you (or root) installed" in err
+
+
+def test_a_private_preset_and_plugin_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a preset and a plug-in only this user may change; the preset writable by the
+    # user's own group, which nobody else is in (a umask 002 system)
+    bundle, _ = plugin_bundle(tmp_path / "vst3", "DeEss")
+    preset = _plugin_preset(tmp_path / "presets", bundle)
+    preset.chmod(0o664)
+    assert main(["presets", "show", str(preset), "--json"]) == EXIT_OK
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["stems"]["vocals"]["chain"] == ["plugin DeEss.vst3()"]

@@ -23,6 +23,12 @@ Everything is checked when the preset is loaded, before any audio is touched; an
 error names the file, the place in it (``stems.vocals.chain[2].ratio``) and what
 is allowed. Third-party plugin parameters are checked when the plugin is loaded,
 which also happens before separation starts.
+
+A preset names plug-ins, which are code, so a preset file and every plug-in bundle
+it names must be ones only this user (or root) could have changed, by the config's
+rule (:mod:`bridge.permissions`); presets bundled with StemBridge are trusted as the
+installed package is. Each job loads its preset again, so the check is as fresh as
+the job.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import platformdirs
 from bridge.documents import parse_toml
 from bridge.effects.catalog import EFFECTS, REFUSED
 from bridge.errors import PresetError
+from bridge.permissions import bundle_exposure, exposure
 
 DEFAULT_PRESET = "clean"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -231,6 +238,7 @@ def parse_preset_file(path: Path, *, name: str) -> Preset:
     Raises:
         PresetError: Unreadable, not TOML, or a bad section, effect, key or value.
     """
+    _check_trusted(path)
     try:
         raw = path.read_bytes()
         data = parse_toml(raw.decode("utf-8"))
@@ -274,10 +282,29 @@ def _candidates(user_dir: Path | None) -> list[tuple[str, Path]]:
     folder = user_dir or user_preset_dir()
     if folder.is_dir():
         found += [("user", path) for path in sorted(folder.glob("*.toml"))]
-    bundled = resources.files("bridge.effects") / "presets"
-    with resources.as_file(bundled) as root:
-        found += [("bundled", path) for path in sorted(Path(root).glob("*.toml"))]
+    found += [("bundled", path) for path in sorted(_bundled_folder().glob("*.toml"))]
     return found
+
+
+def _bundled_folder() -> Path:
+    with resources.as_file(resources.files("bridge.effects") / "presets") as root:
+        return Path(root)
+
+
+def _check_trusted(path: Path) -> None:
+    """Refuse a preset another user could have changed (see the module docstring)."""
+    try:
+        bundled = path.resolve().parent == _bundled_folder().resolve()
+    except OSError:
+        bundled = False  # reading it reports the problem
+    found = None if bundled else exposure(path)
+    if found is None:
+        return
+    if found.foreign_owner:
+        why = "; a preset decides which plug-ins run, so use one you own"
+    else:
+        why = f", and a preset decides which plug-ins run; run: chmod go-w '{path}'"
+    raise PresetError(f"{path}: {found.problem}{why}", path=path)
 
 
 def _parse_loudness(check: _Checker, table: dict[str, Any]) -> LoudnessTarget:
@@ -356,6 +383,18 @@ def _parse_plugin(check: _Checker, link: dict[str, Any], place: str, base: Path)
         raise PresetError(
             f"{check.path}: {place}.plugin = {raw!r}: {path} does not exist; install the "
             "plugin or fix the path",
+            path=check.path,
+            key=f"{place}.plugin",
+            value=raw,
+        )
+    found = bundle_exposure(path)
+    if found is not None:
+        if found.foreign_owner:
+            why = "; a plug-in is code that runs as you, so use one you (or root) installed"
+        else:
+            why = f", and a plug-in is code that runs as you; run: chmod -R go-w '{path}'"
+        raise PresetError(
+            f"{check.path}: {place}.plugin = {raw!r}: {found.path}: {found.problem}{why}",
             path=check.path,
             key=f"{place}.plugin",
             value=raw,

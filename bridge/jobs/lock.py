@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from bridge.errors import JobError
+from bridge.permissions import private_folder
 
 LOCK_NAME = "daemon.lock"
 
@@ -28,7 +29,7 @@ class DaemonLock:
         self._fd: int | None = None
 
     def __enter__(self) -> DaemonLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

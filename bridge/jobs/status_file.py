@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from bridge import atomic
 from bridge.errors import OutputError
 from bridge.manifest import read_manifest
+from bridge.permissions import private_folder
 
 if TYPE_CHECKING:
     from bridge.jobs.store import Job
@@ -84,7 +85,7 @@ def write_status(job: Job) -> Path:
         # Following it would write outside the output root.
         raise OSError(errno.ELOOP, "the status folder is a symbolic link", str(path.parent))
     # User-only: a status file carries paths and whatever the host passed as origin.
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(path.parent)
     atomic.write_bytes(path, render_status(job).encode("utf-8"), mode=0o600)
     return path
 

@@ -27,6 +27,7 @@ from typing import Any
 from bridge.errors import JobError, JobNotFound
 from bridge.jobs.spec import JobSpec
 from bridge.jobs.status_file import status_path
+from bridge.permissions import private_folder
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class JobStore:
         self.path = state_dir / DB_NAME
         self._clock = clock
         try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_folder(state_dir)
             if not self.path.exists():
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             with closing(self._connect()) as db:
