@@ -532,3 +532,36 @@ def test_a_daemon_killed_while_handing_a_job_over_sends_it_exactly_once(
         assert "the daemon stopped before sending it; queued again" in studio.daemon.output()
     else:
         assert "queued again" not in studio.daemon.output()
+
+
+def test_a_daemon_and_a_worker_log_in_without_the_password_on_their_command_lines(
+    server: RedisServer, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a Redis that takes a password, URLs without it, and a user-only password file
+    url = f"redis://127.0.0.1:{server.port}/0"
+    password_file = tmp_path / "broker-password"
+    password_file.write_text(PASSWORD + "\n", encoding="utf-8")
+    password_file.chmod(0o600)
+    studio = Studio(tmp_path, url)
+    try:
+        # When the daemon takes the password from the environment, the worker from the file
+        monkeypatch.setenv("STEMBRIDGE_BROKER_PASSWORD", PASSWORD)
+        daemon = studio.start_daemon()
+        monkeypatch.delenv("STEMBRIDGE_BROKER_PASSWORD")
+        wait_for(lambda: "connected to the broker" in daemon.output(), what="the daemon to log in")
+        worker_args = ["worker", "--broker", url, "--broker-password-file", str(password_file)]
+        worker = studio._start(
+            [*worker_args, "--device", "cpu", "--config", str(studio.config)], "worker"
+        )
+        # Then both log in: a job goes to the worker and comes back done
+        (job_id,) = studio.submit(1)
+        wait_for(lambda: studio.store.get(job_id).state == "done", timeout=180, what="done")
+        assert_one_clean_set_each(studio, [job_id])
+        # and neither command line (what ps shows every user) nor log holds the password
+        for process in (daemon, worker):
+            command_line = Path(f"/proc/{process.process.pid}/cmdline").read_bytes()
+            assert url.encode() in command_line
+            assert PASSWORD.encode() not in command_line
+            assert PASSWORD not in process.output()
+    finally:
+        studio.stop()

@@ -3,24 +3,37 @@
 The URL is read the way redis-py reads it (that is what connects with it): user
 name and password percent-decoded; ``username``, ``password`` and ``db`` also
 accepted in the query string, the user part winning for the first two and the
-query winning for ``db``. It is refused here, naming the problem, rather than
-failing later with a connection error that does not say why.
+query winning for ``db``. redis-py hands every other query parameter to its
+connection as a keyword, so one it does not know (``?foo=1``, ``?Password=x``, or
+``?ssl_ca_certs=`` on a ``redis://`` URL, which has no TLS) would end the program
+with a traceback at the first connection: only the parameters in :data:`QUERY` are
+accepted, the ``ssl_*`` ones only with ``rediss://``, each value checked. A URL is
+refused here, naming the problem, rather than failing later with a connection
+error that does not say why.
 
 Passwords never reach a message or a log: :attr:`BrokerUrl.redacted` (also its
 ``str``) shows ``***`` instead, and the ``repr`` leaves the URL and password out.
+A password need not be in the URL at all: :func:`read_password_file` and
+:meth:`BrokerUrl.with_password` give it from a file (or the environment), since a
+command line is visible to every user of the machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NoReturn
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from bridge.errors import SettingsError
+from bridge.permissions import readable_by_others
 
 SCHEMES = ("redis", "rediss")
+#: A password longer than this is not what a password file holds (a wrong file).
+MAX_PASSWORD_BYTES = 4096
 DEFAULT_PORT = 6379
 DEFAULT_DB = 0
 FORM = "redis://[[user]:password@]host[:port][/db] (rediss:// for TLS)"
@@ -31,6 +44,33 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9._~-]+")
 _DIGITS = re.compile(r"[0-9]+")
 # Redis keeps a database index in a C int; longer digit strings are refused before int().
 _MAX_DB = 2**31 - 1
+# DNS limits, which the system's resolver enforces with an exception, not an error.
+_MAX_LABEL = 63
+_MAX_HOST_NAME = 253
+_SECONDS = re.compile(r"[0-9]{1,5}(\.[0-9]{1,6})?")
+_BOOLEANS = ("true", "false", "yes", "no", "1", "0")
+_CERT_REQS = ("none", "optional", "required")
+
+#: The query parameters a broker URL may carry: name -> what its value must be. Those
+#: starting with ``ssl_`` are for ``rediss://`` only.
+QUERY: dict[str, str] = {
+    "db": f"a whole number 0 or more up to {_MAX_DB} (like db=0)",
+    "username": "a user name",
+    "password": "a password",
+    "client_name": "a name without blanks",
+    "socket_timeout": "a number of seconds above 0 (like 10)",
+    "socket_connect_timeout": "a number of seconds above 0 (like 5)",
+    "socket_keepalive": "true or false",
+    "retry_on_timeout": "true or false",
+    "health_check_interval": "a whole number of seconds (like 30)",
+    "ssl_cert_reqs": "none, optional or required",
+    "ssl_ca_certs": "the path of a CA certificate file (PEM)",
+    "ssl_ca_path": "the path of a folder of CA certificates",
+    "ssl_certfile": "the path of this client's certificate (PEM)",
+    "ssl_keyfile": "the path of this client's private key (PEM)",
+    "ssl_password": "the password of the private key",
+    "ssl_check_hostname": "true or false",
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +122,17 @@ class BrokerUrl:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             return address.ipv4_mapped.is_loopback
         return address.is_loopback
+
+    def with_password(self, password: str) -> BrokerUrl:
+        """This URL (one without a password) logging in with ``password``, which came
+        from a file or the environment instead of the command line, where every user
+        of the machine can read it (``ps``)."""
+        scheme, _, rest = self.url.partition("://")
+        end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+        userinfo, _, hostport = rest[:end].rpartition("@")
+        user = userinfo.partition(":")[0]
+        url = f"{scheme}://{user}:{quote(password, safe='')}@{hostport}{rest[end:]}"
+        return dataclasses.replace(self, url=url, password=password)
 
     def __str__(self) -> str:
         return self.redacted
@@ -156,18 +207,13 @@ def parse_broker_url(text: str) -> BrokerUrl:
             )
         db = found
 
-    values = parse_qs(query)
+    values = _query(url, scheme, query)
     if "db" in values:
-        found = _whole_number(values["db"][0], _MAX_DB)
-        if found is None:
-            _refuse(
-                url, f"has a db= that is not a whole number 0 or more up to {_MAX_DB} (like db=0)"
-            )
-        db = found
+        db = int(values["db"])
     if username is None and "username" in values:
-        username = values["username"][0]
+        username = values["username"]
     if password is None and "password" in values:
-        password = values["password"][0]
+        password = values["password"]
 
     return BrokerUrl(
         url=url,
@@ -178,6 +224,45 @@ def parse_broker_url(text: str) -> BrokerUrl:
         username=username,
         password=password,
     )
+
+
+def _query(url: str, scheme: str, query: str) -> dict[str, str]:
+    """The query's parameters, each known to redis-py's connection, given once, with a
+    value of the right form."""
+    values: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in QUERY:
+            _refuse(
+                url,
+                f"has a parameter {name!r} that redis-py does not know",
+                f"use only these (in lower case): {', '.join(QUERY)}",
+            )
+        if name.startswith("ssl_") and scheme != "rediss":
+            _refuse(url, f"has {name}=, which only TLS uses", "start the URL with rediss://")
+        if name in values:
+            _refuse(url, f"gives {name}= twice", "keep one")
+        if not value:
+            _refuse(url, f"has {name}= without a value", f"give {QUERY[name]}, or leave it out")
+        if not _query_value_allowed(name, value):
+            _refuse(url, f"has a {name}= that is not {QUERY[name]}", "fix it, or leave it out")
+        values[name] = value
+    return values
+
+
+def _query_value_allowed(name: str, value: str) -> bool:
+    if name == "db":
+        return _whole_number(value, _MAX_DB) is not None
+    if name == "health_check_interval":
+        return _whole_number(value, 86400) is not None
+    if name in ("socket_timeout", "socket_connect_timeout"):
+        return _SECONDS.fullmatch(value) is not None and float(value) > 0
+    if name in ("socket_keepalive", "retry_on_timeout", "ssl_check_hostname"):
+        return value.lower() in _BOOLEANS
+    if name == "ssl_cert_reqs":
+        return value in _CERT_REQS
+    if name == "client_name":
+        return value.isprintable() and " " not in value
+    return True  # names, passwords and paths: whatever the user wrote
 
 
 def _host_and_port(url: str, hostport: str) -> tuple[str, int]:
@@ -209,6 +294,14 @@ def _host_and_port(url: str, hostport: str) -> tuple[str, int]:
                 url,
                 "has a host that is not a host name or IP address",
                 "use letters, digits, '.', '-' and '_' (or [IPv6])",
+            )
+        labels = host.removesuffix(".").split(".")
+        if len(host) > _MAX_HOST_NAME or not all(0 < len(part) <= _MAX_LABEL for part in labels):
+            _refuse(
+                url,
+                f"has a host name with an empty part or one longer than {_MAX_LABEL} characters",
+                f"use names of 1 to {_MAX_LABEL} characters between the dots "
+                f"({_MAX_HOST_NAME} in all)",
             )
     if port_text is None:
         return host, DEFAULT_PORT
@@ -260,6 +353,50 @@ def _redact_parameter(part: str) -> str:
     return part
 
 
+def read_password_file(file: Path) -> str:
+    """The broker password kept in ``file`` (``~`` expanded): its text, without a final
+    line break.
+
+    Raises:
+        SettingsError: (``key="broker_password_file"``) The file cannot be read, other
+            users may read it, it is empty, has more than one line, is not UTF-8 or is
+            longer than :data:`MAX_PASSWORD_BYTES`. The message never holds the password.
+    """
+
+    file = file.expanduser()
+
+    def refuse(problem: str, fix: str) -> NoReturn:
+        raise SettingsError(
+            f"{file}: {problem}; {fix}", key="broker_password_file", value=str(file)
+        )
+
+    if readable_by_others(file):
+        refuse("other users may read this broker password file", f"run: chmod 600 '{file}'")
+    try:
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_PASSWORD_BYTES + 1)
+    except OSError as exc:
+        refuse(f"the broker password file cannot be read ({exc.strerror})", "check the path")
+    if len(raw) > MAX_PASSWORD_BYTES:
+        refuse(
+            f"longer than {MAX_PASSWORD_BYTES} bytes for a broker password file",
+            "check that it is the right file (it holds the password alone)",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        refuse("the broker password file is not UTF-8 text", "write the password as text")
+    password = text.removesuffix("\n").removesuffix("\r")
+    if not password:
+        refuse("the broker password file is empty", "write the Redis password in it")
+    if "\n" in password or "\r" in password:
+        refuse(
+            "the broker password file has more than one line",
+            "write the password alone on one line",
+        )
+    return password
+
+
 def check_exposure(url: BrokerUrl, *, insecure: bool) -> None:
     """Refuse a Redis beyond this machine that takes no password, unless told it is fine.
 
@@ -273,8 +410,9 @@ def check_exposure(url: BrokerUrl, *, insecure: bool) -> None:
         return
     raise SettingsError(
         f"the broker {url.redacted} has no password and is not on this machine: anyone who "
-        "can reach it could read and queue jobs; set a Redis password and put it in the URL "
-        "(redis://:PASSWORD@host:6379/0), or pass --insecure if the network is trusted",
+        "can reach it could read and queue jobs; set a Redis password and give it with "
+        "--broker-password-file FILE or $STEMBRIDGE_BROKER_PASSWORD, or pass --insecure if "
+        "the network is trusted",
         key="broker",
         value=url.redacted,
     )

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -23,6 +27,12 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from bridge.broker.url import BrokerUrl
+
+log = logging.getLogger(__name__)
+
+#: The environment variable a broker password can come from (a command line is seen by
+#: every user of the machine; a process's environment only by its user and root).
+PASSWORD_VARIABLE = "STEMBRIDGE_BROKER_PASSWORD"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -56,12 +66,20 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def add_broker_option(parser: argparse.ArgumentParser) -> None:
-    """``--broker URL`` (else the config's ``[daemon] broker``) and ``--insecure``."""
+    """``--broker URL`` (else the config's ``[daemon] broker``), ``--broker-password-file``
+    and ``--insecure``."""
     parser.add_argument(
         "--broker",
         metavar="URL",
-        help="studio broker: redis://[:password@]host:port/db or rediss:// (TLS); "
-        "default: [daemon] broker",
+        help="studio broker: redis://host:port/db or rediss:// (TLS); default: [daemon] "
+        f"broker; the password from --broker-password-file or ${PASSWORD_VARIABLE} (one "
+        "in this URL is visible to every user of the machine)",
+    )
+    parser.add_argument(
+        "--broker-password-file",
+        type=Path,
+        metavar="FILE",
+        help="read the broker's password from FILE (the password alone, readable by you only)",
     )
     parser.add_argument(
         "--insecure",
@@ -70,23 +88,78 @@ def add_broker_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def apply_broker(config: Config, args: argparse.Namespace) -> Config:
-    """``config`` with ``--broker`` (if given) as its broker, checked for exposure.
+def apply_broker(
+    config: Config, args: argparse.Namespace, *, environ: Mapping[str, str] = os.environ
+) -> Config:
+    """``config`` with ``--broker`` (if given) as its broker, its password added, checked
+    for exposure.
+
+    The password is the first of: ``--broker-password-file``, the URL's own (flag or
+    config), ``$STEMBRIDGE_BROKER_PASSWORD``. A file and a URL that both hold one are
+    refused: which one logs in would be a guess.
 
     Raises:
-        SettingsError: A bad URL, or a password-less Redis beyond loopback without
+        SettingsError: A bad URL or password file, a file given with no broker or with a
+            URL holding a password, or a password-less Redis beyond loopback without
             ``--insecure``.
     """
     import dataclasses
 
-    from bridge.broker.url import check_exposure, parse_broker_url
+    from bridge.broker.url import check_exposure, parse_broker_url, read_password_file
 
     if args.broker:
-        daemon = dataclasses.replace(config.daemon, broker=parse_broker_url(args.broker))
-        config = dataclasses.replace(config, daemon=daemon)
-    if config.daemon.broker is not None:
-        check_exposure(config.daemon.broker, insecure=args.insecure)
-    return config
+        given = parse_broker_url(args.broker)
+        if given.password is not None:
+            log.warning(
+                "the broker password given with --broker is visible to every user of this "
+                "machine (ps); put it in a file for --broker-password-file, or in $%s",
+                PASSWORD_VARIABLE,
+            )
+        config = dataclasses.replace(
+            config, daemon=dataclasses.replace(config.daemon, broker=given)
+        )
+    elif _password_readable_in_config(config):
+        log.warning(
+            "%s holds the broker password and other users may read it; run: chmod 600 '%s'",
+            config.path,
+            config.path,
+        )
+    url = config.daemon.broker
+    file = args.broker_password_file
+    if url is None:
+        if file is not None:
+            raise SettingsError(
+                f"--broker-password-file {file} is given but no broker; pass --broker "
+                "redis://host:6379/0 or set [daemon] broker in the config",
+                key="broker_password_file",
+                value=str(file),
+            )
+        return config
+    if file is not None:
+        if url.password is not None:
+            raise SettingsError(
+                f"the broker URL {url.redacted} holds a password and --broker-password-file "
+                f"{file} gives one too; take the password out of the URL",
+                key="broker_password_file",
+                value=str(file),
+            )
+        url = url.with_password(read_password_file(file))
+    elif url.password is None and environ.get(PASSWORD_VARIABLE):
+        url = url.with_password(environ[PASSWORD_VARIABLE])
+    check_exposure(url, insecure=args.insecure)
+    return dataclasses.replace(config, daemon=dataclasses.replace(config.daemon, broker=url))
+
+
+def _password_readable_in_config(config: Config) -> bool:
+    from bridge.permissions import readable_by_others
+
+    broker = config.daemon.broker
+    return (
+        broker is not None
+        and broker.password is not None
+        and config.path is not None
+        and readable_by_others(config.path)
+    )
 
 
 def broker_config(args: argparse.Namespace) -> tuple[Config, BrokerUrl]:

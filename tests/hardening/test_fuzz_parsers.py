@@ -906,10 +906,13 @@ _URL_PARTS = st.tuples(
     st.sampled_from(["redis", "rediss", "REDIS", "http", ""]),
     st.sampled_from(["", ":pw@", "user:p%40w@", "nocolon@", ":%ff@", "a@b@"]) | st.text(max_size=8),
     st.sampled_from(["localhost", "[::1]", "[::1", "[zz]", "10.0.0.1", "", "h_st"])
+    | st.sampled_from(["a..b", "a" * 64])
     | st.text(max_size=8),
     st.sampled_from(["", ":6379", ":0", ":99999", ":" + "9" * 5000, ":x"]),
     st.sampled_from(["", "/0", "/x", "/" + "1" * 5000, "/1/"]),
-    st.sampled_from(["", "?db=1", "?db=" + "1" * 5000, "?password=x", "?db=", "#f"]),
+    st.sampled_from(["", "?db=1", "?db=" + "1" * 5000, "?password=x", "?db=", "#f"])
+    | st.sampled_from(["?Password=x", "?foo=1", "?ssl_ca_certs=/ca.pem", "?db=1&db=2"])
+    | st.sampled_from(["?socket_timeout=x", "?socket_timeout=2.5&ssl_check_hostname=no"]),
 )
 
 
@@ -917,6 +920,8 @@ _URL_PARTS = st.tuples(
 @given(_URL_PARTS.map(lambda p: f"{p[0]}://{''.join(p[1:])}") | st.text(max_size=80))
 @example("redis://h/" + "1" * 5000)
 @example("redis://h?db=" + "1" * 5000)
+@example("redis://h?Password=x")
+@example("redis://h?ssl_ca_certs=/ca.pem")
 def test_broker_url(text: str) -> None:
     try:
         url = parse_broker_url(text)
@@ -926,6 +931,11 @@ def test_broker_url(text: str) -> None:
     assert 1 <= url.port <= 65535 and url.db >= 0
     assert str(url) == url.redacted
     assert isinstance(url.is_loopback, bool)
+    # and redis-py builds its connection from it: a keyword it does not know, or a host
+    # name the resolver cannot encode, would be a traceback at the first connection
+    Redis.from_url(url.url).connection_pool.make_connection()
+    if ":" not in url.host:
+        url.host.encode("idna")
 
 
 @FUZZ
