@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from bridge.cli import EXIT_OK, EXIT_USAGE, main
 from bridge.config import DashboardSettings
 from bridge.dashboard.app import create_app
 from bridge.dashboard.auth import Guard, check_binding, create_token, token_path
-from bridge.dashboard.server import DashboardServer, dashboard_server
+from bridge.dashboard.server import (
+    BACKLOG,
+    MOST_CONNECTIONS,
+    THREADS,
+    DashboardServer,
+    dashboard_server,
+    max_connections,
+)
 from bridge.errors import BrokerError, ConfigError
 from bridge.jobs.spec import JobSpec
 from bridge.jobs.store import Job, JobStore
@@ -176,6 +184,41 @@ def test_stems_and_pictures_are_served(tmp_path: Path, store: JobStore) -> None:
     assert ranged.status_code == 206 and ranged.content == b"RIFF"
 
 
+def test_byte_ranges_let_a_player_seek(tmp_path: Path, store: JobStore) -> None:
+    job = done_job(store, tmp_path)
+    whole = (tmp_path / "stems" / "song" / "vocals.wav").read_bytes()
+    size = len(whole)
+    client, _ = client_for(tmp_path, store)
+    url = f"/files/{job.id}/vocals.wav"
+    etag = client.get(url).headers["etag"]
+    for asked, status, part in [
+        ("bytes=4-", 206, whole[4:]),  # what <audio> sends when it seeks
+        ("bytes=-4", 206, whole[-4:]),
+        ("bytes=10-19", 206, whole[10:20]),
+        (f"bytes=0-{size + 100}", 206, whole),
+        (f"bytes={size}-", 416, b""),
+        ("bytes=0-1, 4-5", 200, whole),  # lists of ranges: the whole file
+        ("lines=1-2", 200, whole),
+        ("bytes=5-3", 200, whole),
+    ]:
+        response = client.get(url, headers={"range": asked})
+        assert (response.status_code, response.content) == (status, part), asked
+        assert response.headers["content-length"] == str(len(part)), asked
+    assert client.get(url, headers={"range": "bytes=4-"}).headers["content-range"] == (
+        f"bytes 4-{size - 1}/{size}"
+    )
+    assert client.get(url, headers={"range": f"bytes={size}-"}).headers["content-range"] == (
+        f"bytes */{size}"
+    )
+    # A file changed since the player's first request is sent whole (If-Range)
+    stale = client.get(url, headers={"range": "bytes=4-", "if-range": '"old"'})
+    fresh = client.get(url, headers={"range": "bytes=4-", "if-range": etag})
+    assert (stale.status_code, fresh.status_code) == (200, 206)
+    head = client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(size) and head.headers["accept-ranges"] == "bytes"
+
+
 def test_files_outside_the_stem_folder_are_refused(tmp_path: Path, store: JobStore) -> None:
     # Given a job whose manifest (edited by someone) lists files outside its folder,
     # one of them through a symlink that looks like a stem
@@ -192,8 +235,8 @@ def test_files_outside_the_stem_folder_are_refused(tmp_path: Path, store: JobSto
     # Then neither the link, nor an unlisted file, nor a path climbing out is served
     for name, status in [
         ("link.wav", 403),
-        ("..%2F..%2Fsecret.txt", 403),
-        (f"{str(secret).replace('/', '%2F')}", 403),
+        ("..%2F..%2Fsecret.txt", 404),
+        (f"{str(secret).replace('/', '%2F')}", 404),
         ("notes.txt", 404),
         ("manifest.json", 404),
         ("missing.wav", 404),
@@ -212,6 +255,61 @@ def test_files_outside_the_stem_folder_are_refused(tmp_path: Path, store: JobSto
         assert response.status_code == 404, name
         assert "private" not in response.text
     assert client.get("/files/ffffff/vocals.wav").status_code == 404
+
+
+def test_files_are_opened_without_following_any_link(tmp_path: Path, store: JobStore) -> None:
+    # Given a job whose manifest lists a stem in a subfolder, and someone who can write
+    # the stem folder: a FIFO, a hard-to-spot link one folder down, the folder itself a link
+    job = done_job(store, tmp_path)
+    folder = tmp_path / "stems" / "song"
+    secret = tmp_path / "secret"
+    (secret / "deep").mkdir(parents=True)
+    (secret / "deep" / "x.wav").write_text("private")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "x.wav").write_bytes(b"RIFF sub stem")
+    os.mkfifo(folder / "fifo.wav")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["stems"] += [
+        {"name": "sub", "path": "sub/x.wav"},
+        {"name": "deep", "path": "deep/x.wav"},
+        {"name": "fifo", "path": "fifo.wav"},
+    ]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "deep").symlink_to(secret / "deep")
+    client, _ = client_for(tmp_path, store)
+    # Then a real subfolder's stem is served, the link's target and the FIFO are not
+    # (a FIFO opened for reading would wait for a writer forever)
+    assert client.get(f"/files/{job.id}/sub/x.wav").content == b"RIFF sub stem"
+    for name in ("deep/x.wav", "fifo.wav"):
+        response = client.get(f"/files/{job.id}/{name}")
+        assert response.status_code == 403 and "private" not in response.text, name
+        assert "not served" in response.json()["error"]
+    # When the whole stem folder is swapped for a link to a folder with the same files
+    os.rename(folder, tmp_path / "moved")
+    folder.symlink_to(tmp_path / "moved")
+    # Then nothing in it is served
+    response = client.get(f"/files/{job.id}/vocals.wav")
+    assert response.status_code == 403 and "is a link" in response.json()["error"]
+
+
+def test_a_nul_in_a_file_name_and_odd_pictures_get_clear_answers(
+    tmp_path: Path, store: JobStore
+) -> None:
+    job = done_job(store, tmp_path)
+    folder = tmp_path / "stems" / "song"
+    client, _ = client_for(tmp_path, store)
+    nul = client.get(f"/files/{job.id}/vocals%00.wav")
+    assert nul.status_code == 400 and "NUL" in nul.json()["error"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["stems"][0]["pictures"] = ["vocals.waveform.png"]
+    manifest["stems"][1]["pictures"] = {"waveform": 5, "spectrogram": "bass.spectrogram.png"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    stems = client.get(f"/api/jobs/{job.id}").json()["stems"]
+    assert [stem["pictures"] for stem in stems] == [
+        {},
+        {"spectrogram": f"/files/{job.id}/bass.spectrogram.png"},
+    ]
+    assert client.get(f"/files/{job.id}/vocals.waveform.png").status_code == 404
 
 
 # Changes
@@ -265,6 +363,27 @@ def test_host_header_of_another_name_is_refused(tmp_path: Path, store: JobStore)
         response = client.get("/api/jobs", headers={"host": host})
         assert response.status_code == 403, host
     assert client.get("/api/jobs", headers={"host": f"localhost:{PORT}"}).status_code == 200
+
+
+def test_odd_characters_in_csrf_origin_and_token_are_refused_not_raised(
+    tmp_path: Path, store: JobStore
+) -> None:
+    failed = failed_job(store, tmp_path)
+    create_token(tmp_path / "state")
+    client, guard = client_for(tmp_path, store)
+    url = f"/api/jobs/{failed.id}/retry"
+    not_ascii = client.post(url, headers={"origin": LOOPBACK, "x-stembridge-csrf": "é".encode()})
+    assert not_ascii.status_code == 403 and "CSRF" in not_ascii.json()["error"]
+    for origin in ("http://[", "http://[::1", "://"):
+        response = client.post(url, headers=changing(guard, origin=origin))
+        assert response.status_code == 403 and "Origin" in response.json()["error"], origin
+    surrogate = client.post(
+        "/api/login",
+        content=b'{"token": "\\ud800"}',
+        headers={"origin": LOOPBACK, "content-type": "application/json"},
+    )
+    assert surrogate.status_code == 401 and "wrong token" in surrogate.json()["error"]
+    assert store.get(failed.id).state == "failed"
 
 
 # The token
@@ -381,6 +500,56 @@ def test_token_command_prints_the_token_once_and_rotates(
     assert guard.sign_in(second) is not None and guard.sign_in(first.out.strip()) is None
 
 
+@pytest.mark.parametrize(
+    ("dashboard", "flags", "url"),
+    [
+        ('port = 9123\nhost = "::1"\n', [], "http://[::1]:9123/"),
+        ("port = 9123\n", ["--dashboard-port", "9200"], "http://127.0.0.1:9200/"),
+        ("", ["--dashboard-host", "127.0.0.2"], "http://127.0.0.2:8737/"),
+        ('host = "0.0.0.0"\n', [], f"http://{socket.gethostname()}:8737/"),
+    ],
+)
+def test_token_command_names_the_dashboard_as_configured(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    dashboard: str,
+    flags: list[str],
+    url: str,
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[dashboard]\n{dashboard}')
+    assert main(["dashboard", "token", "--config", str(config), *flags]) == EXIT_OK
+    assert f"Sign in at {url} with it" in " ".join(capsys.readouterr().err.split())
+
+
+def test_two_dashboards_on_one_machine_keep_their_sessions_apart(
+    tmp_path: Path, store: JobStore
+) -> None:
+    # Given two dashboards on 127.0.0.1 sharing a token (browsers send a cookie to every
+    # port of a host, so each must know its own)
+    token = create_token(tmp_path / "state")
+    ports = [free_port(), free_port()]
+    servers = [
+        dashboard_server(
+            DashboardSettings(port=port),
+            state_dir=tmp_path / "state",
+            store=store,
+            folders=lambda: FOLDERS,
+            workers=None,
+        )
+        for port in ports
+    ]
+    with servers[0], servers[1]:
+        first, second = (f"http://127.0.0.1:{port}" for port in ports)
+        # When a browser signs in on the first
+        signed = httpx.post(f"{first}/api/login", json={"token": token}, headers={"origin": first})
+        # Then its cookie is named for that port, and the second takes it for nothing
+        assert list(signed.cookies) == [f"stembridge_session_{ports[0]}"]
+        cookie = {"cookie": signed.headers["set-cookie"].split(";")[0]}
+        assert httpx.get(f"{first}/api/session", headers=cookie).json()["signed_in"] is True
+        assert httpx.get(f"{second}/api/session", headers=cookie).json()["signed_in"] is False
+
+
 def test_serve_beyond_loopback_without_a_token_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -412,8 +581,8 @@ def test_server_serves_on_a_thread_and_stops(tmp_path: Path, store: JobStore) ->
         httpx.get(f"http://127.0.0.1:{port}/api/jobs", timeout=2)
 
 
-def server_app(store: JobStore, tmp_path: Path) -> object:
-    guard = Guard(host="127.0.0.1", port=PORT, state_dir=tmp_path / "state")
+def server_app(store: JobStore, tmp_path: Path, port: int = PORT) -> object:
+    guard = Guard(host="127.0.0.1", port=port, state_dir=tmp_path / "state")
     return create_app(store=store, guard=guard, folders=lambda: FOLDERS, workers=None)
 
 
@@ -432,3 +601,54 @@ def test_status_commands_do_not_import_the_dashboard(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_open_connections_stay_within_half_the_descriptor_limit() -> None:
+    for limit in (256, 1024, 4096, 1_048_576):
+        most = max_connections(limit)
+        # each: its socket and a file it streams; plus the backlog and the threads
+        assert most >= 1 and 2 * most + 2 * BACKLOG + 4 * THREADS + 1 <= limit // 2, limit
+    assert max_connections(256) == 31 and max_connections(None) == MOST_CONNECTIONS
+
+
+def test_slow_idle_and_surplus_connections_are_closed_and_a_flood_logged_once(
+    tmp_path: Path, store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    app = server_app(store, tmp_path, port)
+    address = ("127.0.0.1", port)
+    with DashboardServer(
+        app, host="127.0.0.1", port=port, max_connections=2, request_timeout_seconds=0.5
+    ):
+        # Given two connections that never send a whole request: one says nothing, one
+        # trickles a head in a byte at a time
+        silent = socket.create_connection(address, timeout=5)
+        trickling = socket.create_connection(address, timeout=5)
+        began = time.monotonic()
+        # When a third comes, it is answered 503 at once
+        with socket.create_connection(address, timeout=5) as third:
+            assert third.recv(4096).startswith(b"HTTP/1.1 503 ")
+        # Then both are closed by the request timeout, the trickle despite its bytes
+        for byte in b"GET /api/jobs HTTP/1.1\r\n":
+            try:
+                trickling.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.05)
+        assert silent.recv(1) == b"" and trickling.recv(1) == b""
+        assert time.monotonic() - began < 3
+        silent.close()
+        trickling.close()
+        # And a client that sends whole requests keeps its connection across them
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(3):
+                assert client.get("/api/jobs").status_code == 200
+                time.sleep(0.6)  # longer than the request timeout, within keep-alive
+    floods = [r for r in caplog.records if "the most it takes" in r.getMessage()]
+    assert len(floods) == 1

@@ -3,6 +3,7 @@ progress moves, it finishes, and its page shows the stems' pictures."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -56,6 +57,7 @@ def browser() -> Iterator[object]:
         "--window-size=1280,1600",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # responses seen
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     try:
         yield driver
@@ -131,6 +133,33 @@ def test_a_job_appears_progresses_finishes_and_shows_its_pictures(
             ("waveform", *WAVEFORM_SIZE),
         ]
         assert len(browser.find_elements(By.CSS_SELECTOR, ".stem audio")) == 4
+        # And a player seeks within its stem, which it is sent in byte ranges (206)
+        browser.get_log("performance")  # forget the responses so far
+        duration = wait_for(
+            lambda: browser.execute_script(
+                "const a = document.querySelector('.stem audio');"
+                "if (a.preload !== 'metadata') { a.preload = 'metadata'; a.load(); }"
+                "return a.readyState >= 1 && a.duration;"
+            ),
+            what="a player to load its stem's header",
+        )
+        assert duration == pytest.approx(SECONDS, abs=0.1)
+        browser.execute_script("document.querySelector('.stem audio').currentTime = 45")
+        wait_for(
+            lambda: browser.execute_script(
+                "const a = document.querySelector('.stem audio');"
+                "return !a.seeking && a.readyState >= 2 && a.currentTime >= 44.9;"
+            ),
+            what="the player to seek to 45 s",
+        )
+        statuses = [
+            event["params"]["response"]["status"]
+            for entry in browser.get_log("performance")
+            for event in [json.loads(entry["message"])["message"]]
+            if event["method"] == "Network.responseReceived"
+            and event["params"]["response"]["url"].endswith(".wav")
+        ]
+        assert statuses and set(statuses) == {206}, statuses
         screenshot = tmp_path / "dashboard-job.png"
         browser.save_screenshot(str(screenshot))
         print(f"dashboard screenshots: {screenshot} and {tmp_path / 'dashboard-queue.png'}")

@@ -21,10 +21,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="make (or replace) the dashboard's sign-in token and show it once",
         description="Make a new dashboard token, replacing any earlier one (signed-in "
         "browsers must sign in again). Only its hash is kept, readable by you alone; the "
-        "token is shown once. A dashboard bound beyond 127.0.0.1 needs one.",
+        "token is shown once. A dashboard bound beyond 127.0.0.1 needs one. The sign-in "
+        "address printed is the dashboard's as configured ([dashboard] host and port, or the "
+        "flags below, as for serve).",
     )
     add_config_option(token)
-    token.set_defaults(command=run_token)
+    _add_address_options(token)
+    token.set_defaults(command=run_token, dashboard=None)
 
 
 def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +39,10 @@ def add_dashboard_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="serve no web dashboard",
     )
+    _add_address_options(parser)
+
+
+def _add_address_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dashboard-host",
         metavar="ADDRESS",
@@ -60,16 +67,17 @@ def apply_dashboard(config: Config, args: argparse.Namespace) -> Config:
 
 def run_token(args: argparse.Namespace, err: Console) -> int:
     """Make a new token, print it once (stdout), say where its hash is (stderr)."""
-    from bridge.dashboard.auth import create_token, token_path
+    from bridge.dashboard.auth import create_token, dashboard_url, token_path
 
-    config = config_from(args)
+    config = apply_dashboard(config_from(args), args)
     token = create_token(config.daemon.state_dir)
     print(token)
     settings = config.dashboard
+    off = "" if settings.enabled else " (once it is on: [dashboard] enabled = true)"
     err.print(
         f"dashboard token made; only its hash is kept in "
         f"{escape(str(token_path(config.daemon.state_dir)))}. Copy it now: it is not shown "
-        f"again. Sign in at http://{escape(settings.host)}:{settings.port}/ with it.",
+        f"again. Sign in at {escape(dashboard_url(settings.host, settings.port))}{off} with it.",
         highlight=False,
     )
     return EXIT_OK

@@ -5,8 +5,8 @@ folders, workers) and ``/job/<id>`` (one job with its stems, pictures and player
 API: ``GET /api/session``, ``POST /api/login``, ``GET /api/jobs``,
 ``GET /api/jobs/<id>``, ``POST /api/jobs/<id>/retry``, ``POST /api/jobs/<id>/cancel``,
 ``GET /api/folders``, ``GET /api/workers``; files: ``GET /files/<id>/<name>``, only
-for the stems and pictures the job's manifest lists, and only when their real
-path (symlinks resolved) is inside the job's stem folder. Access rules:
+for the stems and pictures the job's manifest lists, opened once inside the job's
+stem folder and never through a link (:mod:`bridge.dashboard.files`). Access rules:
 :mod:`bridge.dashboard.auth`.
 """
 
@@ -16,7 +16,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.broker.channel import WorkerInfo
 from bridge.dashboard.auth import CSRF_HEADER, Guard
+from bridge.dashboard.files import OpenFileResponse, Refusal, StemFolder, open_folder
+from bridge.documents import parse_json
 from bridge.errors import BrokerError, JobError, JobNotFound, OutputError
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import Job, JobStore
@@ -150,12 +152,11 @@ class _Api:
         manifest = _read_manifest(job)
         stems = []
         for stem in (manifest or {}).get("stems", []):
-            pictures = stem.get("pictures") or {}
             stems.append(
                 {
-                    "name": stem.get("name"),
-                    "audio": _file_url(job, stem.get("path", "")),
-                    "pictures": {kind: _file_url(job, name) for kind, name in pictures.items()},
+                    "name": stem["name"],
+                    "audio": _file_url(job, stem["path"]),
+                    "pictures": {kind: _file_url(job, n) for kind, n in _pictures(stem).items()},
                     "loudness_lufs": stem.get("loudness_lufs"),
                     "silent": stem.get("silent", False),
                 }
@@ -209,23 +210,34 @@ class _Api:
         return JSONResponse({"broker": True, "workers": [dataclasses.asdict(w) for w in found]})
 
     def file(self, request: Request) -> Response:
-        """A stem or picture the job's manifest lists, from inside the job's stem folder."""
+        """A stem or picture the job's manifest lists, from inside the job's stem folder.
+
+        The folder, its manifest and the file are each opened once, never through a link,
+        and the response reads the open file (see :mod:`bridge.dashboard.files`).
+        """
         try:
             job = self._store.get(request.path_params["job_id"])
         except JobNotFound as exc:
             return _error(404, str(exc))
         name = request.path_params["name"]
-        manifest = _read_manifest(job)
-        if job.manifest is None or manifest is None:
+        if "\0" in name:
+            return _error(400, f"{name!r} is not a file name (it holds a NUL character)")
+        if not job.manifest:
             return _error(404, f"job {job.id} has no stems (yet)")
-        root = Path(job.manifest).parent.resolve()
-        target = (root / name).resolve()
-        if not target.is_relative_to(root):
-            log.warning("dashboard: refused %r of job %s: outside %s", name, job.id, root)
-            return _error(403, f"{name!r} is outside the stem folder of job {job.id}")
-        if name not in _listed_files(manifest) or not target.is_file():
-            return _error(404, f"job {job.id} has no file {name!r}")
-        return FileResponse(target)
+        manifest_path = Path(job.manifest)
+        folder = open_folder(manifest_path.parent)
+        if isinstance(folder, Refusal):
+            log.debug("dashboard: refused %r of job %s: %s", name, job.id, folder.message)
+            return _error(folder.status, folder.message)
+        with folder:
+            listed = _listed_in(folder, manifest_path)
+            if name not in listed:
+                return _error(404, f"job {job.id} has no file {name!r}")
+            opened = folder.open(name)
+        if isinstance(opened, Refusal):
+            log.debug("dashboard: refused %r of job %s: %s", name, job.id, opened.message)
+            return _error(opened.status, opened.message)
+        return OpenFileResponse(opened)
 
 
 class _GuardMiddleware:
@@ -304,14 +316,40 @@ def _read_manifest(job: Job) -> dict[str, Any] | None:
         return None
 
 
-def _listed_files(manifest: dict[str, Any]) -> set[str]:
+def _listed_in(folder: StemFolder, manifest_path: Path) -> set[str]:
+    """The files the manifest in the open ``folder`` lists (none when it is not one).
+
+    Read through the open folder, so that the manifest and the files it lists come from
+    the same folder even if its name is swapped meanwhile.
+    """
+    raw = folder.read(manifest_path.name)
+    if isinstance(raw, Refusal):
+        return set()
+    try:
+        manifest = parse_json(raw)
+    except ValueError:
+        return set()
+    stems = manifest.get("stems") if isinstance(manifest, dict) else None
     names = set()
-    for stem in manifest["stems"]:
-        names.add(stem["path"])
-        pictures = stem.get("pictures")
-        if isinstance(pictures, dict):
-            names.update(name for name in pictures.values() if isinstance(name, str))
-    return names
+    for stem in stems if isinstance(stems, list) else []:
+        if isinstance(stem, dict) and isinstance(stem.get("path"), str):
+            names.add(stem["path"])
+            names.update(_pictures(stem).values())
+    # As read_manifest: one that lists a name outside its folder is trusted for none.
+    return names if all(map(_stays_inside, names)) else set()
+
+
+def _stays_inside(name: str) -> bool:
+    forms = (PurePosixPath(name), PureWindowsPath(name))
+    return bool(name) and "\0" not in name and not any(p.anchor or ".." in p.parts for p in forms)
+
+
+def _pictures(stem: dict[str, Any]) -> dict[str, str]:
+    """A stem's pictures by kind; a manifest edited by hand may hold anything there."""
+    pictures = stem.get("pictures")
+    if not isinstance(pictures, dict):
+        return {}
+    return {kind: name for kind, name in pictures.items() if isinstance(name, str)}
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import socket
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -158,7 +159,7 @@ class Guard:
         """Why a state-changing request is refused, or ``None`` when it is allowed."""
         if not self.same_origin(host_header=host_header, origin=origin, referer=referer):
             return "the request does not come from the dashboard's own page (Origin/Referer)"
-        if csrf is None or not hmac.compare_digest(csrf, self.csrf):
+        if csrf is None or not hmac.compare_digest(_bytes(csrf), self.csrf.encode()):
             return "the request lacks the dashboard's CSRF header; reload the page"
         token_needed = self.token_exists() or not self.loopback
         if token_needed and not self.signed_in(authorization=authorization, session=session):
@@ -170,7 +171,10 @@ class Guard:
         source = origin if origin is not None else referer
         if not source or source == "null":
             return False
-        parts = urlsplit(source)
+        try:
+            parts = urlsplit(source)
+        except ValueError:  # "http://[::1": not a URL, so not the dashboard's
+            return False
         return parts.scheme == "http" and parts.netloc.lower() == host_header.lower()
 
     def sign_in(self, token: str) -> str | None:
@@ -184,5 +188,20 @@ class Guard:
         return session
 
 
+def dashboard_url(host: str, port: int) -> str:
+    """Where a browser opens the dashboard bound to ``host:port``.
+
+    Bound to every address, it names this machine (any of its names is taken there).
+    """
+    if host in _EVERY_ADDRESS:
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _bytes(text: str) -> bytes:
+    # Headers and JSON may hold any character, even a lone surrogate; none is in a secret.
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_bytes(token)).hexdigest()
