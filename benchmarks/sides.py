@@ -58,37 +58,33 @@ def run_demucs(args: argparse.Namespace) -> dict:
 
 
 def run_stembridge(args: argparse.Namespace) -> dict:
-    from bridge.effects.plan import plan_effects
+    from bridge.manifest import read_manifest
     from bridge.models.loaded import LoadedModel
-    from bridge.separate import prepare, separate_file
-    from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
+    from bridge.pipeline.run import NoResults, run_job
+    from bridge.pipeline.spec import JobSpec
+    from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
 
     started = time.perf_counter()
     settings = SeparationSettings(
         device=args.device, batch_size=args.batch_size, precision=args.precision
     )
-    separator = LoadedModel.load(settings, folders=[args.models], offline=True)
+    model = LoadedModel.load(settings, folders=[args.models], offline=True)
     loaded = time.perf_counter()
-    prepared = prepare(
-        args.input,
-        folder=args.out / args.input.stem,
-        stems=settings.stem_plans,
+    spec = JobSpec(
+        input=str(args.input.absolute()),
+        folder=str(args.out.absolute() / args.input.stem),
+        separation=settings,
         output=OutputSettings(format="wav", bit_depth=32, overwrite=True),
-        time_range=TimeRange(),
-        effects=plan_effects(
-            EffectsSettings(preset=args.preset, exact_sum=args.exact_sum),
-            stems=settings.stem_plans,
-            model_sources=separator.sources,
-        ),
+        effects=EffectsSettings(preset=args.preset, exact_sum=args.exact_sum),
     )
-    manifest = separate_file(prepared, separator=separator)
+    result = run_job("0123456789ab", spec, results=NoResults(), model_for=model.with_settings)
     finished = time.perf_counter()
     return {
         "load_seconds": loaded - started,
         "file_seconds": finished - loaded,
-        "audio_seconds": manifest.range.length_seconds,
-        "folder": str(prepared.folder),
-        "batch_size": separator.batch_size,
+        "audio_seconds": read_manifest(result.manifest)["range"]["length_seconds"],
+        "folder": str(result.folder),
+        "batch_size": model.batch_size,
     }
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from common import machine, write_clip, write_model
 
-from bridge.jobs.spec import PRIORITY_WATCHED, JobSpec
 from bridge.jobs.store import JobStore
+from bridge.pipeline.spec import PRIORITY_WATCHED, JobSpec
 from bridge.settings import SeparationSettings
 
 

@@ -42,7 +42,8 @@ from bridge.broker.paths import PathMap
 from bridge.broker.url import BrokerUrl, parse_broker_url
 from bridge.documents import parse_toml
 from bridge.effects.presets import load_preset
-from bridge.errors import ConfigError, PresetError, SettingsError
+from bridge.errors import ConfigError, OutputError, PresetError, SettingsError
+from bridge.names import folder_name, inside
 from bridge.permissions import check_private
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
 
@@ -261,13 +262,48 @@ class Config:
 
 
 def render_template(template: str, path: Path, *, rule: str) -> Path:
-    """Fill an output template for ``path``; relative results hang off the file's folder."""
-    text = os.path.expanduser(
-        template.format(dir=str(path.parent), name=path.stem, ext=path.suffix[1:], rule=rule)
-    )
-    folder = Path(text) if Path(text).is_absolute() else path.parent / text
-    # "{dir}/../Stems" must compare equal to the folder the stems really land in.
-    return Path(os.path.normpath(folder))
+    """Fill an output template for ``path``; relative results hang off the file's folder.
+
+    The file's name reaches the template only as one safe folder name
+    (:func:`bridge.names.folder_name`: ``..wav`` or ``~user.wav`` cannot climb out or
+    reach a home folder), ``~`` is expanded in the template's own text only, and the
+    result must lie under the template's root: what it says before the first field
+    taken from the file's name.
+
+    Raises:
+        OutputError: The result does not lie under that root.
+    """
+    values = {
+        "dir": str(path.parent),
+        "name": folder_name(path.stem),
+        "ext": folder_name(path.suffix[1:]) if path.suffix else "",
+        "rule": rule,
+    }
+    template = os.path.expanduser(template)
+
+    def located(text: str) -> Path:
+        # "{dir}/../Stems" must compare equal to the folder the stems really land in.
+        return Path(os.path.normpath(path.parent / text))
+
+    root = located(_template_root(template).format(**values))
+    return inside(root, located(template.format(**values)))
+
+
+def _template_root(template: str) -> str:
+    """The part of ``template`` before the first field from the file's name, cut back to
+    its last folder separator (a template for the folder that holds the stem folders)."""
+    head = ""
+    for literal, name, _, _ in string.Formatter().parse(template):
+        head += literal.replace("{", "{{").replace("}", "}}")
+        if name is None:
+            continue
+        if name in ("name", "ext"):
+            break
+        head += "{" + name + "}"
+    cut = max(head.rfind(os.sep), head.rfind(os.altsep or os.sep))
+    if cut < 0:
+        return "."  # the stem folders hang off the file's own folder
+    return head[: max(cut, 1)]  # "/{name}" keeps its "/"
 
 
 def load_config(path: Path | None = None, *, required: bool = False) -> Config:
@@ -396,6 +432,16 @@ def _parse_rule(
             key="output",
             value=template,
         )
+    try:
+        render_template(template, folder / "render.wav", rule=str(table.get("name", "rule")))
+    except OutputError as exc:
+        raise ConfigError(
+            f"{file}: {where} output = {template!r} would not give each file a folder of its "
+            f"own inside its root ({exc}); end it with a folder made from {{name}}, e.g. "
+            f"{DEFAULT_TEMPLATE!r}",
+            key="output",
+            value=template,
+        ) from exc
     for key in ("patterns", "ignore"):
         if not all(isinstance(item, str) for item in table.get(key, [])):
             raise ConfigError(f'{file}: {where} {key} must be a list of strings like ["*.wav"]')

@@ -25,7 +25,8 @@ from bridge.extras import require
 from bridge.jobs.lock import DaemonLock
 from bridge.jobs.status_file import repair_status_files
 from bridge.jobs.store import JobStore
-from bridge.jobs.worker import ModelCache, Worker, owner_alive, owner_id
+from bridge.jobs.worker import ModelCache, Worker
+from bridge.owners import owner_alive, owner_id
 from bridge.watch.watcher import FolderWatcher
 
 if TYPE_CHECKING:
@@ -133,9 +134,10 @@ class Daemon:
 
             log.info("jobs go to the studio workers through %s", broker.redacted)
             return Dispatcher(self.store, url=broker).run
-        from bridge.models.runner import keep_freed_memory
+        from bridge.models.runner import keep_freed_memory_for
 
-        keep_freed_memory()  # before the worker thread starts: see its docstring
+        # Before the worker thread starts (see its docstring), and only for CPU work.
+        keep_freed_memory_for(self.config.separation.device)
         return Worker(self.store, models=self._models, owner=self._owner).run
 
 

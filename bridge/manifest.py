@@ -1,6 +1,6 @@
 """``manifest.json``: what was separated, how, and where each stem is.
 
-Written last, atomically, beside the stems: its presence means the set is
+Written last of a set, atomically, beside the stems: its presence means the set is
 complete. Stem paths are relative to the manifest's folder so a share mounted at
 different paths on different machines still resolves them.
 """
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from bridge import __version__, atomic
+from bridge import __version__
 from bridge.documents import parse_json
 from bridge.errors import OutputError
 
@@ -111,17 +111,11 @@ class Manifest:
         """A JSON-ready dictionary."""
         return asdict(self)
 
-    def write(self, folder: Path) -> Path:
-        """Write ``manifest.json`` into ``folder`` atomically and return its path."""
-        return write_manifest(folder, self.to_dict())
 
-
-def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
-    """Write manifest data (a :class:`Manifest` or one read back) into ``folder`` atomically."""
-    path = folder / MANIFEST_NAME
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    atomic.write_bytes(path, text.encode("utf-8"))
-    return path
+def manifest_bytes(data: dict[str, Any]) -> bytes:
+    """The file's content for manifest data (a :class:`Manifest`'s, or one read back); the
+    publish stage writes it, last of a set (see :mod:`bridge.pipeline.publish`)."""
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -53,16 +53,15 @@ _RAMP = np.array(
 )
 
 
-def draw_stem_pictures(stems: Mapping[str, Path]) -> dict[str, dict[str, str]]:
-    """Draw the pictures of every stem beside it.
+def stem_pictures(stems: Mapping[str, Path]) -> dict[str, dict[str, tuple[Path, bytes]]]:
+    """Draw the pictures of every stem, to be written beside it.
 
     Args:
         stems: Stem name to its published file.
 
     Returns:
-        Stem name to ``{"waveform": file name, "spectrogram": file name}`` (names
-        relative to the stem's folder); a stem whose pictures failed maps to ``{}``,
-        and so does every stem when Pillow is not installed.
+        Stem name to ``{kind: (picture file, PNG bytes)}`` (both pictures of a stem, or
+        none: ``{}`` for a stem whose pictures failed, and for every stem without Pillow).
     """
     module = missing_module("pictures")
     if module is not None:
@@ -78,28 +77,27 @@ def draw_stem_pictures(stems: Mapping[str, Path]) -> dict[str, dict[str, str]]:
     return {name: _draw_or_log(path) for name, path in stems.items()}
 
 
+def draw_stem_pictures(stems: Mapping[str, Path]) -> dict[str, dict[str, str]]:
+    """Draw the pictures of every stem and write them beside it (each atomically).
+
+    Returns:
+        Stem name to ``{"waveform": file name, "spectrogram": file name}`` (names
+        relative to the stem's folder), ``{}`` where :func:`stem_pictures` gave none.
+    """
+    listed = {}
+    for name, images in stem_pictures(stems).items():
+        for target, data in images.values():
+            atomic.write_bytes(target, data)
+        listed[name] = {kind: target.name for kind, (target, _) in images.items()}
+    return listed
+
+
 def picture_paths(path: Path) -> dict[str, Path]:
     """Where the pictures of the stem file ``path`` go."""
     return {kind: path.with_name(f"{path.stem}.{kind}.png") for kind in ("waveform", "spectrogram")}
 
 
-def copy_pictures(source: Path, folder: Path, pictures: Mapping[str, str]) -> dict[str, str]:
-    """Link (or copy) a stem's pictures from ``source`` to ``folder`` (reused stems).
-
-    Returns:
-        The pictures that exist there now; one deleted from ``source`` since is left out.
-    """
-    copied = {}
-    for kind, name in pictures.items():
-        if Path(name).name != name or not (source / name).is_file():
-            log.info("%s has no picture %r to reuse; listing none", source, name)
-            continue
-        atomic.copy_file(source / name, folder / name, link=True)
-        copied[kind] = name
-    return copied
-
-
-def _draw_or_log(path: Path) -> dict[str, str]:
+def _draw_or_log(path: Path) -> dict[str, tuple[Path, bytes]]:
     try:
         images = draw_pictures(path)
     except Exception:  # a picture is a convenience: the stems stand without it
@@ -107,16 +105,7 @@ def _draw_or_log(path: Path) -> dict[str, str]:
             "could not draw the pictures of %s; the manifest lists none", path, exc_info=True
         )
         return {}
-    targets = picture_paths(path)
-    try:
-        for kind, target in targets.items():
-            atomic.write_bytes(target, images[kind])
-    except OSError as exc:
-        log.warning("could not write the pictures of %s (%s); listing none", path, exc)
-        for target in targets.values():  # both or neither
-            target.unlink(missing_ok=True)
-        return {}
-    return {kind: target.name for kind, target in targets.items()}
+    return {kind: (target, images[kind]) for kind, target in picture_paths(path).items()}
 
 
 def draw_pictures(path: Path) -> dict[str, bytes]:

@@ -2,21 +2,26 @@
 
     python examples/keep_model_warm.py OUTDIR FILE...
 
-The same calls the CLI makes: settings once, ``LoadedModel.load`` once (weights
-looked up offline first), then ``prepare`` + ``separate_file`` per input.
+The same calls the CLI makes: settings once, a :class:`~bridge.jobs.worker.ModelCache`
+that loads the model once (weights looked up offline first), then one
+:func:`~bridge.pipeline.run.run_job` per input, which reserves its stem folder,
+separates and publishes the stems.
 """
 
 from __future__ import annotations
 
+import secrets
 import sys
 from pathlib import Path
 
-from bridge.effects.plan import plan_effects
 from bridge.errors import StemBridgeError
-from bridge.models.catalog import get_spec
-from bridge.models.loaded import LoadedModel
-from bridge.separate import Progress, prepare, separate_file
-from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
+from bridge.jobs.worker import ModelCache
+from bridge.manifest import read_manifest
+from bridge.names import stem_folder
+from bridge.pipeline.progress import Progress
+from bridge.pipeline.run import NoResults, run_job
+from bridge.pipeline.spec import JobSpec
+from bridge.settings import EffectsSettings, SeparationSettings
 
 
 def show(progress: Progress) -> None:
@@ -25,30 +30,31 @@ def show(progress: Progress) -> None:
 
 def main(out_dir: Path, inputs: list[Path]) -> int:
     settings = SeparationSettings(stems=("vocals", "no_vocals"))
-    separator = LoadedModel.load(settings)
-    # The vocals get the bundled polish; the preset is checked once, before any audio.
-    effects = plan_effects(
-        EffectsSettings(preset="vocal-polish"),
-        stems=settings.stem_plans,
-        model_sources=get_spec(settings.model).sources,
-    )
+    models = ModelCache()
     failures = 0
     for path in inputs:
+        source = path.absolute()
+        # The vocals get the bundled polish.
+        spec = JobSpec(
+            input=str(source),
+            folder=str(stem_folder(out_dir.absolute(), source)),
+            separation=settings,
+            effects=EffectsSettings(preset="vocal-polish"),
+        )
         try:
-            prepared = prepare(
-                path,
-                folder=out_dir / path.stem,
-                stems=settings.stem_plans,
-                output=OutputSettings(),
-                time_range=TimeRange(),
-                effects=effects,
+            result = run_job(
+                secrets.token_hex(6),
+                spec,
+                results=NoResults(),
+                model_for=models.model,
+                on_progress=show,
             )
-            manifest = separate_file(prepared, separator=separator, on_progress=show)
         except StemBridgeError as exc:
             print(f"\n{exc}", file=sys.stderr)
             failures += 1
             continue
-        print(f"\n{path.name}: {[stem.path for stem in manifest.stems]} in {prepared.folder}")
+        stems = [stem["path"] for stem in read_manifest(result.manifest)["stems"]]
+        print(f"\n{path.name}: {stems} in {result.folder}")
     return 1 if failures else 0
 
 

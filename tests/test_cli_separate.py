@@ -137,7 +137,7 @@ def test_overrides_stems_and_json_result(
     assert (info.samplerate, info.subtype, info.frames) == (44100, "PCM_16", 44100)
 
 
-def test_existing_stems_are_kept_unless_overwrite(
+def test_existing_stems_are_kept_and_the_job_numbers_its_folder_unless_overwrite(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = write_audio(tmp_path / "song.wav", music(44100))
@@ -145,12 +145,18 @@ def test_existing_stems_are_kept_unless_overwrite(
     folder.mkdir()
     (folder / "vocals.wav").write_bytes(b"my edited vocals")
     # When separated into the folder that already has vocals.wav
-    code, _, err = separate([str(source), "--stems", "vocals"], capsys)
-    # Then it refuses, names the file and the flag, and the file is untouched
-    assert code == EXIT_OUTPUT
-    assert "vocals.wav already exists" in err and "--overwrite" in err
+    code, out, err = separate([str(source), "--stems", "vocals", "--json"], capsys)
+    # Then the file is untouched and the stems go to "song (2)", as a daemon job's would
+    assert code == EXIT_OK, err
     assert (folder / "vocals.wav").read_bytes() == b"my edited vocals"
-    # And with --overwrite it is replaced by a real stem
+    numbered = tmp_path / "song (2)"
+    assert json.loads(out)["results"][0]["folder"] == str(numbered)
+    assert sf.info(str(numbered / "vocals.wav")).frames == 44100
+    # And the same run again finds its result there instead of separating once more
+    code, out, _ = separate([str(source), "--stems", "vocals", "--json"], capsys)
+    assert code == EXIT_OK and json.loads(out)["results"][0]["folder"] == str(numbered)
+    assert not (tmp_path / "song (3)").exists()
+    # And with --overwrite the file in "song" is replaced by a real stem
     code, _, _ = separate([str(source), "--stems", "vocals", "--overwrite"], capsys)
     assert code == EXIT_OK
     assert sf.info(str(folder / "vocals.wav")).frames == 44100

@@ -58,7 +58,7 @@ def test_watch_says_what_it_does_in_short_lines(model_dir: Path, tmp_path: Path)
     # Then it said which model runs on which device, then where everything is
     assert re.fullmatch(r"separating with htdemucs on (cpu|cuda) \(auto\)", lines[0]), lines
     for expected in (
-        rf"{TIME} dashboard at http://127\.0\.0\.1:{port}/",
+        rf"{TIME} dashboard at http://127\.0\.0\.1:{port}/( \(.*\))?",
         rf"{TIME} watching {re.escape(str(watched))} \(events\)",
         rf"{TIME} StemBridge daemon ready: 1 watched folder\(s\), jobs in .*",
         rf"{TIME} stopped",

@@ -29,9 +29,9 @@ from bridge.dashboard.server import (
     max_connections,
 )
 from bridge.errors import BrokerError, ConfigError
-from bridge.jobs.spec import JobSpec
 from bridge.jobs.store import Job, JobStore
 from bridge.pictures import draw_stem_pictures
+from bridge.pipeline.spec import JobSpec
 from bridge.watch.watcher import FolderHealth
 
 from processes import write_config

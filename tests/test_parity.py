@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bridge.effects.plan import plan_effects
+from bridge.manifest import read_manifest
 from bridge.models.catalog import MODELS
 from bridge.models.loaded import LoadedModel
-from bridge.separate import prepare, separate_file
+from bridge.pipeline.run import NoResults, run_job
+from bridge.pipeline.spec import JobSpec
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 from modelfiles import make_networks, write_hf_form
@@ -32,26 +33,23 @@ def run_stembridge(
     settings: SeparationSettings,
     time_range: TimeRange | None = None,
 ) -> dict[str, np.ndarray]:
-    """Separate ``source`` through the whole file pipeline; stems as ``(channels, frames)``."""
-    separator = LoadedModel.load(settings, folders=[model_folder], offline=True)
-    prepared = prepare(
-        source,
-        folder=out / source.stem,
-        stems=settings.stem_plans,
+    """Separate ``source`` through the whole job path; stems as ``(channels, frames)``."""
+    model = LoadedModel.load(settings, folders=[model_folder], offline=True)
+    spec = JobSpec(
+        input=str(source),
+        folder=str(out / source.stem),
+        separation=settings,
         output=FLOAT_WAV,
         time_range=time_range or TimeRange(),
         # The raw model output: no residual added, so it must equal apply_model's.
-        effects=plan_effects(
-            EffectsSettings(exact_sum=False),
-            stems=settings.stem_plans,
-            model_sources=MODELS[settings.model].sources,
-        ),
+        effects=EffectsSettings(exact_sum=False),
     )
-    manifest = separate_file(prepared, separator=separator)
-    folder = out / source.stem
+    result = run_job("0123456789ab", spec, results=NoResults(), model_for=model.with_settings)
     return {
-        stem.name: sf.read(str(folder / stem.path), dtype="float32", always_2d=True)[0].T
-        for stem in manifest.stems
+        stem["name"]: sf.read(str(result.folder / stem["path"]), dtype="float32", always_2d=True)[
+            0
+        ].T
+        for stem in read_manifest(result.manifest)["stems"]
     }
 
 
@@ -204,17 +202,8 @@ def test_cancel_leaves_nothing_behind(tiny_models: Path, tmp_path: Path) -> None
     # Given a job whose cancel event is set after the first forward pass
     source = write_audio(tmp_path / "mix.wav", music(6 * SAMPLE_RATE))
     settings = SeparationSettings()
-    separator = LoadedModel.load(settings, folders=[tiny_models], offline=True)
-    prepared = prepare(
-        source,
-        folder=tmp_path / "out" / source.stem,
-        stems=settings.stem_plans,
-        output=OutputSettings(),
-        time_range=TimeRange(),
-        effects=plan_effects(
-            EffectsSettings(), stems=settings.stem_plans, model_sources=MODELS["htdemucs"].sources
-        ),
-    )
+    model = LoadedModel.load(settings, folders=[tiny_models], offline=True)
+    spec = JobSpec(input=str(source), folder=str(tmp_path / "out" / source.stem))
     cancel = threading.Event()
 
     def on_progress(progress: object) -> None:
@@ -225,6 +214,13 @@ def test_cancel_leaves_nothing_behind(tiny_models: Path, tmp_path: Path) -> None
     from bridge.errors import JobCancelled
 
     with pytest.raises(JobCancelled):
-        separate_file(prepared, separator=separator, on_progress=on_progress, cancel=cancel)
+        run_job(
+            "0123456789ab",
+            spec,
+            results=NoResults(),
+            model_for=model.with_settings,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
     # Then no stem, temporary file, manifest or folder created for them is left
     assert not (tmp_path / "out").exists()

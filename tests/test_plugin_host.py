@@ -12,9 +12,9 @@ from bridge.effects.chain import BLOCK_FRAMES, ChainStream
 from bridge.effects.plugin_host import ChildProcessor
 from bridge.effects.presets import EffectSpec
 from bridge.errors import EffectError
-from bridge.jobs.spec import JobSpec
 from bridge.jobs.store import JobStore
 from bridge.jobs.worker import ModelCache, Worker
+from bridge.pipeline.spec import JobSpec
 from bridge.settings import EffectsSettings, SeparationSettings
 
 from plugins import build_vst3, load_crashing, load_half_gain, load_hanging

@@ -165,15 +165,15 @@ def test_unknown_preset_lists_the_available_ones() -> None:
 def test_exact_sum_defaults_on_without_effects_and_off_with_them() -> None:
     stems = plan_stems(["vocals", "instrumental"], SOURCES)
     clean = plan_effects(EffectsSettings(), stems=stems, model_sources=SOURCES)
-    assert clean.residual_source == "other" and clean.stems_add_up
+    assert clean.residual_source == "other" and clean.expect_sum
     polished = plan_effects(
         EffectsSettings(preset="vocal-polish"), stems=stems, model_sources=SOURCES
     )
-    assert polished.residual_source is None and not polished.stems_add_up
+    assert polished.residual_source is None and not polished.expect_sum
     only_vocals = plan_effects(
         EffectsSettings(), stems=plan_stems(["vocals"], SOURCES), model_sources=SOURCES
     )
-    assert only_vocals.residual_source is None and not only_vocals.stems_add_up
+    assert only_vocals.residual_source is None and not only_vocals.expect_sum
 
 
 def test_exact_sum_with_effects_is_refused() -> None:

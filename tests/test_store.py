@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import JobError, JobNotFound
-from bridge.jobs.spec import PRIORITY_INTERACTIVE, PRIORITY_WATCHED, JobSpec
 from bridge.jobs.store import MAX_STARTS, JobStore
-from bridge.jobs.worker import owner_alive, owner_id
+from bridge.owners import owner_alive, owner_id
+from bridge.pipeline.spec import PRIORITY_INTERACTIVE, PRIORITY_WATCHED, JobSpec
 
 
 class Clock:
@@ -121,7 +121,7 @@ def test_jobs_of_dead_owners_are_recovered_and_repeat_crashers_failed(tmp_path: 
 def test_owner_ids_tell_live_from_dead_processes() -> None:
     assert owner_alive(owner_id())
     child = subprocess.run(
-        [sys.executable, "-c", "from bridge.jobs.worker import owner_id; print(owner_id())"],
+        [sys.executable, "-c", "from bridge.owners import owner_id; print(owner_id())"],
         capture_output=True,
         text=True,
         check=True,
@@ -149,7 +149,7 @@ def test_many_processes_submitting_at_once_lose_nothing(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from bridge.jobs.spec import JobSpec\n"
+        "from bridge.pipeline.spec import JobSpec\n"
         "from bridge.jobs.store import JobStore\n"
         "store = JobStore(Path(sys.argv[1]))\n"
         "for n in range(10):\n"

@@ -16,8 +16,9 @@ import redis
 
 from bridge.atomic import is_temporary
 from bridge.cli import EXIT_BROKER
-from bridge.jobs.spec import PRIORITY_INTERACTIVE, PRIORITY_WATCHED, JobSpec
 from bridge.jobs.store import JobStore
+from bridge.pipeline.folders import RESERVATION_NAME
+from bridge.pipeline.spec import PRIORITY_INTERACTIVE, PRIORITY_WATCHED, JobSpec
 from bridge.settings import SeparationSettings
 
 from processes import DaemonProcess, all_final, wait_for, write_config
@@ -416,9 +417,12 @@ def test_jobs_wait_in_the_daemon_until_a_worker_can_take_them_and_travel_as_json
     time.sleep(1)
     (raw,) = client.hvals(f"{NAMESPACE}:{QUEUE}.msgs")
     message = json.loads(raw)
-    job_id, spec = message["args"]
+    job_id, spec, folder, attempt = message["args"]
     assert job_id == first
     assert JobSpec.from_json(spec).input == studio.store.get(first).spec.input
+    # with the stem folder the daemon reserved for it, and the attempt
+    assert (folder, attempt) == (studio.store.get(first).folder, 1)
+    assert (Path(folder) / RESERVATION_NAME).is_file()
     assert studio.store.get(second).state == "queued"
 
 

@@ -9,8 +9,8 @@ import pytest
 from watchdog.observers.api import BaseObserver
 
 from bridge.config import Config, DaemonSettings, Rule
-from bridge.jobs.spec import JobSpec
 from bridge.jobs.store import JobStore
+from bridge.pipeline.spec import JobSpec
 from bridge.watch.watcher import FolderWatcher
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.jobs.spec import JobSpec
 from bridge.jobs.store import JobStore
 from bridge.jobs.worker import RETRY_DELAYS_SECONDS, ModelCache, Worker
 from bridge.models.loaded import LoadedModel
+from bridge.pipeline.spec import JobSpec
 from bridge.settings import SeparationSettings
 
 from signals import music, write_audio
@@ -34,11 +34,11 @@ class FlakyModels(ModelCache):
         self.fail, self.message, self.when = fail, message, when
         self.seen: list[SeparationSettings] = []
 
-    def separator(self, settings: SeparationSettings) -> LoadedModel:
+    def model(self, settings: SeparationSettings) -> LoadedModel:
         self.seen.append(settings)
         if self.when(settings):
             raise self.fail(self.message)
-        return super().separator(settings)
+        return super().model(settings)
 
 
 def run_until_final(store: JobStore, worker: Worker, clock: Clock, job_id: str) -> None:
@@ -131,3 +131,24 @@ def test_the_worker_loop_survives_a_broken_store(tmp_path: Path) -> None:
     )
     worker.run(stop)
     assert BrokenStore.calls >= 3
+
+
+def test_run_to_end_takes_a_job_through_its_retries(tiny_models: Path, source: Path) -> None:
+    # Given a store whose clock moves on a minute at every look (no real waiting) and a
+    # model that fails unexpectedly the first time
+    ticks = iter(range(10**6))
+    store = JobStore(source.parent / "state", clock=lambda: 1000.0 + 60 * next(ticks))
+    job_id = submit(store, source)
+    calls: list[int] = []
+
+    def first_time(settings: SeparationSettings) -> bool:
+        calls.append(1)
+        return len(calls) == 1
+
+    models = FlakyModels([tiny_models], RuntimeError, "a bug", first_time)
+    worker = Worker(store, models=models, owner="w", poll_interval_seconds=0.01)
+    # When it is run to its end in this process (what submit --wait does without a daemon)
+    job = worker.run_to_end(job_id, threading.Event())
+    # Then the retry ran here too, and the job is done
+    assert job.state == "done", job.error
+    assert len(calls) == 2 and job.attempts == 2

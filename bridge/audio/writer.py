@@ -1,8 +1,8 @@
-"""Write the stems of one input: block by block into hidden files, published together.
+"""Write the stems of one input block by block into hidden files, ready to be published.
 
-Nothing is visible under a stem's final name until every stem is complete; a
-failure or cancellation removes the temporary files, and existing stems are only
-replaced when the caller allows it.
+Nothing is visible under a stem's final name here: :meth:`StemWriter.finish` hands
+back the complete temporary files and the publish stage renames them (see
+:mod:`bridge.pipeline.publish`); a failure or cancellation removes them.
 """
 
 from __future__ import annotations
@@ -31,33 +31,6 @@ def stem_paths(folder: Path, names: Sequence[str], fmt: OutputFormat) -> dict[st
     return {name: folder / f"{name}.{fmt.extension}" for name in names}
 
 
-def check_writable_folder(folder: Path) -> None:
-    """Check that stems can be written into ``folder``, creating nothing that stays.
-
-    The folder itself is only created when writing starts (see :class:`StemWriter`),
-    so a job refused later leaves no empty folder behind.
-
-    Raises:
-        OutputError: The folder (or, if it does not exist yet, the nearest existing
-            folder above it) is not a folder or cannot be written to.
-    """
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(20, "Not a directory")
-        probe = atomic.temp_path_for(existing / "write-check")
-        probe.touch(exist_ok=False)
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(
-            f"{folder}: cannot write stems here ({exc.strerror or exc}); choose another "
-            "output folder with -o, or fix its permissions",
-            path=folder,
-        ) from exc
-
-
 def refuse_existing(paths: Sequence[Path]) -> None:
     """Raise if any of ``paths`` exists (used when overwriting is not allowed).
 
@@ -74,24 +47,24 @@ def refuse_existing(paths: Sequence[Path]) -> None:
 
 
 class StemWriter:
-    """Stream the stems of one input into temporary files, then publish them.
+    """Stream the stems of one input into temporary files in their (reserved) folder.
 
-    Use as a context manager; call :meth:`commit` when all frames are written. Leaving
-    the block without committing (an error, a cancellation) deletes the temporary
-    files and leaves whatever was at the final names untouched.
+    Use as a context manager; call :meth:`finish` when all frames are written and
+    publish what it returns before leaving the block. Leaving it removes every
+    temporary file still there (all of them after an error or a cancellation) and
+    never touches the final names.
 
     When a gain is only known at the end (loudness normalisation), ``staged=True``
-    first writes float32 copies and :meth:`commit` applies each stem's gain while
+    first writes float32 copies and :meth:`finish` applies each stem's gain while
     converting them to the output format; memory stays bounded either way.
 
     Args:
-        folder: Where the stems go; created (with missing parents) if needed, and
-            removed again if it was created and nothing was published.
+        folder: Where the stems go (it exists: its writer reserved it).
         names: Stem names.
         fmt: The file format of every stem.
-        overwrite: Replace existing files with the same names.
+        tag: The writer's tag, carried by every temporary name (see :mod:`bridge.atomic`).
         dither: Add TPDF dither when rounding to PCM (see :mod:`bridge.audio.quantize`).
-        staged: Write float copies first and apply gains in :meth:`commit`.
+        staged: Write float copies first and apply gains in :meth:`finish`.
     """
 
     def __init__(
@@ -100,13 +73,13 @@ class StemWriter:
         names: Sequence[str],
         fmt: OutputFormat,
         *,
-        overwrite: bool,
+        tag: str,
         dither: bool = False,
         staged: bool = False,
     ) -> None:
         self._final = stem_paths(folder, names, fmt)
         self._fmt = fmt
-        self._overwrite = overwrite
+        self._tag = tag
         self._staged = staged
         self._quantizers = {
             name: Quantizer(fmt.subtype, dither=dither, seed=index)
@@ -116,8 +89,6 @@ class StemWriter:
         self._stages: dict[str, Path] = {}
         self._files: dict[str, sf.SoundFile] = {}
         self.frames = dict.fromkeys(names, 0)
-        self._folder = folder
-        self._created: list[Path] = []
 
     @property
     def clipped_samples(self) -> dict[str, int]:
@@ -125,18 +96,13 @@ class StemWriter:
         return {name: q.clipped_samples for name, q in self._quantizers.items()}
 
     def __enter__(self) -> StemWriter:
-        if not self._overwrite:
-            refuse_existing(list(self._final.values()))
         try:
-            missing = [self._folder, *self._folder.parents]
-            self._created = [path for path in missing if not path.exists()]
-            self._folder.mkdir(parents=True, exist_ok=True)
             for name, final in self._final.items():
-                self._temps[name] = atomic.temp_path_for(final)
+                self._temps[name] = atomic.temp_path_for(final, tag=self._tag)
                 if self._staged:
-                    stage = atomic.temp_path_for(final.with_name(f"{name}.staged.w64"))
-                    self._stages[name] = stage
-                    self._files[name] = self._open(stage, "W64", "FLOAT")
+                    stage = final.with_name(f"{name}.staged.w64")
+                    self._stages[name] = atomic.temp_path_for(stage, tag=self._tag)
+                    self._files[name] = self._open(self._stages[name], "W64", "FLOAT")
                 else:
                     self._files[name] = self._open(self._temps[name])
         except (OSError, sf.LibsndfileError, RuntimeError) as exc:
@@ -155,14 +121,11 @@ class StemWriter:
             raise self._error(exc) from exc
         self.frames[name] += block.shape[-1]
 
-    def commit(self, gains_db: Mapping[str, float] | None = None) -> dict[str, Path]:
-        """Close every stem and rename them to their final names.
-
-        Args:
-            gains_db: Gain per stem, applied on the way out of a staged write.
+    def finish(self, gains_db: Mapping[str, float] | None = None) -> dict[str, tuple[Path, Path]]:
+        """Close every stem (applying ``gains_db`` on the way out of a staged write).
 
         Returns:
-            The final path of each stem.
+            Each stem's complete temporary file and its final path, to be published.
         """
         try:
             for file in self._files.values():
@@ -170,16 +133,10 @@ class StemWriter:
             if self._staged:
                 for name in self._final:
                     self._convert(name, (gains_db or {}).get(name, 0.0))
-            if not self._overwrite:
-                refuse_existing(list(self._final.values()))
-            for name, final in self._final.items():
-                atomic.commit(self._temps[name], final)
         except (OSError, sf.LibsndfileError, RuntimeError) as exc:
             raise self._error(exc) from exc
-        self._temps.clear()
-        self._created.clear()
         log.debug("wrote stems %s", self.frames)
-        return dict(self._final)
+        return {name: (self._temps[name], final) for name, final in self._final.items()}
 
     def __exit__(
         self,
@@ -220,29 +177,26 @@ class StemWriter:
                     log.debug("closing a discarded stem failed", exc_info=True)
         for temp in [*self._temps.values(), *self._stages.values()]:
             temp.unlink(missing_ok=True)
-        for folder in self._created:
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        self._created.clear()
         self._temps.clear()
         self._stages.clear()
 
     def _error(self, exc: BaseException) -> OutputError:
-        folder = next(iter(self._final.values())).parent
-        free = _free_bytes(folder)
-        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or free < _NEARLY_FULL:
-            return OutputError(
-                f"{folder}: no space left on its disk ({free / 2**20:.1f} MiB free) while "
-                "writing stems; nothing was kept; free some space, then run the job again",
-                path=folder,
-            )
+        return writing_failed(next(iter(self._final.values())).parent, exc)
+
+
+def writing_failed(folder: Path, exc: BaseException) -> OutputError:
+    """The error for a failed write into ``folder``: a full disk is named as such."""
+    free = _free_bytes(folder)
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or free < _NEARLY_FULL:
         return OutputError(
-            f"{folder}: writing stems failed ({exc}); check free space and permissions, "
-            "then run again",
+            f"{folder}: no space left on its disk ({free / 2**20:.1f} MiB free) while "
+            "writing stems; nothing was kept; free some space, then run the job again",
             path=folder,
         )
+    return OutputError(
+        f"{folder}: writing stems failed ({exc}); check free space and permissions, then run again",
+        path=folder,
+    )
 
 
 # libsndfile reports a full disk only as "System error": below this, that is the cause.

@@ -3,10 +3,16 @@
 Two flows, both JSON (nothing is pickled):
 
 * **Jobs** go to the workers as dramatiq messages on queue :data:`QUEUE`, with the
-  job id and the :class:`~bridge.jobs.spec.JobSpec` JSON, paths as the daemon sees
-  them. dramatiq acknowledges a message only after the job has run (late
-  acknowledgement), and puts back the messages of a worker whose heartbeats stop,
-  so a worker killed mid-job loses nothing.
+  job id, the :class:`~bridge.pipeline.spec.JobSpec` JSON, the stem folder the daemon
+  reserved for it and the attempt, paths as the daemon sees them. dramatiq
+  acknowledges a message only after the job has run (late acknowledgement), and puts
+  back the messages of a worker whose heartbeats stop, so a worker killed mid-job
+  loses nothing.
+* A message can so reach two workers (one only paused, not dead). Each delivery
+  takes a number from :func:`delivery_key` (Redis ``INCR``): the highest is the
+  current one. Events carry the attempt and the delivery, and the daemon applies
+  only those of the current delivery of the current attempt; a superseded worker
+  finds out before it publishes anything and stops.
 * **Events** come back on a Redis list (:data:`EVENTS`): started, progress,
   identity, done, failed, cancelled, requeued. The daemon moves each one to a processing
   list, applies it to its job store, then deletes it, so an event survives a
@@ -32,12 +38,20 @@ EVENTS = f"{NAMESPACE}:events"
 EVENTS_PROCESSING = f"{NAMESPACE}:events:processing"
 WORKER_PREFIX = f"{NAMESPACE}:worker:"
 CANCEL_PREFIX = f"{NAMESPACE}:cancel:"
+DELIVERY_PREFIX = f"{NAMESPACE}:delivery:"
+#: How long a message's delivery counter is kept (longer than any job runs).
+DELIVERY_TTL_SECONDS = 7 * 24 * 3600
 #: A worker entry lives this long unless renewed (it is renewed every third of it).
 WORKER_TTL_SECONDS = 15
 #: dramatiq runs queue maintenance (putting back dead workers' messages) on this many
 #: of every million Redis calls; studios have few workers, so always.
 MAINTENANCE_CHANCE = 1_000_000
 EVENT_KINDS = ("started", "progress", "identity", "done", "failed", "cancelled", "requeued")
+
+
+def delivery_key(message_id: str) -> str:
+    """The Redis counter of the deliveries of one message (one attempt at a job)."""
+    return f"{DELIVERY_PREFIX}{message_id}"
 
 
 @dataclass(frozen=True)
@@ -51,12 +65,16 @@ class Event:
         data: ``fraction``/``stage`` (progress), ``identity``, ``manifest``/``reused_from``
             (done, paths as the daemon sees them), ``error``/``error_kind`` (failed);
             nothing for ``requeued`` (the worker stopped before the end: queue it again).
+        attempt: The attempt the worker runs (the job's start count when it was sent).
+        delivery: Which delivery of that attempt's message the worker got.
     """
 
     kind: str
     job: str
     worker: str
     data: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 0
+    delivery: int = 0
 
     def to_json(self) -> str:
         """The event as one JSON document."""
@@ -77,6 +95,10 @@ class Event:
         payload = data.get("data", {})
         if not (isinstance(data.get("job"), str) and isinstance(payload, dict)):
             raise ValueError(f"an event needs a job id and a data object: {shown}")
+        for key in ("attempt", "delivery"):
+            value = data.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                raise ValueError(f"an event's {key} is not a count: {shown}")
         kind = data["kind"]
         for key, types in _EVENT_DATA.get(kind, {}).items():
             if not isinstance(payload.get(key), types):
@@ -85,7 +107,14 @@ class Event:
             if not 0 <= payload["fraction"] <= 1:
                 raise ValueError(f"a progress event's fraction is not from 0 to 1: {shown}")
             payload = {**payload, "fraction": float(payload["fraction"])}
-        return cls(kind, data["job"], str(data.get("worker", "")), payload)
+        return cls(
+            kind,
+            data["job"],
+            str(data.get("worker", "")),
+            payload,
+            data.get("attempt", 0),
+            data.get("delivery", 0),
+        )
 
 
 # What the daemon reads from each kind of event, and the types it may have.

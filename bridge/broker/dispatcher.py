@@ -9,6 +9,13 @@ and host scripts work unchanged). Each round the dispatcher
 3. sends queued jobs, best priority first, but only as many as the live workers
    can run at once: a job waits in the daemon's queue, not in Redis, so an
    interactive submission still overtakes a folder batch that was queued earlier.
+   Before a job is sent its input is checked and its stem folder reserved here
+   (:mod:`bridge.pipeline.folders`), so workers on other machines never choose a
+   folder, and a folder that already holds the job's result finishes it unsent.
+
+Events are applied only when they come from the current attempt and the current
+delivery of its message (see :mod:`bridge.broker.channel`): a worker that was paused
+past redelivery and wakes up changes nothing.
 
 A job handed to the broker is marked running with owner ``broker:...``, which
 :func:`~bridge.jobs.worker.owner_alive` treats as alive: a daemon restart does
@@ -25,7 +32,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -42,11 +51,20 @@ from bridge.broker.channel import (
     NAMESPACE,
     QUEUE,
     Event,
+    delivery_key,
     live_workers,
 )
 from bridge.broker.url import BrokerUrl
+from bridge.effects.plan import plan_effects
+from bridge.errors import StemBridgeError
+from bridge.jobs.job import Job
 from bridge.jobs.status_file import update_status
-from bridge.jobs.store import Job, JobStore
+from bridge.jobs.store import JobStore
+from bridge.manifest import MANIFEST_NAME
+from bridge.models.catalog import get_spec
+from bridge.pipeline import folders
+from bridge.pipeline.analyse import file_sha256
+from bridge.pipeline.prepare import prepare
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +106,7 @@ class Dispatcher:
         self._broker: RedisBroker | None = None
         self._reachable: bool | None = None
         self._handovers_checked = False
+        self._refreshed = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Dispatch and apply events until ``stop`` is set; Redis trouble never ends it."""
@@ -121,6 +140,7 @@ class Dispatcher:
             self._handovers_checked = True
         dispatched = self._dispatched()
         self._pass_cancels(redis, dispatched)
+        self._refresh_reservations(dispatched)
         self._send_jobs(redis, broker, len(dispatched))
 
     def _client(self) -> tuple[Redis, RedisBroker]:
@@ -144,7 +164,7 @@ class Dispatcher:
     def _apply_processing(self, redis: Redis) -> None:
         """Apply what waits in the processing list, oldest first."""
         for raw in reversed(redis.lrange(EVENTS_PROCESSING, 0, -1)):
-            self._apply(raw)
+            self._apply(redis, raw)
             _remove_processed(redis, raw)
 
     def _apply_events(self, redis: Redis) -> None:
@@ -152,10 +172,10 @@ class Dispatcher:
             raw = redis.lmove(EVENTS, EVENTS_PROCESSING, "RIGHT", "LEFT")
             if raw is None:
                 return
-            self._apply(raw)
+            self._apply(redis, raw)
             _remove_processed(redis, raw)
 
-    def _apply(self, raw: Any) -> None:
+    def _apply(self, redis: Redis, raw: Any) -> None:
         try:
             event = Event.from_json(raw)
             job = self._store.get(event.job)
@@ -164,6 +184,19 @@ class Dispatcher:
             return
         if job.state != "running" or job.owner != self.owner:
             log.debug("job %s is %s; ignoring its %s event", job.id, job.state, event.kind)
+            return
+        current = int(redis.get(delivery_key(message_id(job))) or 0)
+        if (event.attempt, event.delivery) != (job.attempts, current):
+            log.info(
+                "job %s: ignoring a %s event of a superseded run (attempt %d, delivery %d; "
+                "current %d, %d)",
+                job.id,
+                event.kind,
+                event.attempt,
+                event.delivery,
+                job.attempts,
+                current,
+            )
             return
         data = event.data
         if event.kind == "started":
@@ -198,18 +231,84 @@ class Dispatcher:
     def _send_jobs(self, redis: Redis, broker: RedisBroker, in_flight: int) -> None:
         capacity = sum(worker.concurrency for worker in live_workers(redis))
         free = capacity - in_flight
-        for _ in range(max(free, 0)):
+        while free > 0:
             job = self._store.claim(self.owner)
             if job is None:
                 return
+            folder = self._reserve(job)
+            if folder is None:
+                continue  # it ended here, without a worker
             try:
-                _enqueue(broker, job)
+                _enqueue(broker, job, folder)
             except RedisError:
                 self._store.requeue(job.id)
                 raise
+            free -= 1
             self._store.progress(job.id, 0.0, "sent")
             log.info("job %s: sent to the studio workers", job.id)
             update_status(self._store.get(job.id))
+
+    def _reserve(self, job: Job) -> Path | None:
+        """Check a claimed job's input and reserve its stem folder for the worker that
+        will take it; ``None`` when the job ended here (already done, or failed)."""
+        spec = job.spec
+        try:
+            plans = spec.separation.stem_plans
+            effects = plan_effects(
+                spec.effects, stems=plans, model_sources=get_spec(spec.separation.model).sources
+            )
+            prepared = prepare(
+                Path(spec.input),
+                stems=plans,
+                output=spec.output,
+                time_range=spec.time_range,
+                effects=effects,
+            )
+            identity: list[str] = []
+
+            def holds(folder: Path) -> bool:
+                if not (folder / MANIFEST_NAME).exists():
+                    return False  # nothing to compare: the input is hashed only when needed
+                if not identity:
+                    digest = file_sha256(Path(spec.input))
+                    identity.append(spec.identity(digest, effects.preset.sha256))
+                names, extension = prepared.names, prepared.output.extension
+                return folders.holds_result(folder, identity[0], names, extension)
+
+            folder, reservation = folders.choose(
+                Path(spec.folder),
+                folders.Writer(job.id, job.attempts, owner=self.owner),
+                names=prepared.names,
+                extension=prepared.output.extension,
+                overwrite=spec.output.overwrite,
+                holds=holds,
+                poll_seconds=None,
+            )
+        except folders.FolderBusy as exc:
+            log.info("job %s: %s", job.id, exc)
+            update_status(
+                self._store.requeue(job.id, wait_seconds=2.0, stage="waiting for its folder")
+            )
+            return None
+        except StemBridgeError as exc:
+            log.info("job %s failed before it was sent: %s", job.id, exc)
+            update_status(self._store.fail(job.id, error=str(exc), kind=type(exc).__name__))
+            return None
+        self._store.set_folder(job.id, str(folder))
+        if reservation is None:
+            log.info("job %s: %s already holds these stems", job.id, folder)
+            update_status(self._store.finish(job.id, manifest=str(folder / MANIFEST_NAME)))
+            return None
+        reservation.hand_over()
+        return folder
+
+    def _refresh_reservations(self, dispatched: list[Job]) -> None:
+        """Keep the folders of sent jobs reserved while they wait for (or run on) a worker."""
+        if time.monotonic() - self._refreshed < folders.REFRESH_SECONDS:
+            return
+        self._refreshed = time.monotonic()
+        for job in dispatched:
+            folders.refresh(Path(job.folder))
 
     def _check_handovers(self, redis: Redis) -> None:
         """Jobs an earlier daemon claimed but may not have sent: send again those whose
@@ -256,12 +355,12 @@ def message_id(job: Job) -> str:
     return f"{job.id}-{job.attempts}"
 
 
-def _enqueue(broker: RedisBroker, job: Job) -> None:
+def _enqueue(broker: RedisBroker, job: Job, folder: Path) -> None:
     broker.enqueue(
         dramatiq.Message(
             queue_name=QUEUE,
             actor_name=ACTOR,
-            args=(job.id, job.spec.to_json()),
+            args=(job.id, job.spec.to_json(), str(folder), job.attempts),
             kwargs={},
             options={},
             message_id=message_id(job),

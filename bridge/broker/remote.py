@@ -2,15 +2,17 @@
 
 ``stembridge worker`` runs :class:`StudioWorker`: a dramatiq worker (threads, not
 forked processes, so the model loads once) consuming :data:`~bridge.broker.channel.QUEUE`.
-For each message it maps the job's paths to this machine (``[paths]``), runs the
-same :func:`~bridge.jobs.execute.execute` as the daemon's own worker on this
-worker's device, and pushes events (started, progress, identity, done, failed,
-cancelled) for the daemon to apply.
+For each message it maps the job's paths to this machine (``[paths]``), adopts the
+stem folder the daemon reserved, runs the same :func:`~bridge.pipeline.run.run_job`
+as the daemon's own worker on this worker's device, and pushes events (started,
+progress, identity, done, failed, cancelled) for the daemon to apply.
 
 Nothing is lost or done twice: the message is acknowledged only after the job
 ended; if this process dies, dramatiq hands the message to another worker once
-the heartbeats stop, and that worker removes the temporary files left behind and
-finds, through the manifest's identity, a result that was already complete.
+the heartbeats stop, and that worker takes the folder over, removes what the first
+one left behind and finds, through the manifest's identity, a result that was
+already complete. If the first one was only paused, its delivery is superseded
+(see :mod:`bridge.broker.channel`): it stops before publishing and reports nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -32,6 +36,7 @@ from redis.exceptions import RedisError
 from bridge.broker.channel import (
     ACTOR,
     CANCEL_PREFIX,
+    DELIVERY_TTL_SECONDS,
     EVENTS,
     MAINTENANCE_CHANCE,
     NAMESPACE,
@@ -40,13 +45,16 @@ from bridge.broker.channel import (
     WORKER_TTL_SECONDS,
     Event,
     WorkerInfo,
+    delivery_key,
 )
 from bridge.broker.paths import PathMap
 from bridge.errors import JobCancelled, StemBridgeError
-from bridge.jobs.execute import execute
-from bridge.jobs.spec import JobSpec
 from bridge.jobs.worker import ModelCache
-from bridge.separate import Progress
+from bridge.owners import owner_id
+from bridge.pipeline.folders import Superseded
+from bridge.pipeline.progress import Progress
+from bridge.pipeline.run import run_job
+from bridge.pipeline.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +62,33 @@ log = logging.getLogger(__name__)
 REPORT_INTERVAL_SECONDS = 0.25
 
 
-class _NoEarlierResults:
-    """A worker cannot see the daemon's store: reuse across folders happens there, and
-    a result already complete in the job's own folder is still found (see execute)."""
+@dataclass(frozen=True)
+class _Delivery:
+    """One delivery of one attempt's message: what this run's events carry."""
 
-    def __init__(self, push: Callable[[Event], None], worker: str) -> None:
+    job: str
+    attempt: int
+    number: int
+
+    def event(self, kind: str, worker: str, data: dict[str, Any] | None = None) -> Event:
+        return Event(kind, self.job, worker, data or {}, self.attempt, self.number)
+
+
+class _Reports:
+    """The pipeline's results on a worker: identities go to the daemon as events; the
+    daemon's store, which finds earlier results, is not here (a result already
+    complete in the job's own folder is still found, see run_job)."""
+
+    def __init__(self, push: Callable[[Event], None], delivery: _Delivery, worker: str) -> None:
         self._push = push
+        self._delivery = delivery
         self._worker = worker
 
     def set_identity(self, job_id: str, identity: str) -> None:
-        self._push(Event("identity", job_id, self._worker, {"identity": identity}))
+        self._push(self._delivery.event("identity", self._worker, {"identity": identity}))
+
+    def set_folder(self, job_id: str, folder: str) -> None:
+        """The daemon chose the folder; nothing to tell it."""
 
     def find_done(self, identity: str, *, exclude: str) -> None:
         return None
@@ -164,22 +189,33 @@ class StudioWorker:
         except RedisError as exc:
             log.error("cannot reach the broker to renew this worker's entry (%s)", exc)
 
-    def _handle(self, job_id: str, spec_json: str) -> None:
+    def _handle(self, job_id: str, spec_json: str, folder: str, attempt: int) -> None:
         """One message: run the job and report; never raises (no dramatiq retries)."""
         with self._lock:
             self._current.add(job_id)
         self._register()
         try:
-            self._push(Event("started", job_id, self.id))
-            self._push_until_sent(self._run(job_id, spec_json))
+            key = delivery_key(f"{job_id}-{attempt}")
+            delivery = _Delivery(job_id, attempt, int(self._redis.incr(key)))
+            self._redis.expire(key, DELIVERY_TTL_SECONDS)
+            self._push(delivery.event("started", self.id))
+            end = self._run(delivery, spec_json, folder)
+            if end is not None:
+                self._push_until_sent(end)
         finally:
             with self._lock:
                 self._current.discard(job_id)
                 self._done += 1
             self._register()
 
-    def _run(self, job_id: str, spec_json: str) -> Event:
+    def _run(self, delivery: _Delivery, spec_json: str, folder: str) -> Event | None:
+        job_id = delivery.job
         cancel = threading.Event()
+        key = delivery_key(f"{job_id}-{delivery.attempt}")
+
+        def current() -> bool:
+            return int(self._redis.get(key) or 0) == delivery.number
+
         try:
             spec = JobSpec.from_json(spec_json)
             local = dataclasses.replace(
@@ -188,29 +224,40 @@ class StudioWorker:
                 folder=self._paths.to_local(spec.folder),
                 separation=dataclasses.replace(spec.separation, device=self._device),
             )
-            result = execute(
+            result = run_job(
                 job_id,
                 local,
-                store=_NoEarlierResults(self._push, self.id),
-                separator_for=self._models_for_thread().separator,
-                on_progress=self._reporter(job_id, cancel),
+                attempt=delivery.attempt,
+                results=_Reports(self._push, delivery, self.id),
+                model_for=self._models_for_thread().model,
+                on_progress=self._reporter(delivery, cancel, current),
                 cancel=cancel,
+                reserved=Path(self._paths.to_local(folder)),
+                owner=owner_id(),
+                still_current=current,
             )
-        except JobCancelled:
+        except JobCancelled as exc:
+            if isinstance(exc, Superseded) or not current():
+                log.info(
+                    "job %s: superseded by another delivery of its message (%s); this run "
+                    "stops and keeps nothing",
+                    job_id,
+                    exc,
+                )
+                return None
             if self._stopping.is_set():
                 log.info("job %s: this worker is stopping; handing the job back", job_id)
-                return Event("requeued", job_id, self.id)
-            return Event("cancelled", job_id, self.id)
+                return delivery.event("requeued", self.id)
+            return delivery.event("cancelled", self.id)
         except StemBridgeError as exc:
             log.info("job %s failed: %s", job_id, exc)
-            return Event(
-                "failed", job_id, self.id, {"error": str(exc), "error_kind": type(exc).__name__}
+            return delivery.event(
+                "failed", self.id, {"error": str(exc), "error_kind": type(exc).__name__}
             )
         except Exception as exc:  # reported, so the daemon's job does not hang
             log.error("job %s: unexpected error", job_id, exc_info=exc)
-            return Event(
+            return delivery.event(
                 "failed",
-                job_id,
                 self.id,
                 {
                     "error": f"unexpected error on worker {self.id} ({type(exc).__name__}: {exc}); "
@@ -219,9 +266,8 @@ class StudioWorker:
                 },
             )
         reused = str(result.reused_from) if result.reused_from else None
-        return Event(
+        return delivery.event(
             "done",
-            job_id,
             self.id,
             {
                 "manifest": self._paths.to_daemon(str(result.manifest)),
@@ -236,7 +282,9 @@ class StudioWorker:
             self._local.models = cache
         return cache
 
-    def _reporter(self, job_id: str, cancel: threading.Event) -> Callable[[Progress], None]:
+    def _reporter(
+        self, delivery: _Delivery, cancel: threading.Event, current: Callable[[], bool]
+    ) -> Callable[[Progress], None]:
         last = 0.0
 
         def report(progress: Progress) -> None:
@@ -248,8 +296,9 @@ class StudioWorker:
                 return
             last = now
             data: dict[str, Any] = {"fraction": progress.fraction, "stage": progress.stage}
-            self._push(Event("progress", job_id, self.id, data))
-            if self._redis.exists(CANCEL_PREFIX + job_id):
+            self._push(delivery.event("progress", self.id, data))
+            # A cancel, or another worker that got this message again: stop early.
+            if self._redis.exists(CANCEL_PREFIX + delivery.job) or not current():
                 cancel.set()
 
         return report

@@ -20,11 +20,10 @@ from bridge.cli.separate import (
     output_settings,
     separation_settings,
 )
+from bridge.pipeline.spec import JobSpec
 
 if TYPE_CHECKING:
-    from bridge.effects.plan import EffectsPlan
-    from bridge.models.loaded import LoadedModel
-    from bridge.settings import OutputSettings, SeparationSettings
+    from bridge.jobs.worker import ModelCache
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -73,16 +72,13 @@ def run(args: argparse.Namespace, err: Console) -> int:
     from bridge.effects.plan import plan_effects
     from bridge.hosts.audacity import separate_selection
     from bridge.hosts.audacity_pipe import ScriptPipe
+    from bridge.jobs.worker import ModelCache
     from bridge.models.catalog import get_spec
-    from bridge.models.loaded import LoadedModel
 
     settings = separation_settings(args)
     output = output_settings(args)
-    effects = plan_effects(
-        effects_settings(args),
-        stems=settings.stem_plans,
-        model_sources=get_spec(settings.model).sources,
-    )
+    effects = effects_settings(args)
+    plan_effects(effects, stems=settings.stem_plans, model_sources=get_spec(settings.model).sources)
     folder = (args.output or default_output()).expanduser().resolve()
 
     with err.status("connecting to Audacity"):
@@ -91,13 +87,22 @@ def run(args: argparse.Namespace, err: Console) -> int:
             command_timeout_seconds=args.timeout_seconds,
         )
     with pipe:
+        models = ModelCache()
         with err.status(f"loading {settings.model}"):
-            separator = LoadedModel.load(settings)
+            models.model(settings)
         folder.mkdir(parents=True, exist_ok=True)
         export_path = _new_export_path(folder)
 
         def separate(path: Path) -> Mapping[str, Path]:
-            return _separate_with_progress(path, separator, settings, output, effects, err)
+            spec = JobSpec(
+                input=str(path),
+                folder=str(path.with_suffix("")),
+                separation=settings,
+                output=output,
+                effects=effects,
+                source="audacity",
+            )
+            return _separate_with_progress(spec, models, err)
 
         placed = separate_selection(pipe, export_path=export_path, separate=separate)
     for stem in placed:
@@ -120,28 +125,16 @@ def _new_export_path(folder: Path) -> Path:
     return path
 
 
-def _separate_with_progress(
-    path: Path,
-    separator: LoadedModel,
-    settings: SeparationSettings,
-    output: OutputSettings,
-    effects: EffectsPlan,
-    err: Console,
-) -> Mapping[str, Path]:
+def _separate_with_progress(spec: JobSpec, models: ModelCache, err: Console) -> Mapping[str, Path]:
+    """The exported selection through the job path, with a progress bar."""
+    import secrets
+
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-    from bridge.separate import Progress as FileProgress
-    from bridge.separate import prepare, separate_file
-    from bridge.settings import TimeRange
+    from bridge.manifest import read_manifest
+    from bridge.pipeline.progress import Progress as JobProgress
+    from bridge.pipeline.run import NoResults, run_job
 
-    prepared = prepare(
-        path,
-        folder=path.with_suffix(""),
-        stems=settings.stem_plans,
-        output=output,
-        time_range=TimeRange(),
-        effects=effects,
-    )
     bars = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -152,8 +145,15 @@ def _separate_with_progress(
     with bars:
         task = bars.add_task("separating the selection", total=1.0, stage="analysing")
 
-        def update(progress: FileProgress) -> None:
+        def update(progress: JobProgress) -> None:
             bars.update(task, completed=progress.fraction, stage=progress.stage)
 
-        manifest = separate_file(prepared, separator=separator, on_progress=update)
-    return {stem.name: prepared.folder / stem.path for stem in manifest.stems}
+        result = run_job(
+            secrets.token_hex(6),
+            spec,
+            results=NoResults(),
+            model_for=models.model,
+            on_progress=update,
+        )
+    stems = read_manifest(result.manifest)["stems"]
+    return {stem["name"]: result.folder / stem["path"] for stem in stems}

@@ -40,10 +40,13 @@ from bridge.cli.separate import (
 from bridge.documents import parse_json
 from bridge.effects.plan import plan_effects
 from bridge.errors import SettingsError, UnreadableAudio
-from bridge.jobs.spec import PRIORITY_INTERACTIVE, JobSpec
+from bridge.jobs.job import FINAL, STATES, Job
 from bridge.jobs.status_file import update_status
-from bridge.jobs.store import FINAL, STATES, Job, JobStore
+from bridge.jobs.store import JobStore
 from bridge.models.catalog import get_spec
+from bridge.names import check_path_text, stem_folder
+from bridge.owners import owner_id
+from bridge.pipeline.spec import PRIORITY_INTERACTIVE, JobSpec
 from bridge.settings import TimeRange
 
 #: How often ``--wait`` looks at the job.
@@ -98,12 +101,13 @@ def run_submit(args: argparse.Namespace, err: Console) -> int:
 
     config = config_from(args)
     path = args.input.expanduser().resolve()
+    check_path_text(path)
     if not path.is_file():
         raise UnreadableAudio(f"{path}: no such file; check the path", path=path)
     spec = JobSpec(
         input=str(path),
         folder=str(
-            (args.output.expanduser().resolve() if args.output else path.parent) / path.stem
+            stem_folder(args.output.expanduser().resolve() if args.output else path.parent, path)
         ),
         separation=separation_settings(args, base=config.separation),
         output=output_settings(args, base=config.output),
@@ -144,23 +148,21 @@ def run_submit(args: argparse.Namespace, err: Console) -> int:
 
 
 def _run_here(store: JobStore, job: Job, err: Console, args: argparse.Namespace) -> Job:
-    """Separate the job in this process (no daemon), following it like a daemon's."""
-    from bridge.jobs.worker import ModelCache, Worker, owner_id
-    from bridge.models.runner import keep_freed_memory
+    """Run the job in this process (no daemon) to its end, retries included, following
+    it like a daemon's."""
+    from bridge.jobs.worker import ModelCache, Worker
+    from bridge.models.runner import keep_freed_memory_for
 
-    keep_freed_memory()  # before the worker thread starts: see its docstring
-    owner = owner_id()
-    claimed = store.claim(owner, job_id=job.id)
-    if claimed is None:
-        return _follow(store, job, err, quiet=args.json)
-    worker = Worker(store, models=ModelCache(), owner=owner)
-    thread = threading.Thread(
-        target=worker.run_job, args=(claimed, threading.Event()), name="submit-worker"
-    )
+    # Before the worker thread starts (see its docstring), and only for CPU work.
+    keep_freed_memory_for(job.spec.separation.device)
+    worker = Worker(store, models=ModelCache(), owner=owner_id())
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_to_end, args=(job.id, stop), name="submit-worker")
     thread.start()
     try:
-        return _follow(store, claimed, err, quiet=args.json)
+        return _follow(store, job, err, quiet=args.json)
     finally:
+        stop.set()
         thread.join()
 
 

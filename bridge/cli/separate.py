@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from bridge.cli.common import EXIT_OK, error_entry, print_error
-from bridge.errors import OutputError, StemBridgeError
+from bridge.errors import StemBridgeError
 from bridge.models.catalog import DEFAULT_MODEL, MODELS
+from bridge.pipeline.spec import JobSpec
 from bridge.settings import (
     BIT_DEPTHS,
     DITHER_MODES,
@@ -26,7 +29,10 @@ from bridge.settings import (
 )
 
 if TYPE_CHECKING:
-    from bridge.separate import PreparedInput
+    from bridge.models.loaded import LoadedModel
+    from bridge.pipeline.run import Result
+
+log = logging.getLogger(__name__)
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -212,58 +218,65 @@ def effects_settings(
 
 
 def run(args: argparse.Namespace, err: Console) -> int:
-    """Separate every input; the exit code is that of the first failure."""
+    """Separate every input through the job path; the exit code is that of the first failure.
+
+    Each input is one job (:func:`bridge.pipeline.run.run_job`), as a daemon would run
+    it: its folder is reserved (``name (2)`` when another job's stems are there), an
+    identical result already in it is kept, running out of memory retries smaller.
+    """
     from bridge.effects.plan import plan_effects
     from bridge.models.catalog import get_spec
-    from bridge.separate import prepare
 
     settings = separation_settings(args)
     output = output_settings(args)
+    effects = effects_settings(args)
     time_range = TimeRange(start_seconds=args.start, length_seconds=args.length)
-    effects = plan_effects(
-        effects_settings(args),
-        stems=settings.stem_plans,
-        model_sources=get_spec(settings.model).sources,
-    )
+    # A bad preset or stem list is refused once, before any input is looked at.
+    plan_effects(effects, stems=settings.stem_plans, model_sources=get_spec(settings.model).sources)
 
     results: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    prepared: list[PreparedInput] = []
-    folders: dict[Path, Path] = {}
+    specs = []
     for path in args.inputs:
         try:
-            item = prepare(
-                path,
-                folder=(args.output or path.parent) / path.stem,
-                stems=settings.stem_plans,
-                output=output,
-                time_range=time_range,
-                effects=effects,
-            )
-            if item.folder in folders:
-                raise OutputError(
-                    f"{path}: its stems would go to {item.folder}, like those of "
-                    f"{folders[item.folder]}; separate them in two runs with different -o",
-                    path=item.folder,
-                )
-            folders[item.folder] = path
-            prepared.append(item)
+            specs.append(_spec(path, args.output, settings, output, effects, time_range))
         except StemBridgeError as exc:
             errors.append(error_entry(path, exc))
             if not args.json:
                 print_error(err, "✗", exc)
-
-    if prepared:
-        _separate_prepared(prepared, settings, args, err, results, errors)
-
+    if specs:
+        _run_jobs(specs, args, err, results, errors)
     if args.json:
         print(json.dumps({"ok": not errors, "results": results, "errors": errors}, indent=2))
     return errors[0]["exit_code"] if errors else EXIT_OK
 
 
-def _separate_prepared(
-    prepared: list[PreparedInput],
+def _spec(
+    path: Path,
+    output_dir: Path | None,
     settings: SeparationSettings,
+    output: OutputSettings,
+    effects: EffectsSettings,
+    time_range: TimeRange,
+) -> JobSpec:
+    from bridge.names import check_path_text, stem_folder
+
+    source = path.expanduser().absolute()
+    check_path_text(source)
+    root = (output_dir or source.parent).expanduser().absolute()
+    return JobSpec(
+        input=str(source),
+        folder=str(stem_folder(root, source)),
+        separation=settings,
+        output=output,
+        effects=effects,
+        time_range=time_range,
+        source="separate",
+    )
+
+
+def _run_jobs(
+    specs: list[JobSpec],
     args: argparse.Namespace,
     err: Console,
     results: list[dict[str, Any]],
@@ -279,14 +292,20 @@ def _separate_prepared(
         TimeRemainingColumn,
     )
 
-    from bridge.models.loaded import LoadedModel
-    from bridge.separate import Progress as FileProgress
-    from bridge.separate import separate_file
+    from bridge.errors import ModelError, SettingsError
+    from bridge.jobs.worker import ModelCache
+    from bridge.manifest import read_manifest
+    from bridge.models.runner import keep_freed_memory_for
+    from bridge.pipeline.progress import Progress as JobProgress
 
+    # Before any thread starts (see its docstring), and only for CPU work.
+    keep_freed_memory_for(specs[0].separation.device)
+    models = ModelCache()
     try:
-        separator = LoadedModel.load(settings)
-    except StemBridgeError as exc:
-        errors.extend(error_entry(item.info.path, exc) for item in prepared)
+        models.model(specs[0].separation)  # once, before any progress bar
+    except (ModelError, SettingsError) as exc:
+        # Every input would fail the same way: said once.
+        errors.extend(error_entry(Path(spec.input), exc) for spec in specs)
         if not args.json:
             print_error(err, "stembridge: error:", exc)
         return
@@ -303,34 +322,68 @@ def _separate_prepared(
         disable=args.json,
     )
     with bars:
-        for item in prepared:
-            task = bars.add_task(escape(item.info.path.name), total=None, stage="analysing")
+        for spec in specs:
+            name = Path(spec.input).name
+            task = bars.add_task(escape(name), total=None, stage="analysing")
 
-            def update(progress: FileProgress, task: Any = task) -> None:
+            def update(progress: JobProgress, task: Any = task) -> None:
                 bars.update(
-                    task,
-                    completed=progress.done,
-                    total=progress.total,
-                    stage=progress.stage,
+                    task, completed=progress.done, total=progress.total, stage=progress.stage
                 )
 
             try:
-                manifest = separate_file(item, separator=separator, on_progress=update)
+                result = _run_one(spec, models.model, update)
             except StemBridgeError as exc:
-                errors.append(error_entry(item.info.path, exc))
+                errors.append(error_entry(Path(spec.input), exc))
                 bars.update(task, stage="failed")
                 if not args.json:
                     print_error(err, "✗", exc)
                 continue
-            entry = manifest.to_dict()
-            entry["folder"] = str(item.folder)
+            entry = read_manifest(result.manifest)
+            entry["folder"] = str(result.folder)
             results.append(entry)
             if not args.json:
-                stems = escape(", ".join(stem.path for stem in manifest.stems))
+                stems = escape(", ".join(stem["path"] for stem in entry["stems"]))
+                timings = entry.get("timings", {})
+                done = (
+                    f"in {timings['total_seconds']:.1f} s "
+                    f"({timings['realtime_factor']:.2f}x realtime)"
+                    if not (result.kept or result.reused_from)
+                    else "(already there)"
+                )
                 err.print(
-                    f"[green]✓[/green] {escape(item.info.path.name)} → "
-                    f"{escape(str(item.folder))} ({stems}) in "
-                    f"{manifest.timings['total_seconds']:.1f} s "
-                    f"({manifest.timings['realtime_factor']:.2f}x realtime)",
+                    f"[green]✓[/green] {escape(name)} → {escape(str(result.folder))} ({stems}) "
+                    + done,
                     highlight=False,
                 )
+
+
+def _run_one(
+    spec: JobSpec, model_for: Callable[[SeparationSettings], LoadedModel], on_progress: Any
+) -> Result:
+    """One input as one job; running out of memory tries again with less (see
+    :mod:`bridge.jobs.retry`), as the daemon's worker would."""
+    import secrets
+
+    from bridge.jobs.retry import out_of_memory, smaller
+    from bridge.pipeline.run import NoResults, run_job
+
+    job_id, attempt = secrets.token_hex(6), 1
+    while True:
+        try:
+            return run_job(
+                job_id,
+                spec,
+                attempt=attempt,
+                results=NoResults(),
+                model_for=model_for,
+                on_progress=on_progress,
+            )
+        except StemBridgeError:
+            raise
+        except Exception as exc:
+            less = smaller(spec) if out_of_memory(exc) else None
+            if less is None:
+                raise
+            log.warning("%s: out of memory; trying again with %s", spec.input, less.separation)
+            spec, attempt = less, attempt + 1

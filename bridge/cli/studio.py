@@ -211,11 +211,11 @@ def run_worker(args: argparse.Namespace, err: Console) -> int:
             key="concurrency",
             value=args.concurrency,
         )
-    from bridge.models.runner import keep_freed_memory
+    from bridge.models.runner import keep_freed_memory_for
 
     config, url = broker_config(args)
     redis = connect_checked(url)
-    keep_freed_memory()  # before the worker's threads start: see its docstring
+    keep_freed_memory_for(args.device)  # before the worker's threads start, CPU work only
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

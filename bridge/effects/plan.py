@@ -32,15 +32,16 @@ class EffectsPlan:
         loudness: Normalisation, or ``None``.
         residual_source: The model source that takes the residual; ``None`` when
             exact-sum is off or no requested stem holds that source.
-        stems_add_up: Whether the written stems add back to the input (exact-sum on and
-            every model source in exactly one stem).
+        expect_sum: Whether the stems are meant to add back to the input (exact-sum on
+            and every model source in exactly one stem); the manifest's ``stems_add_up``
+            says whether the written files do (see :mod:`bridge.pipeline.publish`).
     """
 
     preset: Preset
     treatments: dict[str, StemTreatment]
     loudness: LoudnessTarget | None
     residual_source: str | None
-    stems_add_up: bool
+    expect_sum: bool
 
     def describe(self) -> dict[str, Any]:
         """The plan as recorded in the manifest."""
@@ -50,7 +51,6 @@ class EffectsPlan:
             "preset_sha256": self.preset.sha256,
             "exact_sum": self.residual_source is not None,
             "residual_stem": self.residual_source,
-            "stems_add_up": self.stems_add_up,
             "loudness": None
             if self.loudness is None
             else {
@@ -109,7 +109,7 @@ def plan_effects(
         treatments=treatments,
         loudness=loudness,
         residual_source=residual,
-        stems_add_up=residual is not None and partition,
+        expect_sum=residual is not None and partition,
     )
 
 

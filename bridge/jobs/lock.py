@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -31,9 +32,7 @@ class DaemonLock:
     def __enter__(self) -> DaemonLock:
         private_folder(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_exclusive(fd):
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise JobError(
@@ -56,6 +55,24 @@ class DaemonLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+#: How long a starting daemon keeps trying for the lock: a ``daemon_running`` probe holds
+#: it (shared) for microseconds, which must not make the daemon give up.
+ACQUIRE_SECONDS = 2.0
+
+
+def _lock_exclusive(fd: int) -> bool:
+    """Take the exclusive lock on ``fd``; ``False`` when another process keeps it."""
+    deadline = time.monotonic() + ACQUIRE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
 
 def daemon_running(state_dir: Path) -> bool:

@@ -3,7 +3,8 @@
 A REAPER or Ardour Lua script polls these in its UI loop instead of starting a
 process. The file is replaced atomically on every change, so a reader sees a
 whole old version or a whole new one. Format: UTF-8 text, one ``key=value`` per
-line, no quoting, values on one line (newlines become spaces)::
+line ended by LF, no quoting, values on one line (CR and LF in an error become spaces;
+paths with line breaks are refused before a job is made, see :mod:`bridge.names`)::
 
     stembridge_status=1
     job=3f9a1c2b7d10
@@ -29,15 +30,12 @@ import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bridge import atomic
 from bridge.errors import OutputError
+from bridge.jobs.job import Job
 from bridge.manifest import read_manifest
 from bridge.permissions import private_folder
-
-if TYPE_CHECKING:
-    from bridge.jobs.store import Job
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ def status_path(folder: Path, job_id: str) -> Path:
 
 def render_status(job: Job) -> str:
     """The file's text for ``job``."""
-    folder, stems = job.spec.folder, {}
+    folder, stems = job.folder, {}
     if job.state == "done" and job.manifest:
         manifest = Path(job.manifest)
         folder = str(manifest.parent)
@@ -101,11 +99,11 @@ def update_status(job: Job) -> bool:
     return True
 
 
-def repair_status_files(jobs: Iterable[Job], *, now: float, stale_seconds: float = 2) -> int:
+def repair_status_files(jobs: Iterable[Job], *, now: float | None = None) -> int:
     """After a crash: rewrite the status files that disagree with the store (a kill during
     the last write would leave a host waiting on "running" forever), and delete the
-    temporary files killed writers left (older than ``stale_seconds``: a live write
-    takes milliseconds). Returns the number of files rewritten."""
+    temporary files of writers that are gone (see :func:`bridge.atomic.writer_gone`).
+    Returns the number of files rewritten."""
     rewritten, folders = 0, set()
     for job in jobs:
         folders.add(job.status_file.parent)
@@ -117,7 +115,9 @@ def repair_status_files(jobs: Iterable[Job], *, now: float, stale_seconds: float
             rewritten += 1
     for folder in folders:
         try:
-            atomic.remove_temporaries(folder, modified_before=now - stale_seconds)
+            atomic.remove_temporaries(
+                folder, keep=lambda path, tag: not atomic.writer_gone(path, tag, now=now)
+            )
         except OSError:
             continue
     return rewritten
@@ -126,16 +126,19 @@ def repair_status_files(jobs: Iterable[Job], *, now: float, stale_seconds: float
 def read_status(path: Path) -> dict[str, str]:
     """Parse a status file (what a host script does, for Python hosts and tests).
 
+    Lines end at LF only (a CR before it is dropped), as the Lua readers split them:
+    a value is every other byte up to there, so U+2028 or NEL in a value stays in it.
     Bytes that are not UTF-8 (a damaged file) become U+FFFD, as a Lua host reading
     bytes would show them, instead of failing the poll.
     """
     values = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        key, sep, value = line.partition("=")
+    for line in path.read_bytes().decode("utf-8", errors="replace").split("\n"):
+        key, sep, value = line.removesuffix("\r").partition("=")
         if sep:
             values[key] = value
     return values
 
 
 def _one_line(value: str) -> str:
-    return " ".join(value.splitlines())
+    """``value`` on one line: what a reader splits lines at (LF, and CR) becomes a space."""
+    return value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")

@@ -20,20 +20,17 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import JobError, JobNotFound
-from bridge.jobs.spec import JobSpec
+from bridge.jobs.job import STATES, Job
 from bridge.jobs.status_file import status_path
 from bridge.permissions import private_folder
+from bridge.pipeline.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-ACTIVE = ("queued", "running")
-FINAL = ("done", "failed", "cancelled")
 DB_NAME = "jobs.sqlite3"
 _JOB_ID = re.compile(r"[0-9a-f]{1,12}")
 #: A job whose worker died this many times is failed instead of run again.
@@ -68,55 +65,6 @@ CREATE INDEX IF NOT EXISTS jobs_identity ON jobs (identity);
 CREATE INDEX IF NOT EXISTS jobs_dedupe ON jobs (dedupe_key);
 CREATE INDEX IF NOT EXISTS jobs_folder ON jobs (folder);
 """
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as the store last saw it."""
-
-    id: str
-    spec: JobSpec
-    state: str
-    progress: float
-    stage: str
-    attempts: int
-    error: str | None
-    error_kind: str | None
-    manifest: str | None
-    reused_from: str | None
-    cancel_requested: bool
-    owner: str | None
-    created: float
-    updated: float
-    started: float | None
-    finished: float | None
-
-    @property
-    def status_file(self) -> Path:
-        """Where the job's status file lives (see :mod:`bridge.jobs.status_file`)."""
-        return status_path(Path(self.spec.folder), self.id)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (what ``status --json`` prints)."""
-        return {
-            "id": self.id,
-            "state": self.state,
-            "progress": round(self.progress, 4),
-            "stage": self.stage,
-            "attempts": self.attempts,
-            "error": self.error,
-            "error_kind": self.error_kind,
-            "input": self.spec.input,
-            "folder": self.spec.folder,
-            "manifest": self.manifest,
-            "reused_from": self.reused_from,
-            "status_file": str(self.status_file),
-            "origin": self.spec.origin,
-            "source": self.spec.source,
-            "created": self.created,
-            "started": self.started,
-            "finished": self.finished,
-        }
 
 
 class JobStore:
@@ -185,7 +133,8 @@ class JobStore:
                     ).fetchone()
                 else:
                     row = db.execute(
-                        "SELECT * FROM jobs WHERE id = ? AND state = 'queued'", (job_id,)
+                        "SELECT * FROM jobs WHERE id = ? AND state = 'queued' AND not_before <= ?",
+                        (job_id, now),
                     ).fetchone()
                 if row is None:
                     return None
@@ -222,6 +171,12 @@ class JobStore:
         """Record what a job's result depends on (see :meth:`JobSpec.identity`)."""
         with self._transaction() as db:
             db.execute("UPDATE jobs SET identity = ? WHERE id = ?", (identity, job_id))
+
+    def set_folder(self, job_id: str, folder: str) -> None:
+        """Record the stem folder a job reserved (``name (2)`` when the one asked for was
+        taken): ``status``, status files and the watchers then name the real one."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET folder = ? WHERE id = ?", (folder, job_id))
 
     def finish(self, job_id: str, *, manifest: str, reused_from: str | None = None) -> Job:
         """Mark a job done with the manifest of its stems."""
@@ -264,33 +219,40 @@ class JobStore:
             )
         return self.get(job_id)
 
-    def requeue(self, job_id: str) -> Job:
-        """Queue a running job again (its worker is stopping); that start is not counted."""
+    def requeue(self, job_id: str, *, wait_seconds: float = 0.0, stage: str = "queued") -> Job:
+        """Queue a running job again (its worker is stopping, or its folder is busy), after
+        ``wait_seconds``; that start is not counted."""
+        now = self._clock()
         with self._transaction() as db:
             db.execute(
-                "UPDATE jobs SET state = 'queued', stage = 'queued', progress = 0, owner = NULL, "
-                "attempts = MAX(attempts - 1, 0), updated = ? WHERE id = ? AND state = 'running'",
-                (self._clock(), job_id),
+                "UPDATE jobs SET state = 'queued', stage = ?, progress = 0, owner = NULL, "
+                "attempts = MAX(attempts - 1, 0), not_before = ?, updated = ? "
+                "WHERE id = ? AND state = 'running'",
+                (stage, now + wait_seconds, now, job_id),
             )
         return self.get(job_id)
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a job: at once if queued, at the worker's next step if running.
 
+        The job is read and changed in one transaction, so a worker claiming or finishing
+        it meanwhile cannot slip in between.
+
         Raises:
             JobNotFound: No such job.
         """
         job = self.get(job_id)
+        now = self._clock()
         with self._transaction() as db:
-            if job.state == "queued":
-                now = self._clock()
-                db.execute(
-                    "UPDATE jobs SET state = 'cancelled', stage = 'cancelled', updated = ?, "
-                    "finished = ? WHERE id = ? AND state = 'queued'",
-                    (now, now, job.id),
-                )
-            elif job.state == "running":
-                db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job.id,))
+            db.execute(
+                "UPDATE jobs SET state = 'cancelled', stage = 'cancelled', updated = ?, "
+                "finished = ? WHERE id = ? AND state = 'queued'",
+                (now, now, job.id),
+            )
+            db.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'",
+                (job.id,),
+            )
         return self.get(job.id)
 
     def retry(self, job_id: str) -> Job:
@@ -380,19 +342,15 @@ class JobStore:
                 log.warning("%s", exc)
         return jobs
 
-    def find_done(self, identity: str, *, exclude: str) -> Job | None:
-        """The newest finished job with this identity, other than ``exclude``."""
+    def find_done(self, identity: str, *, exclude: str) -> str | None:
+        """The manifest of the newest finished job with this identity, other than ``exclude``."""
         with closing(self._connect()) as db:
             row = db.execute(
-                "SELECT * FROM jobs WHERE identity = ? AND state = 'done' AND id != ? "
-                "ORDER BY finished DESC LIMIT 1",
+                "SELECT manifest FROM jobs WHERE identity = ? AND state = 'done' AND id != ? "
+                "AND manifest IS NOT NULL ORDER BY finished DESC LIMIT 1",
                 (identity, exclude),
             ).fetchone()
-        try:
-            return _job(row, self.path) if row else None
-        except JobError as exc:  # its stems cannot be reused without knowing the spec
-            log.warning("%s", exc)
-            return None
+        return str(row["manifest"]) if row else None
 
     def output_folders(self) -> set[str]:
         """Every stem folder a job was given (watchers never take files from these)."""
@@ -461,6 +419,8 @@ def _job(row: sqlite3.Row, store: Path) -> Job:
     return Job(
         id=row["id"],
         spec=spec,
+        folder=row["folder"],
+        status_file=status_path(Path(spec.folder), row["id"]),
         state=row["state"],
         progress=row["progress"],
         stage=row["stage"],

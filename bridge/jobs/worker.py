@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -20,48 +18,17 @@ from pathlib import Path
 
 from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
 from bridge.errors import JobCancelled, StemBridgeError
-from bridge.jobs.execute import execute
-from bridge.jobs.spec import JobSpec
+from bridge.jobs.job import FINAL, Job
+from bridge.jobs.retry import RETRY_DELAYS_SECONDS, out_of_memory, smaller
 from bridge.jobs.status_file import update_status
-from bridge.jobs.store import Job, JobStore
+from bridge.jobs.store import JobStore
 from bridge.models.loaded import LoadedModel
 from bridge.models.weights import Download
-from bridge.separate import Progress
+from bridge.pipeline.progress import Progress
+from bridge.pipeline.run import run_job
 from bridge.settings import SeparationSettings
 
 log = logging.getLogger(__name__)
-
-#: Waits before the 1st, 2nd and 3rd retry of a job that failed unexpectedly.
-RETRY_DELAYS_SECONDS = (5.0, 30.0, 120.0)
-
-
-def owner_id() -> str:
-    """This process, as ``host:pid:start`` (the start time tells a reused pid apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
-
-
-def owner_alive(owner: str) -> bool:
-    """Whether the process named by :func:`owner_id` still runs (other hosts: assumed)."""
-    host, _, rest = owner.partition(":")
-    pid_text, _, start = rest.partition(":")
-    if host != socket.gethostname():
-        return True
-    try:
-        pid = int(pid_text)
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return _start_ticks(pid) == start
-
-
-def _start_ticks(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "0"
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 class ModelCache:
@@ -85,8 +52,8 @@ class ModelCache:
         self._offline = offline
         self._loaded: LoadedModel | None = None
 
-    def separator(self, settings: SeparationSettings) -> LoadedModel:
-        """A separator for ``settings``, reusing the loaded networks when they fit."""
+    def model(self, settings: SeparationSettings) -> LoadedModel:
+        """A model for ``settings``, reusing the loaded networks when they fit."""
         if self._loaded is not None:
             try:
                 return self._loaded.with_settings(settings)
@@ -104,7 +71,7 @@ class Worker:
     Args:
         store: The job store.
         models: The warm model.
-        owner: This process's owner id (see :func:`owner_id`).
+        owner: This process's owner id (see :func:`bridge.owners.owner_id`).
         poll_interval_seconds: How often an idle worker looks for new jobs.
         report_interval_seconds: Least time between two progress writes of a job.
         plugin_loader: Loads third-party effect plugins (in a child process per chain).
@@ -147,14 +114,16 @@ class Worker:
         cancel = threading.Event()
         reporter = _Reporter(self._store, job, stop, cancel, self._report)
         try:
-            result = execute(
+            result = run_job(
                 job.id,
                 job.spec,
-                store=self._store,
-                separator_for=self._models.separator,
+                attempt=job.attempts,
+                results=reporter,
+                model_for=self._models.model,
                 on_progress=reporter,
                 cancel=cancel,
                 plugin_loader=self._plugin_loader,
+                owner=self._owner,
             )
         except JobCancelled:
             if reporter.cancel_requested:
@@ -178,17 +147,31 @@ class Worker:
         update_status(job)
         return job
 
+    def run_to_end(self, job_id: str, stop: threading.Event) -> Job:
+        """Run one job in this process until it ends, retries included (``submit --wait``
+        without a daemon); a job another process runs meanwhile is waited for."""
+        while True:
+            job = self._store.get(job_id)
+            if job.state in FINAL:
+                return job
+            claimed = self._store.claim(self._owner, job_id=job_id)
+            if claimed is None:
+                if stop.wait(self._poll):
+                    return self._store.get(job_id)
+                continue
+            self.run_job(claimed, stop)
+
     def _retry_or_fail(self, job: Job, exc: Exception) -> Job:
-        if _out_of_memory(exc):
-            smaller = _smaller(job.spec)
-            if smaller is not None:
-                log.info("job %s: out of memory; retrying with %s", job.id, smaller.separation)
+        if out_of_memory(exc):
+            less = smaller(job.spec)
+            if less is not None:
+                log.info("job %s: out of memory; retrying with %s", job.id, less.separation)
                 return self._store.fail(
                     job.id,
                     error=f"out of memory ({exc}); retrying with less",
                     kind="OutOfMemory",
                     retry_in_seconds=1.0,
-                    spec=smaller,
+                    spec=less,
                 )
         log.error("job %s: unexpected error", job.id, exc_info=exc)
         if job.attempts <= len(RETRY_DELAYS_SECONDS):
@@ -207,25 +190,9 @@ class Worker:
         )
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
-
-
-def _smaller(spec: JobSpec) -> JobSpec | None:
-    """The spec to retry after running out of memory: half the batch, then the CPU."""
-    settings = spec.separation
-    batch = settings.batch_size
-    if batch is None or batch > 1:
-        smaller = dataclasses.replace(settings, batch_size=max(1, (batch or 2) // 2))
-    elif settings.device != "cpu":
-        smaller = dataclasses.replace(settings, device="cpu", precision="fp32")
-    else:
-        return None
-    return dataclasses.replace(spec, separation=smaller)
-
-
 class _Reporter:
-    """Writes a job's progress to the store and its status file, at most every interval.
+    """Writes a job's progress, identity and folder to the store and its status file
+    (progress at most every interval); the pipeline's :class:`~bridge.pipeline.run.Results`.
 
     Also turns a user's cancel request (seen in the store) or the worker's stop into
     the job's cancel event.
@@ -262,3 +229,13 @@ class _Reporter:
         self._job = dataclasses.replace(self._job, progress=progress.fraction, stage=progress.stage)
         # Once refused, not tried again for this run: one warning, not one per step.
         self._status_written = self._status_written and update_status(self._job)
+
+    def set_identity(self, job_id: str, identity: str) -> None:
+        self._store.set_identity(job_id, identity)
+
+    def set_folder(self, job_id: str, folder: str) -> None:
+        self._store.set_folder(job_id, folder)
+        self._job = dataclasses.replace(self._job, folder=folder)
+
+    def find_done(self, identity: str, *, exclude: str) -> str | None:
+        return self._store.find_done(identity, exclude=exclude)

@@ -108,6 +108,21 @@ def keep_freed_memory() -> bool:
     return tuned
 
 
+def keep_freed_memory_for(device: str) -> bool:
+    """:func:`keep_freed_memory`, but only where it pays: separating on the CPU. A GPU's
+    tensors live on the device, and a process that only dispatches or serves pages has
+    no big buffers to keep.
+
+    Returns:
+        Whether the allocator was tuned.
+    """
+    try:
+        resolved = resolve_device(device)
+    except DeviceUnavailable:
+        return False  # the job fails with that message; nothing to tune for it
+    return resolved.type == "cpu" and keep_freed_memory()
+
+
 class TorchRunner:
     """Runs the networks of a bag on one device.
 

@@ -39,10 +39,10 @@ from watchdog.observers.polling import PollingObserverVFS
 from bridge import atomic
 from bridge.config import Config, Rule
 from bridge.errors import OutputError
-from bridge.jobs.spec import PRIORITY_WATCHED, JobSpec
 from bridge.jobs.status_file import STATUS_DIR
 from bridge.jobs.store import JobStore
 from bridge.manifest import MANIFEST_NAME, read_manifest
+from bridge.pipeline.spec import PRIORITY_WATCHED, JobSpec
 from bridge.watch.finished import FinishedFiles
 
 log = logging.getLogger(__name__)
@@ -232,9 +232,15 @@ class FolderWatcher:
         rule = next((w.rule for w in self._watches if self.wanted(w.rule, path)), None)
         if rule is None:
             return
+        try:
+            folder = rule.stem_folder(path)
+        except OutputError as exc:
+            self._submitted[path] = version
+            log.warning("not taking %s: %s", path, exc)
+            return
         spec = JobSpec(
             input=str(path),
-            folder=str(rule.stem_folder(path)),
+            folder=str(folder),
             separation=rule.separation,
             output=rule.output_settings,
             effects=rule.effects,

@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 from bridge.atomic import is_temporary
-from bridge.jobs.spec import JobSpec
 from bridge.jobs.status_file import read_status
 from bridge.jobs.store import JobStore
+from bridge.pipeline.spec import JobSpec
 from bridge.settings import SeparationSettings
 
 from processes import DaemonProcess, all_final, stem_set, visible_files, wait_for, write_config
@@ -28,7 +28,7 @@ STEMS = ["drums", "bass", "other", "vocals"]
 # model, writing stems, flushing, each rename (stems, manifest, status files), the store.
 KILL_POINTS = [
     ("bridge.jobs.store.JobStore.claim", 1, "after"),
-    ("bridge.separate.file_sha256", 1, "before"),
+    ("bridge.pipeline.analyse.file_sha256", 1, "before"),
     ("soundfile.SoundFile.read", 1, "before"),
     ("soundfile.SoundFile.read", 2, "after"),
     ("demucs.htdemucs.HTDemucs.forward", 1, "before"),

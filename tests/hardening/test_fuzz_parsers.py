@@ -56,11 +56,11 @@ from bridge.errors import (
     SettingsError,
 )
 from bridge.hosts.reaper import RECORD_NAME, config_chunk, install
-from bridge.jobs.execute import choose_folder
-from bridge.jobs.spec import JobSpec
 from bridge.jobs.status_file import read_status, render_status
 from bridge.jobs.store import Job, JobStore
 from bridge.manifest import MANIFEST_NAME, read_manifest
+from bridge.pipeline.folders import Writer, choose, holds_result
+from bridge.pipeline.spec import JobSpec
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 from processes import wait_for
@@ -784,6 +784,8 @@ def _job(folder: Path) -> Job:
     return Job(
         id="3f9a1c2b7d10",
         spec=JobSpec(input="/r/mix.wav", folder=str(folder)),
+        folder=str(folder),
+        status_file=folder.parent / ".stembridge" / "3f9a1c2b7d10.status",
         state="done",
         progress=1.0,
         stage="done",
@@ -824,7 +826,16 @@ def test_manifest_readers(tmp_path: Path, raw: bytes) -> None:
     status.write_text(render_status(job), encoding="utf-8")
     values = read_status(status)
     assert (values["job"], values["state"]) == (job.id, "done")
-    assert choose_folder(folder, "id", ["vocals"], "wav", overwrite=False) is not None
+    chosen, reservation = choose(
+        folder,
+        Writer("3f9a1c2b7d10", 1),
+        names=["vocals"],
+        extension="wav",
+        overwrite=False,
+        holds=lambda candidate: holds_result(candidate, "id", ["vocals"], "wav"),
+    )
+    assert chosen.parent == folder.parent and reservation is not None
+    reservation.release()
 
 
 # --- REAPER install record --------------------------------------------------------------
