@@ -75,6 +75,48 @@ def test_exact_sum_24_bit_stems_are_within_rounding(model_dir: Path, tmp_path: P
     assert manifest["output"]["dither"] is False
 
 
+@pytest.mark.parametrize(
+    ("subtype", "flags", "why"),
+    [
+        ("PCM_24", ["--bit-depth", "16"], "dithered"),
+        ("PCM_24", ["--bit-depth", "16", "--dither", "off"], "rounded"),
+        ("FLOAT", ["--format", "mp3"], "lossy"),
+        ("FLOAT", ["--stems", "vocals"], "not every source"),
+    ],
+)
+def test_stems_add_up_is_measured_on_the_written_files(
+    model_dir: Path, tmp_path: Path, subtype: str, flags: list[str], why: str
+) -> None:
+    # Given exact-sum (the default) and an output that can or cannot hold the sum
+    source = write_audio(tmp_path / "mix.wav", music(2 * 44100), subtype=subtype)
+    folder, manifest = separate(tmp_path, source, *flags)
+    effects = manifest["effects"]
+    if why == "rounded":
+        # 16-bit stems rounded without dither: each within half a step, and the manifest
+        # says so after adding the files up
+        assert effects["stems_add_up"] is True, effects
+        total = sum(stems_of(folder, manifest).values())
+        assert isinstance(total, np.ndarray)
+        allowed = 4 * (0.5 * 2.0**-15 + 2.0**-24)
+        assert np.abs(total - read(source)).max() <= allowed
+        assert effects["sum_error_dbfs"] <= 20 * np.log10(allowed)
+    else:
+        # Dither noise, a lossy codec, or a missing source: the claim is not made
+        assert effects["stems_add_up"] is False, (why, effects)
+        assert effects["sum_error_dbfs"] is None
+
+
+def test_clipped_stems_do_not_claim_to_add_up(model_dir: Path, tmp_path: Path) -> None:
+    # Given a mix at full scale written to 16-bit: the residual pushes a stem past full scale
+    loud = np.clip(music(2 * 44100) * 40, -1, 1)
+    source = write_audio(tmp_path / "mix.wav", loud, subtype="FLOAT")
+    _, manifest = separate(tmp_path, source, "--bit-depth", "16", "--dither", "off")
+    clipped = sum(stem["clipped_samples"] for stem in manifest["stems"])
+    assert clipped > 0
+    assert manifest["effects"]["stems_add_up"] is False
+    assert manifest["effects"]["sum_error_dbfs"] is None
+
+
 def test_residual_can_go_to_a_named_stem_and_can_be_turned_off(
     model_dir: Path, tmp_path: Path
 ) -> None:
