@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from bridge import atomic
 from bridge.errors import ConfigError
+from bridge.permissions import private_folder
 
 TOKEN_FILE = "dashboard-token.sha256"
 CSRF_HEADER = "x-stembridge-csrf"
@@ -55,7 +56,10 @@ def create_token(state_dir: Path) -> str:
         The token: shown once, never stored.
     """
     token = secrets.token_urlsafe(32)
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        private_folder(state_dir)  # the hash lets anyone who can replace it in
+    except PermissionError as exc:
+        raise ConfigError(exc.strerror or str(exc), key="state_dir", value=str(state_dir)) from exc
     atomic.write_bytes(token_path(state_dir), (_digest(token) + "\n").encode(), mode=0o600)
     return token
 

@@ -112,11 +112,13 @@ def test_an_existing_loose_state_folder_is_made_user_only(tmp_path: Path) -> Non
     (state / "notes.txt").write_text("kept", encoding="utf-8")
     state.chmod(0o777)
     config = write_config(tmp_path / "config.toml", state)
-    # When a command opens the job store there
-    assert bridge("jobs", "--config", str(config)).returncode == 0
-    # Then the folder is user-only, and what was in it is still there
-    assert mode(state) == 0o700
-    assert (state / "notes.txt").read_text(encoding="utf-8") == "kept"
+    # When a command opens the job store there, or stores the dashboard token there
+    for command in (("jobs",), ("dashboard", "token")):
+        state.chmod(0o777)
+        assert bridge(*command, "--config", str(config)).returncode == 0
+        # Then the folder is user-only, and what was in it is still there
+        assert mode(state) == 0o700
+        assert (state / "notes.txt").read_text(encoding="utf-8") == "kept"
 
 
 def test_a_state_folder_owned_by_another_user_is_refused(tmp_path: Path) -> None:
@@ -127,7 +129,7 @@ def test_a_state_folder_owned_by_another_user_is_refused(tmp_path: Path) -> None
     give_to_another_user(state)
     config = write_config(tmp_path / "config.toml", state)
     # When the job commands or the daemon would use it
-    for command in (("jobs",), ("serve",)):
+    for command in (("jobs",), ("serve",), ("dashboard", "token")):
         refused = exits_soon(*command, "--config", str(config))
         # Then they refuse, naming the folder, its owner and what to do
         assert refused.returncode == EXIT_USAGE, refused.stderr
