@@ -222,6 +222,10 @@ class Journal:
             os.replace(temp, final)
         fsync_dir(self.path.parent)
 
+    def write(self, final: Path, data: bytes) -> None:
+        """Publish ``data`` as ``final`` (through a temporary of this writer's)."""
+        self.publish([(write_temp(final, data, tag=self._tag), final)])
+
     def undo(self) -> list[Path]:
         """Take back every file this set put in place; returns what was deleted."""
         removed = _take_back(self.path.parent, self._files)

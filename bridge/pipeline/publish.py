@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,9 +97,8 @@ def publish(
         OutputError: A file is in the way (without ``overwrite``) or writing failed;
             what this set had published is taken back.
     """
-    journal = atomic.Journal(folder, tag=tag, key=provenance.identity)
     finals = {name: final for name, (_, final) in separated.files.items()}
-    try:
+    with _journal(folder, tag=tag, key=provenance.identity) as journal:
         if not overwrite:
             refuse_existing([*finals.values(), folder / MANIFEST_NAME])
         journal.publish(separated.files.values())
@@ -122,17 +122,7 @@ def publish(
                 "total_seconds": finished - provenance.started,
             },
         )
-        target = folder / MANIFEST_NAME
-        journal.publish(
-            [(atomic.write_temp(target, manifest_bytes(manifest.to_dict()), tag=tag), target)]
-        )
-    except OSError as exc:
-        journal.undo()
-        raise writing_failed(folder, exc) from exc
-    except BaseException:
-        journal.undo()
-        raise
-    journal.close()
+        journal.write(folder / MANIFEST_NAME, manifest_bytes(manifest.to_dict()))
     return manifest
 
 
@@ -156,8 +146,7 @@ def publish_copy(
         OutputError: The earlier result cannot be read, or writing failed.
     """
     manifest = read_manifest(source / MANIFEST_NAME)
-    journal = atomic.Journal(folder, tag=tag, key=manifest.get("identity") or "")
-    try:
+    with _journal(folder, tag=tag, key=manifest.get("identity") or "") as journal:
         files = [f"{name}.{extension}" for name in names]
         journal.publish(
             (atomic.link_temp(source / f, folder / f, tag=tag), folder / f) for f in files
@@ -180,8 +169,17 @@ def publish_copy(
         manifest["input"].update(
             path=str(input_path), size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns
         )
-        target = folder / MANIFEST_NAME
-        journal.publish([(atomic.write_temp(target, manifest_bytes(manifest), tag=tag), target)])
+        journal.write(folder / MANIFEST_NAME, manifest_bytes(manifest))
+    return folder / MANIFEST_NAME
+
+
+@contextmanager
+def _journal(folder: Path, *, tag: str, key: str) -> Iterator[atomic.Journal]:
+    """The set's journal: closed once the set is whole; on any failure, what the set had
+    put in place is taken back (a full disk is named as such)."""
+    journal = atomic.Journal(folder, tag=tag, key=key)
+    try:
+        yield journal
     except OSError as exc:
         journal.undo()
         raise writing_failed(folder, exc) from exc
@@ -189,7 +187,6 @@ def publish_copy(
         journal.undo()
         raise
     journal.close()
-    return folder / MANIFEST_NAME
 
 
 def _publish_pictures(
