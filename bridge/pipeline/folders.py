@@ -212,13 +212,11 @@ class Reservation:
                 self.path.unlink(missing_ok=True)
                 atomic.fsync_dir(self.folder)
         finally:
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
+            self.hand_over()
 
     def hand_over(self) -> None:
         """Keep the reservation for the writer that will adopt it, but drop the local
-        lock (the daemon, once it reserved a studio job's folder)."""
+        lock (the daemon, once it reserved a studio job's folder; and every release)."""
         if self._lock is not None:
             self._lock.release()
             self._lock = None
