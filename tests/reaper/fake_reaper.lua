@@ -6,12 +6,31 @@
 -- tests check every function here against it). Real processes run: ExecProcess
 -- runs the command line through /bin/sh and returns "exit code\noutput".
 -- Pointers are tables; a deleted object no longer validates.
+--
+-- What REAPER shares between scripts and what it keeps apart is modelled too:
+--  * each script runs in its own Lua state (F.run_script gives it its own globals, its
+--    own `gfx` window, its own defer and atexit functions); what scripts share is the
+--    `reaper` API: ExtState (global, in memory, written to reaper-extstate.ini only
+--    with persist=true) and the project with its ExtState;
+--  * defer loops of several scripts run side by side, one function after another on
+--    REAPER's main thread, about 30 rounds a second (F.tick_seconds of time_precise);
+--    a script whose last deferred function returned without deferring has ended, and
+--    its atexit functions run, as when the user terminates it (F.terminate);
+--  * a gfx window can be closed by the user (F.close_window): gfx.getchar() then
+--    returns -1 and nothing drawn shows, until gfx.init opens a new window;
+--  * EnumerateFiles answers from a cached listing of the directory until it is called
+--    with fileindex -1 ("force re-read of directory (invalidate cache)", the SDK);
+--  * GetProjectPath is the project's recording path (F.record_path), not the folder of
+--    the .RPP, which EnumProjects gives (F.project_file, "" while never saved);
+--  * AddRemoveReaScript adds to the action list at once, but only a call with
+--    commit=true writes the list (F.kb, what reaper-kb.ini holds).
 
 local F = {
-  tracks = {}, extstate = {}, projext = {}, undo = { open = 0, blocks = {} },
-  messages = {}, answers = {}, inputs = {}, exec = {}, deferred = {}, atexit = {},
-  calls = {}, toggles = {}, registered = {}, renders = 0,
-  project_path = "/tmp", script = "", os = "Linux-x86_64", clock = 0,
+  tracks = {}, extstate = {}, ini = {}, projext = {}, undo = { open = 0, blocks = {} },
+  messages = {}, answers = {}, inputs = {}, exec = {}, deferred = {}, instances = {},
+  calls = {}, toggles = {}, registered = {}, actions = {}, kb = {}, listings = {}, renders = 0,
+  drawn = {}, record_path = "/tmp", project_file = "", project = { kind = "ReaProject" },
+  script = "", os = "Linux-x86_64", clock = 0, tick_seconds = 1 / 30,
 }
 local R = {}
 local guids = 0
@@ -68,7 +87,8 @@ function F.add_item(track, spec)
     mute = 0, loopsrc = spec.loopsrc or 0, selected = spec.selected ~= false, takes = {},
     guid = new_guid() }
   local take = { item = item, name = spec.name or "", source = spec.source, startoffs = spec.startoffs or 0,
-    playrate = spec.playrate or 1, fx = spec.fx or 0, midi = spec.midi or false }
+    playrate = spec.playrate or 1, pitch = spec.pitch or 0, chanmode = spec.chanmode or 0,
+    volume = spec.volume or 1, fx = spec.fx or 0, midi = spec.midi or false }
   item.takes[1], item.active = take, take
   track.items[#track.items + 1] = item
   return item
@@ -149,7 +169,11 @@ function R.PCM_Source_CreateFromFile(filename) return F.source(filename) end
 function R.PCM_Source_Destroy(src) src.destroyed = true end
 
 local ITEM_KEYS = { D_POSITION = "position", D_LENGTH = "length", B_MUTE = "mute", B_LOOPSRC = "loopsrc" }
-local TAKE_KEYS = { D_STARTOFFS = "startoffs", D_PLAYRATE = "playrate" }
+-- D_VOL is negative when the take's polarity is flipped (the SDK; a take has no B_PHASE,
+-- which is a track's and a send's attribute). I_CHANMODE: 0=normal, 1=reverse stereo,
+-- 2=downmix, 3=left, 4=right.
+local TAKE_KEYS = { D_STARTOFFS = "startoffs", D_PLAYRATE = "playrate", D_PITCH = "pitch",
+  I_CHANMODE = "chanmode", D_VOL = "volume" }
 
 function R.GetMediaItemInfo_Value(item, parmname)
   if parmname == "B_UISEL" then return item.selected and 1 or 0 end
@@ -194,7 +218,8 @@ function R.AddMediaItemToTrack(tr)
 end
 
 function R.AddTakeToMediaItem(item)
-  local take = { item = item, name = "", startoffs = 0, playrate = 1, fx = 0, midi = false }
+  local take = { item = item, name = "", startoffs = 0, playrate = 1, pitch = 0, chanmode = 0,
+    volume = 1, fx = 0, midi = false }
   item.takes[#item.takes + 1] = take
   item.active = item.active or take
   return take
@@ -242,7 +267,8 @@ end
 -- Actions --------------------------------------------------------------------------------
 
 --- 41999 "Item: Render items to new take": a new active take playing a new file from
--- its start at rate 1 without FX. The fake copies the source file as the "render".
+-- its start at rate 1, pitch 0, normal channels and polarity, without FX, written to
+-- the recording path. The fake copies the source file as the "render".
 function R.Main_OnCommand(command, flag)
   assert(command == 41999, "fake: action " .. command)
   for _, item in ipairs(all_items()) do
@@ -250,7 +276,7 @@ function R.Main_OnCommand(command, flag)
       F.renders = F.renders + 1
       local old = item.active
       local from = old.source and (old.source.parent or old.source).path
-      local path = string.format("%s/render-%d.wav", F.project_path, F.renders)
+      local path = string.format("%s/render-%d.wav", F.record_path, F.renders)
       if from then os.execute(string.format("cp '%s' '%s'", from, path)) end
       local take = R.AddTakeToMediaItem(item)
       take.name, take.source = old.name .. " render", F.source(path)
@@ -269,9 +295,30 @@ end
 
 function R.UpdateArrange() F.arrange_updates = (F.arrange_updates or 0) + 1 end
 
+--- Adding returns the script's command ID (the same one again for a script already
+-- there), 0 when it failed; removing returns >0 on success. The action list changes at
+-- once; it is written (F.kb) only by a call with commit=true, for every change so far.
 function R.AddRemoveReaScript(add, sectionID, scriptfn, commit)
-  F.registered[#F.registered + 1] = scriptfn
-  return 50000 + #F.registered
+  local id = 0
+  if add then
+    if R.file_exists(scriptfn) then
+      F.next_command = F.next_command or 50000
+      if not F.actions[scriptfn] then
+        F.next_command = F.next_command + 1
+        F.actions[scriptfn] = F.next_command
+      end
+      id = F.actions[scriptfn]
+      F.registered[#F.registered + 1] = scriptfn
+    end
+  elseif F.actions[scriptfn] then
+    F.actions[scriptfn], id = nil, 1
+  end
+  if commit then
+    F.kb = {}
+    for path in pairs(F.actions) do F.kb[#F.kb + 1] = path end
+    table.sort(F.kb)
+  end
+  return id
 end
 
 function R.SetToggleCommandState(section_id, command_id, state)
@@ -292,19 +339,31 @@ function R.ExecProcess(cmdline, timeoutmsec)
   return string.format("%d\n%s", code or 0, output)
 end
 
-function R.defer(func) F.deferred[#F.deferred + 1] = func end
+function R.defer(func) F.deferred[#F.deferred + 1] = { fn = func, instance = F.current } end
 
-function R.atexit(func) F.atexit[#F.atexit + 1] = func end
+function R.atexit(func)
+  local instance = F.current or error("fake: atexit outside a script")
+  instance.atexit[#instance.atexit + 1] = func
+end
 
 function R.get_action_context()
-  return false, F.script, 0, 12345, -1, -1, -1, ""
+  return false, F.current and F.current.path or F.script, 0, 12345, -1, -1, -1, ""
 end
 
 function R.GetOS() return F.os end
 
 function R.GetResourcePath() return F.resource_path or "/tmp" end
 
-function R.GetProjectPath() return F.project_path end
+--- "Get the project recording path" (the SDK): the project folder, a sub-folder of it
+-- (Media/), or any folder the project settings name; never the .RPP's own folder as such.
+function R.GetProjectPath() return F.record_path end
+
+--- idx -1 is the current project, 0 the first open tab (this fake has one project);
+-- the second value is the .RPP's full path, "" for a project never saved.
+function R.EnumProjects(idx)
+  if idx == -1 or idx == 0 then return F.project, F.project_file end
+  return nil, ""
+end
 
 function R.time_precise() return F.clock end
 
@@ -314,24 +373,46 @@ function R.file_exists(path)
   return file ~= nil
 end
 
-function R.EnumerateFiles(path, fileindex)
-  local pipe = io.popen("ls -1A '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null")
-  local i = -1
-  for name in pipe:lines() do
-    i = i + 1
-    if i == fileindex then pipe:close(); return name end
-  end
+--- The names of the files (not folders) in `path`, as REAPER reads a directory.
+local function list_files(path)
+  local quoted = "'" .. path:gsub("'", "'\\''") .. "'"
+  local pipe = io.popen("find " .. quoted .. " -mindepth 1 -maxdepth 1 \\( -type f -o -xtype f \\) " ..
+    "-printf '%f\\0' 2>/dev/null")
+  local names = {}
+  for name in pipe:read("a"):gmatch("([^%z]+)%z") do names[#names + 1] = name end
   pipe:close()
-  return nil
+  table.sort(names)
+  return names
+end
+
+--- "Use fileindex = -1 to force re-read of directory (invalidate cache)": otherwise the
+-- listing read the first time is what every later call sees. The SDK does not say
+-- whether REAPER keeps one listing or one per folder; the fake keeps one per folder,
+-- the stricter of the two. What a -1 call returns is not documented: nil here.
+function R.EnumerateFiles(path, fileindex)
+  if fileindex == -1 then
+    F.listings[path] = nil
+    return nil
+  end
+  F.listings[path] = F.listings[path] or list_files(path)
+  return F.listings[path][fileindex + 1]
 end
 
 function R.GetExtState(section, key) return F.extstate[section .. "/" .. key] or "" end
 
 function R.HasExtState(section, key) return F.extstate[section .. "/" .. key] ~= nil end
 
+--- In memory for every script; with persist=true also in reaper-extstate.ini (F.ini),
+-- which is what a restarted REAPER starts from.
 function R.SetExtState(section, key, value, persist)
   assert(not value:find("\n"), "fake: ExtState values cannot hold newlines")
   F.extstate[section .. "/" .. key] = value
+  if persist then F.ini[section .. "/" .. key] = value end
+end
+
+function R.DeleteExtState(section, key, persist)
+  F.extstate[section .. "/" .. key] = nil
+  if persist then F.ini[section .. "/" .. key] = nil end
 end
 
 function R.GetProjExtState(proj, extname, key)
@@ -382,16 +463,32 @@ end
 
 function R.ShowConsoleMsg(msg) F.console = (F.console or "") .. msg end
 
--- gfx: records what is drawn; clicks and keys come from the test ---------------------
+-- gfx: one window per script; records what is drawn while the window is open; the
+-- mouse (mouse_x, mouse_y, mouse_cap: 1 while the left button is held) and the keys
+-- typed (gfx.keys) come from the test -----------------------------------------------
 
-local G = { w = 0, h = 0, x = 0, y = 0, mouse_x = 0, mouse_y = 0, mouse_cap = 0, open = false, drawn = {} }
-function G.init(name, width, height) G.open, G.w, G.h = true, width, height end
-function G.set(r, g, b, a) end
-function G.rect(x, y, w, h, filled) end
-function G.drawstr(str) G.drawn[#G.drawn + 1] = str end
-function G.update() end
-function G.getchar() return G.open and (table.remove(F.keys or {}, 1) or 0) or -1 end
-function G.quit() G.open = false end
+local function new_gfx()
+  local G = { w = 0, h = 0, x = 0, y = 0, mouse_x = 0, mouse_y = 0, mouse_cap = 0, open = false,
+    inits = 0, keys = {} }
+  function G.init(name, width, height, dockstate, xpos, ypos)
+    G.open, G.inits = true, G.inits + 1
+    G.w, G.h = width or G.w, height or G.h
+  end
+  function G.set(r, g, b, a) end
+  function G.rect(x, y, w, h, filled) end
+  function G.drawstr(str) if G.open then F.drawn[#F.drawn + 1] = str end end
+  function G.update() end
+  --- A key from the queue, 0 when none, -1 when the window is not open.
+  function G.getchar(char)
+    if not G.open then return -1 end
+    return table.remove(G.keys, 1) or 0
+  end
+  function G.quit() G.open = false end
+  return G
+end
+
+--- The user closes `instance`'s window (its close button, or the docker's).
+function F.close_window(instance) instance.gfx.open = false end
 
 -- Recording every call with its argument count (checked against the SDK list) ----------
 
@@ -407,27 +504,99 @@ reaper = setmetatable({}, {
     end
   end,
 })
-gfx = G
-F.R, F.gfx = R, G
+-- Code loaded outside F.run_script (a test calling the library itself) draws here.
+gfx = new_gfx()
+F.R, F.gfx = R, gfx
 
 -- Running scripts ------------------------------------------------------------------------
 
-function F.run_script(path)
-  F.script = path
-  dofile(path)
+--- Run `fn` as code of `instance` (what get_action_context, defer and atexit see).
+local function call_in(instance, fn, ...)
+  local previous = F.current
+  F.current = instance
+  local ok, problem = pcall(fn, ...)
+  F.current = previous
+  if not ok then error(problem, 0) end
 end
 
---- Run deferred functions until none are left, `seconds` of real time have passed, or
--- `cycles` rounds have run.
-function F.run_deferred(seconds, pause, cycles)
+local function has_deferred(instance)
+  for _, entry in ipairs(F.deferred) do
+    if entry.instance == instance then return true end
+  end
+  return false
+end
+
+--- The end of a script: its atexit functions run, once.
+local function finish(instance)
+  if instance.ended then return end
+  instance.ended = true
+  for _, fn in ipairs(instance.atexit) do call_in(instance, fn) end
+end
+
+local function finish_idle()
+  for _, instance in ipairs(F.instances) do
+    if not instance.ended and not has_deferred(instance) then finish(instance) end
+  end
+end
+
+--- Run the script at `path` as REAPER runs an action: in a Lua state of its own (its own
+-- globals and gfx window; `dofile` and `loadfile` load into it), sharing `reaper`.
+-- Returns the instance (its `gfx`, whether it `ended`).
+function F.run_script(path)
+  F.script = path
+  local env = setmetatable({}, { __index = _G })
+  local instance = { path = path, gfx = new_gfx(), atexit = {}, env = env }
+  env._G, env.gfx = env, instance.gfx
+  function env.loadfile(...)
+    if select("#", ...) >= 3 then return loadfile(...) end
+    local name, mode = ...
+    return loadfile(name, mode or "bt", env)
+  end
+  function env.dofile(name)
+    local chunk = assert(env.loadfile(name))
+    return chunk()
+  end
+  F.instances[#F.instances + 1] = instance
+  call_in(instance, function() env.dofile(path) end)
+  if not has_deferred(instance) then finish(instance) end
+  return instance
+end
+
+--- The user terminates a running script: its deferred functions are dropped and its
+-- atexit functions run.
+function F.terminate(instance)
+  local kept = {}
+  for _, entry in ipairs(F.deferred) do
+    if entry.instance ~= instance then kept[#kept + 1] = entry end
+  end
+  F.deferred = kept
+  finish(instance)
+end
+
+--- REAPER quits (running scripts end, their atexit functions run) and starts again with
+-- the same project: ExtState is what reaper-extstate.ini held, directory listings and
+-- windows are gone.
+function F.restart()
+  for _, instance in ipairs(F.instances) do F.terminate(instance) end
+  F.deferred, F.instances, F.listings, F.extstate = {}, {}, {}, {}
+  for key, value in pairs(F.ini) do F.extstate[key] = value end
+end
+
+--- Run deferred functions, a round at a time (each round F.tick_seconds later on
+-- time_precise's clock), until none are left, `seconds` of real time have passed, or
+-- `cycles` rounds have run. `before_round(round)`, when given, runs first in each round
+-- (the test acting between two rounds: a click, a file appearing).
+function F.run_deferred(seconds, pause, cycles, before_round)
   local started, round = os.time(), 0
   while #F.deferred > 0 do
     round = round + 1
     if os.time() - started > seconds or (cycles and round > cycles) then return false end
+    if before_round then before_round(round) end
     local batch = F.deferred
     F.deferred = {}
-    F.clock = F.clock + 1
-    for _, fn in ipairs(batch) do fn() end
+    F.clock = F.clock + F.tick_seconds
+    for _, entry in ipairs(batch) do call_in(entry.instance, entry.fn) end
+    finish_idle()
     if #F.deferred > 0 and pause then os.execute("sleep " .. pause) end
   end
   return true
@@ -478,9 +647,15 @@ function F.dump()
   end
   local arity = {}
   for name, fn in pairs(R) do arity[name] = debug.getinfo(fn, "u").nparams end
+  local windows = {}
+  for i, instance in ipairs(F.instances) do
+    local window = instance.gfx
+    windows[i] = { inits = window.inits, open = window.open, ended = instance.ended or false }
+  end
   return encode({ arity = arity, tracks = tracks, undo_open = F.undo.open, undo_blocks = F.undo.blocks,
     messages = F.messages, exec = F.exec, calls = calls, extstate = F.extstate, projext = F.projext,
-    registered = F.registered, toggles = F.toggles, drawn = G.drawn, left = #F.deferred })
+    registered = F.registered, kb = F.kb, toggles = F.toggles, drawn = F.drawn, windows = windows,
+    left = #F.deferred, clock = F.clock, notes = F.notes or {} })
 end
 
 return F

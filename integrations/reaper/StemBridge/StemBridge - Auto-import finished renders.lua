@@ -5,18 +5,30 @@
 
 -- While on, stems that the StemBridge daemon makes of this project's renders (a
 -- [[rule]] watching the render folder, stems in <render folder>/Stems/<name>/)
--- are put on new tracks at the render's start as soon as each job is done.
+-- are put on new tracks at the render's start as soon as each job is done. Jobs that a
+-- "Separate selected items" action submitted (origin host "reaper") are that action's to
+-- import, even when their stems land in the same folder.
 local dir = ({ reaper.get_action_context() })[2]:match("^(.*[/\\])")
 local lib = dofile(dir .. "stembridge_lib.lua")
 local core = lib.core
 local _, _, section, command = reaper.get_action_context()
 
+-- The folder of the project's .RPP (EnumProjects names it). GetProjectPath is the
+-- recording path, which may be the project folder, a sub-folder of it or elsewhere; it
+-- stands in only for a project never saved.
+local function project_folder()
+  local _, file = reaper.EnumProjects(-1)
+  local folder = (file or ""):match("^(.*)[/\\][^/\\]*$")
+  if folder and folder ~= "" then return folder end
+  return reaper.GetProjectPath()
+end
+
+-- The render directory: the project folder when blank, relative ones inside it.
 local function render_folder()
   local _, folder = reaper.GetSetProjectInfo_String(0, "RENDER_FILE", "", false)
-  local project = reaper.GetProjectPath()
-  if folder == "" then return project end
+  if folder == "" then return project_folder() end
   if not (folder:match("^/") or folder:match("^%a:[/\\]") or folder:match("^\\\\")) then
-    folder = core.join(reaper.GetProjectPath():match("^(.*)[/\\][^/\\]+$") or project, folder)
+    folder = core.join(project_folder(), folder)
   end
   return folder
 end
@@ -35,12 +47,18 @@ local function imported(id)
   return value == "1"
 end
 
-local last = 0
+local function separate_action_job(status)
+  return (status.origin or ""):match('"host"%s*:%s*"reaper"') ~= nil
+end
+
+local last = -math.huge
 local function tick()
   local now = reaper.time_precise()
   if now - last >= 1 then
     last = now
     local status_dir = core.join(core.join(render_folder(), "Stems"), ".stembridge")
+    -- REAPER caches directory listings: read this one afresh, or new jobs never show.
+    reaper.EnumerateFiles(status_dir, -1)
     local index = 0
     while true do
       local name = reaper.EnumerateFiles(status_dir, index)
@@ -49,7 +67,8 @@ local function tick()
       local id = name:match("^(%x+)%.status$")
       if id and not imported(id) then
         local status = core.read_status(core.join(status_dir, name))
-        if status and status.state == "done" and #status.stems > 0 then
+        local ready = status and status.state == "done" and #status.stems > 0
+        if ready and not separate_action_job(status) then
           local length = 0
           for _, stem in ipairs(status.stems) do
             local source = reaper.PCM_Source_CreateFromFile(stem.path)

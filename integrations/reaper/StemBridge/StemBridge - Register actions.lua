@@ -13,15 +13,16 @@ local names = {
   "StemBridge - Separate selected items (6 stems).lua",
   "StemBridge - Auto-import finished renders.lua",
 }
-local added, missing = 0, {}
-for i, name in ipairs(names) do
+local present, missing = {}, {}
+for _, name in ipairs(names) do
   local path = dir .. name
-  if reaper.file_exists(path) then
-    -- Commit the action list once, with the last script.
-    if reaper.AddRemoveReaScript(true, 0, path, i == #names) ~= 0 then added = added + 1 end
-  else
-    missing[#missing + 1] = name
-  end
+  if reaper.file_exists(path) then present[#present + 1] = path else missing[#missing + 1] = name end
+end
+-- The action list is written once, by the last call (commit=true), whichever files are
+-- missing: a commit tied to one name would be lost with that file.
+local added = 0
+for i, path in ipairs(present) do
+  if reaper.AddRemoveReaScript(true, 0, path, i == #present) ~= 0 then added = added + 1 end
 end
 local message = string.format("StemBridge: %d actions are in the action list (search \"StemBridge\").", added)
 if #missing > 0 then

@@ -7,6 +7,11 @@
 -- the stems under the source track when the job is done, in one undo block.
 -- Submitted jobs are also kept in the project (ProjExtState), so stems of jobs
 -- still running when the script or REAPER stopped are imported by the next run.
+--
+-- Each action runs in a Lua state of its own; what they share is REAPER's ExtState and
+-- the project. Several actions may run at once, so a job is followed by one of them at a
+-- time (see M.claim), and imported by whichever gets there first, once: it is still
+-- kept in the project right before its import, and forgotten in the same step.
 
 local M = {}
 
@@ -14,6 +19,13 @@ M.VERSION = "0.1.0"
 M.SECTION = "StemBridge" -- ExtState section
 M.RENDER_TO_NEW_TAKE = 41999 -- "Item: Render items to new take"
 M.POLL_SECONDS = 0.25
+-- A job's follower says so on every tick of its defer loop (about 30 a second); one
+-- silent for this long has stopped (terminated, or its script failed), so another
+-- action may take the job over.
+M.FOLLOW_STALE_SECONDS = 10
+-- How long a kept job may lack its status file (project moved, stem folder deleted)
+-- before it is given up, when the daemon still knows it.
+M.MISSING_STATUS_SECONDS = 60
 M.DASH = " \u{2013} " -- "<item> – vocals"
 
 -- The shared core (quoting, config, status files) is installed beside this file: its
@@ -68,6 +80,10 @@ local function item_name(item, take, path)
   return (name:gsub("%.[%w]+$", ""))
 end
 
+-- I_CHANMODE values (the SDK: 0=normal, 1=reverse stereo, 2=downmix, 3=left, 4=right).
+M.CHANNEL_MODES = { [1] = "reverse stereo", [2] = "mono downmix", [3] = "mono of the left channel",
+  [4] = "mono of the right channel" }
+
 --- What an item plays, as a plain range of a file, or why it is not one.
 -- Returns {path, start, length, position, name, track, item, rate} or {reason, renderable}.
 function M.plan_item(item)
@@ -102,11 +118,21 @@ function M.plan_item(item)
   end
   plan.name = item_name(item, take, path)
   local playrate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE")
+  local pitch = reaper.GetMediaItemTakeInfo_Value(take, "D_PITCH")
+  local channels = reaper.GetMediaItemTakeInfo_Value(take, "I_CHANMODE")
   local start = reaper.GetMediaItemTakeInfo_Value(take, "D_STARTOFFS") + offset
   local length = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
   local source_length = reaper.GetMediaSourceLength(source)
   if playrate ~= 1 then
     plan.reason = string.format("playrate %g", playrate)
+  elseif pitch ~= 0 then
+    plan.reason = string.format("pitch %+g semitones", pitch)
+  elseif channels ~= 0 then
+    local mode = M.CHANNEL_MODES[math.floor(channels)] or string.format("%d", math.floor(channels))
+    plan.reason = "channel mode: " .. mode
+  elseif reaper.GetMediaItemTakeInfo_Value(take, "D_VOL") < 0 then
+    -- The SDK: a take's D_VOL is "negative if take polarity is flipped".
+    plan.reason = "polarity flipped"
   elseif reaper.TakeFX_GetCount(take) > 0 then
     plan.reason = "take FX"
   elseif start < 0 or start + length > source_length + 1e-9 then
@@ -193,11 +219,21 @@ local function number(value)
   return string.format("%.17g", value)
 end
 
+local function guid_of_track(track)
+  return select(2, reaper.GetSetMediaTrackInfo_String(track, "GUID", "", false))
+end
+
+local function guid_of_item(item)
+  return select(2, reaper.GetSetMediaItemInfo_String(item, "GUID", "", false))
+end
+
 --- Submit one planned item; returns the job (id, status file, plan) or nil and a message.
+-- The origin names the item (its GUID), so that two items playing the same range of the
+-- same file at the same time are two jobs, not one the daemon answers twice.
 function M.submit(config, plan, options)
   local folder = M.stems_folder()
-  local origin = string.format('{"host":"reaper","position":%s,"length":%s}',
-    number(plan.position), number(plan.length))
+  local origin = string.format('{"host":"reaper","item":"%s","position":%s,"length":%s}',
+    guid_of_item(plan.item), number(plan.position), number(plan.length))
   local args = { "submit", plan.path, "--start", number(plan.start), "--length", number(plan.length),
     "-o", folder, "--origin", origin, "--json" }
   if options.stems and options.stems ~= "" then
@@ -217,14 +253,6 @@ end
 
 -- Jobs kept in the project --------------------------------------------------------
 
-local function guid_of_track(track)
-  return select(2, reaper.GetSetMediaTrackInfo_String(track, "GUID", "", false))
-end
-
-local function guid_of_item(item)
-  return select(2, reaper.GetSetMediaItemInfo_String(item, "GUID", "", false))
-end
-
 --- Remember a submitted job in the project until its stems are imported.
 function M.remember(job, options)
   local plan = job.plan
@@ -233,11 +261,55 @@ function M.remember(job, options)
   reaper.SetProjExtState(0, M.SECTION, "job_" .. job.id, table.concat(fields, "\t"))
 end
 
-function M.forget(job)
-  reaper.SetProjExtState(0, M.SECTION, "job_" .. job.id, "")
+--- Whether job `id` is still kept in the project (not imported, not given up).
+function M.kept(id)
+  local _, value = reaper.GetProjExtState(0, M.SECTION, "job_" .. id)
+  return value ~= ""
 end
 
---- Jobs an earlier run submitted and did not see to the end, with their track and item.
+function M.forget(job)
+  reaper.SetProjExtState(0, M.SECTION, "job_" .. job.id, "")
+  M.release(job.id)
+end
+
+-- Who follows which job ------------------------------------------------------------
+-- ExtState "follow_<job id>" = "<instance>\t<time_precise>", in memory only (never
+-- persisted: when REAPER quits nobody follows anything). Every script runs on REAPER's
+-- main thread, one function at a time, so reading and writing it is one step.
+
+--- This script instance's name, unique within the REAPER session.
+function M.instance()
+  if not M.instance_name then
+    local count = (tonumber(reaper.GetExtState(M.SECTION, "instances")) or 0) + 1
+    reaper.SetExtState(M.SECTION, "instances", tostring(count), false)
+    M.instance_name = tostring(count)
+  end
+  return M.instance_name
+end
+
+--- Follow job `id` from this instance (or say again that it does), unless another
+-- instance does and said so less than FOLLOW_STALE_SECONDS ago. Returns whether it may.
+function M.claim(id)
+  local key, now = "follow_" .. id, reaper.time_precise()
+  local who, when = reaper.GetExtState(M.SECTION, key):match("^([^\t]+)\t(.+)$")
+  when = tonumber(when)
+  if who and who ~= M.instance() and when and now - when < M.FOLLOW_STALE_SECONDS then
+    return false
+  end
+  reaper.SetExtState(M.SECTION, key, M.instance() .. "\t" .. number(now), false)
+  return true
+end
+
+--- Stop following job `id` (when this instance is the one following it).
+function M.release(id)
+  local key = "follow_" .. id
+  if reaper.GetExtState(M.SECTION, key):match("^([^\t]+)\t") == M.instance() then
+    reaper.DeleteExtState(M.SECTION, key, false)
+  end
+end
+
+--- Jobs an earlier run submitted and did not see to the end, with their track and item,
+-- but not the ones another running action follows (they are its to import).
 function M.remembered()
   local tracks, items = {}, {}
   for i = 0, reaper.CountTracks(0) - 1 do
@@ -256,7 +328,7 @@ function M.remembered()
     local id = key:match("^job_(%x+)$")
     local path, track, item, position, length, name, mute =
       value:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([yn])$")
-    if id and path then
+    if id and path and M.claim(id) then
       jobs[#jobs + 1] = {
         id = id, status_path = path, mute = mute == "y", state = "queued", progress = 0,
         stage = "queued",
@@ -319,11 +391,15 @@ end
 
 local CANCEL = { x = 10, w = 90, h = 22 }
 
+--- Draw `jobs` in the progress window; returns true once per click on Cancel (when the
+-- button goes down over it, not on every tick it is held). A window the user closed,
+-- or closed with Esc, stays closed: the jobs go on without it.
 function M.draw(jobs)
+  if M.window == "closed" then return false end
   local height = 44 + 24 * #jobs
   if not M.window then
     gfx.init("StemBridge", 460, height)
-    M.window = true
+    M.window, M.mouse_down = "open", false
   end
   gfx.set(0.12, 0.12, 0.12)
   gfx.rect(0, 0, gfx.w, gfx.h, 1)
@@ -333,7 +409,8 @@ function M.draw(jobs)
     gfx.rect(10, y, math.floor(300 * job.progress), 18, 1)
     gfx.set(0.9, 0.9, 0.9)
     gfx.x, gfx.y = 14, y + 2
-    gfx.drawstr(string.format("%s  %s %d%%", job.plan.name, job.stage, math.floor(job.progress * 100)))
+    local stage = job.cancel_sent and "cancelling" or job.stage
+    gfx.drawstr(string.format("%s  %s %d%%", job.plan.name, stage, math.floor(job.progress * 100)))
   end
   CANCEL.y = height - 30
   gfx.set(0.6, 0.2, 0.2)
@@ -343,19 +420,103 @@ function M.draw(jobs)
   gfx.drawstr("Cancel")
   gfx.update()
   local char = gfx.getchar()
-  local clicked = gfx.mouse_cap & 1 == 1 and gfx.mouse_x >= CANCEL.x and gfx.mouse_x <= CANCEL.x + CANCEL.w
+  if char == -1 or char == 27 then -- closed by the user, or Esc: no window from now on
+    if char == 27 then gfx.quit() end
+    M.window = "closed"
+    return false
+  end
+  local down = gfx.mouse_cap & 1 == 1
+  local pressed = down and not M.mouse_down
+  M.mouse_down = down
+  return pressed and gfx.mouse_x >= CANCEL.x and gfx.mouse_x <= CANCEL.x + CANCEL.w
     and gfx.mouse_y >= CANCEL.y and gfx.mouse_y <= CANCEL.y + CANCEL.h
-  if char == -1 then M.window = nil end -- closed: jobs go on, stems still arrive
-  return clicked or char == 27
 end
 
 function M.close_window()
-  if M.window then gfx.quit(); M.window = nil end
+  if M.window == "open" then gfx.quit() end
+  M.window = "closed"
+end
+
+--- Whether `stembridge status|cancel JOB` said that the daemon's store has no such job.
+function M.unknown_job(code, out)
+  return code == 2 and (out or ""):find("no job has the id", 1, true) ~= nil
+end
+
+--- Nil while `job`, whose status file is missing, may still get one; otherwise the
+-- message to show (once: the job is forgotten). The daemon is asked at the first miss:
+-- a job it does not know is given up at once; one it knows after MISSING_STATUS_SECONDS.
+function M.status_gone(config, job)
+  local now = reaper.time_precise()
+  if not job.missing_since then
+    job.missing_since, job.stage = now, "no status file"
+    local code, out = M.run(config, { "status", job.id, "--json" }, 10000)
+    if M.unknown_job(code, out) then
+      return string.format("%s: StemBridge stopped waiting for job %s: its status file %s is gone " ..
+        "and the daemon does not know the job (made on another computer, or its job store was " ..
+        "removed).", job.plan.name, job.id, job.status_path)
+    end
+  elseif now - job.missing_since >= M.MISSING_STATUS_SECONDS then
+    return string.format("%s: StemBridge stopped waiting for job %s: its status file %s has been " ..
+      "missing for %d s (the project or its Stems folder was moved or deleted); its stems will not " ..
+      "be imported. `stembridge status %s` says whether it still runs.", job.plan.name, job.id,
+      job.status_path, M.MISSING_STATUS_SECONDS, job.id)
+  end
+  return nil
+end
+
+--- One look at `job`: import it when done, report it when failed. Returns true while
+-- it is still to be followed by this instance.
+function M.step(config, job, options, problems)
+  -- Imported or given up by another action, or followed by another running one.
+  if not M.kept(job.id) or not M.claim(job.id) then return false end
+  local status = core.read_status(job.status_path)
+  if not status then
+    local gone = M.status_gone(config, job)
+    if not gone then return true end
+    problems[#problems + 1] = gone
+    M.forget(job)
+    return false
+  end
+  job.missing_since = nil
+  core.apply_status(job, status)
+  if job.state == "done" then
+    -- Still pending right before the import, and forgotten first: whichever action gets
+    -- here first imports it, once.
+    if not M.kept(job.id) then return false end
+    M.forget(job)
+    local mute = options.mute
+    if job.mute ~= nil then mute = job.mute end
+    local ok, message = M.import_job(job, mute)
+    if not ok then problems[#problems + 1] = message end
+    return false
+  elseif job.state == "failed" then
+    problems[#problems + 1] = job.plan.name .. ": " .. (job.status.error or "failed") ..
+      "\n(stembridge status " .. job.id .. " shows more)"
+    M.forget(job)
+    return false
+  elseif job.state == "cancelled" then
+    M.forget(job)
+    return false
+  end
+  return true
+end
+
+--- Ask the daemon to cancel `job` (once). Returns false when there is nothing left to
+-- follow: the daemon does not know the job, or its status file is missing.
+function M.cancel(config, job)
+  if job.cancel_sent then return true end
+  local code, out = M.run(config, { "cancel", job.id }, 10000)
+  if M.unknown_job(code, out) or job.missing_since then
+    M.forget(job)
+    return false
+  end
+  job.cancel_sent = code == 0
+  return true
 end
 
 --- Follow `jobs` in a defer loop: progress, cancel, import; report failures at the end.
 function M.follow(config, jobs, options, problems)
-  local pending, done = {}, {}
+  local pending = {}
   for _, job in ipairs(jobs) do pending[#pending + 1] = job end
   local function finish()
     M.close_window()
@@ -363,33 +524,26 @@ function M.follow(config, jobs, options, problems)
       reaper.ShowMessageBox(table.concat(problems, "\n\n"), "StemBridge", 0)
     end
   end
+  -- Terminated or failed: another action may take these jobs over at once.
+  reaper.atexit(function()
+    for _, job in ipairs(pending) do M.release(job.id) end
+  end)
   local function tick()
     local still = {}
     for _, job in ipairs(pending) do
-      local status = core.read_status(job.status_path)
-      if status then core.apply_status(job, status) end
-      if job.state == "done" then
-        local mute = options.mute
-        if job.mute ~= nil then mute = job.mute end
-        local ok, message = M.import_job(job, mute)
-        if not ok then problems[#problems + 1] = message end
-        done[#done + 1] = job
-        M.forget(job)
-      elseif job.state == "failed" then
-        problems[#problems + 1] = job.plan.name .. ": " .. (job.status.error or "failed") ..
-          "\n(stembridge status " .. job.id .. " shows more)"
-        M.forget(job)
-      elseif job.state == "cancelled" then
-        M.forget(job)
-      else
-        still[#still + 1] = job
-      end
+      if M.step(config, job, options, problems) then still[#still + 1] = job end
     end
     pending = still
-    if #pending == 0 then return finish() end
-    if M.draw(pending) then
-      for _, job in ipairs(pending) do M.run(config, { "cancel", job.id }, 10000) end
+    if #pending > 0 and M.draw(pending) then
+      still = {}
+      for _, job in ipairs(pending) do
+        if M.cancel(config, job) then still[#still + 1] = job end
+      end
+      pending = still
     end
+    if #pending == 0 then return finish() end
+    -- Said again after the blocking calls above, so that no other action takes them.
+    for _, job in ipairs(pending) do M.claim(job.id) end
     reaper.defer(tick)
   end
   tick()
@@ -441,13 +595,20 @@ function M.separate_selected(options)
     return
   end
   for _, line in ipairs(skipped) do problems[#problems + 1] = "Skipped " .. line end
-  local daemon = true
+  local daemon, following = true, {}
+  for _, job in ipairs(jobs) do following[job.id] = true end
   for _, plan in ipairs(plans) do
     local job, message = M.submit(config, plan, options)
-    if job then
+    -- The daemon answers with the job it already has for the same range and settings;
+    -- when another running action follows that one, it imports it.
+    if job and M.claim(job.id) then
       M.remember(job, options)
-      jobs[#jobs + 1] = job
+      if not following[job.id] then jobs[#jobs + 1] = job end
+      following[job.id] = true
       daemon = daemon and job.daemon
+    elseif job then
+      problems[#problems + 1] = plan.name .. ": another StemBridge action is separating it " ..
+        "with these settings already (job " .. job.id .. "); its stems arrive through that one."
     else
       problems[#problems + 1] = message
     end
