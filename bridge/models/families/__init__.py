@@ -1,0 +1,1 @@
+"""Model families beyond demucs: each network, written from its published architecture."""
