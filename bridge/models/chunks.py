@@ -21,8 +21,8 @@ The network call itself is injected (``run_batch``), so this module is plain Num
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,6 +46,9 @@ class ChunkPlan:
         starts: Each chunk's first frame, ascending (may lie before 0: zeros are read).
         window: ``(chunk,)`` weight of each output frame of a chunk.
         divisor: Divide the weighted sum by this; ``None`` divides by the summed windows.
+        windows: Another window for some chunks, by index (shorter than ``chunk``: the
+            output frames past its end are not used), for references that weight a
+            chunk cut short by the end of the mix differently.
     """
 
     length: int
@@ -53,6 +56,11 @@ class ChunkPlan:
     starts: tuple[int, ...]
     window: np.ndarray
     divisor: float | None = None
+    windows: Mapping[int, np.ndarray] = field(default_factory=dict)
+
+    def window_of(self, index: int) -> np.ndarray:
+        """The window of chunk ``index``."""
+        return self.windows.get(index, self.window)
 
 
 def tail_aligned_plan(length: int, *, chunk: int, overlap: int) -> ChunkPlan:
@@ -156,9 +164,10 @@ class _Blend:
         self._total = np.zeros((sources, width, 0), dtype=np.float32)
         self._weight = np.zeros(0, dtype=np.float32)
 
-    def add(self, start: int, output: np.ndarray) -> None:
+    def add(self, start: int, output: np.ndarray, window: np.ndarray) -> None:
         # Only frames inside the mix are kept: padding around it is never output.
-        lo, hi = max(start, self._base), min(start + self._plan.chunk, self._plan.length)
+        lo = max(start, self._base)
+        hi = min(start + window.shape[0], self._plan.length)
         if hi <= lo:
             return
         grow = hi - self._base - self._weight.shape[0]
@@ -166,10 +175,10 @@ class _Blend:
             shape = (*self._total.shape[:2], grow)
             self._total = np.concatenate([self._total, np.zeros(shape, np.float32)], axis=-1)
             self._weight = np.concatenate([self._weight, np.zeros(grow, np.float32)])
-        window = self._plan.window[lo - start : hi - start]
         here = slice(lo - self._base, hi - self._base)
-        self._total[..., here] += output[..., lo - start : hi - start] * window
-        self._weight[here] += window
+        used = window[lo - start : hi - start]
+        self._total[..., here] += output[..., lo - start : hi - start] * used
+        self._weight[here] += used
 
     def take(self, stop: int) -> np.ndarray:
         """The finished stretch up to ``stop``; earlier frames are dropped."""
@@ -220,7 +229,7 @@ def separate_chunks(
     Raises:
         JobCancelled: ``cancel`` was set.
     """
-    work = [(start, g) for start in plan.starts for g in range(len(groups))]
+    work = [(index, g) for index in range(len(plan.starts)) for g in range(len(groups))]
     total = len(work)
     mix = _Input(iter(blocks), length=plan.length, groups=groups, width=width)
     blends = [_Blend(sources, width, plan) for _ in groups]
@@ -230,16 +239,18 @@ def separate_chunks(
         if cancel is not None and cancel.is_set():
             raise JobCancelled("separation cancelled")
         batch = work[first : first + batch_size]
-        inputs = np.stack([mix.read(g, start, plan.chunk) for start, g in batch])
+        inputs = np.stack([mix.read(g, plan.starts[index], plan.chunk) for index, g in batch])
         outputs = run_batch(inputs)
-        for (start, g), output in zip(batch, outputs, strict=True):
-            blends[g].add(start, output[:, :, : plan.chunk])
+        for (index, g), output in zip(batch, outputs, strict=True):
+            blends[g].add(plan.starts[index], output, plan.window_of(index))
         done += len(batch)
         if on_progress is not None:
             on_progress(done, total)
         # Chunks run in the order of their starts: every frame before the next start is
         # final, in every channel group.
-        following = work[first + batch_size][0] if first + batch_size < total else plan.length
+        following = (
+            plan.starts[work[first + batch_size][0]] if first + batch_size < total else plan.length
+        )
         final = min(max(following, 0), plan.length)
         mix.drop_before(following)
         if final > emitted:
