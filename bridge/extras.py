@@ -10,6 +10,7 @@ extra      packages                   what needs them
 pictures   Pillow                     each stem's waveform and spectrogram PNGs
 dashboard  Starlette, uvicorn         ``serve``'s web dashboard (with ``pictures``)
 studio     Dramatiq, Redis            ``--broker``, ``worker``, ``workers``
+onnx       onnxruntime                UVR's MDX-Net models (``.onnx`` files)
 all        every extra above          ``pip install 'stembridge[all]'``
 =========  =========================  ==============================================
 
@@ -50,6 +51,7 @@ EXTRAS: dict[str, Extra] = {
     "pictures": Extra("pictures", ("Pillow",), ("PIL.Image",)),
     "dashboard": Extra("dashboard", ("starlette", "uvicorn"), ("starlette", "uvicorn")),
     "studio": Extra("studio", ("dramatiq", "redis"), ("dramatiq", "redis")),
+    "onnx": Extra("onnx", ("onnxruntime",), ("onnxruntime",)),
 }
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 #: The packages behind every extra (bridge/extras.py): a plain ``pip install stembridge``.
-ALL_EXTRAS = ("PIL", "starlette", "uvicorn", "dramatiq", "redis")
+ALL_EXTRAS = ("PIL", "starlette", "uvicorn", "dramatiq", "redis", "onnxruntime")
 
 LAUNCHER = """\
 import sys
