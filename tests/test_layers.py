@@ -12,7 +12,14 @@ PACKAGE = Path(bridge.__file__).parent
 
 # Earlier layers may not import later ones; a module belongs to its longest prefix here.
 LAYERS: list[tuple[str, ...]] = [
-    ("bridge", "bridge.errors", "bridge.documents", "bridge.owners", "bridge.names"),
+    (
+        "bridge",
+        "bridge.errors",
+        "bridge.documents",
+        "bridge.schema",
+        "bridge.owners",
+        "bridge.names",
+    ),
     ("bridge.permissions", "bridge.extras"),
     ("bridge.atomic", "bridge.manifest", "bridge.background"),
     ("bridge.models.catalog", "bridge.stems", "bridge.settings"),
