@@ -20,89 +20,42 @@ Layout (every section and key optional; ``examples/*.toml`` are commented sample
 Precedence is explicit: job options (``submit`` flags) override the rule, which
 overrides ``[separation]``/``[output]``/``[effects]``, which override the preset
 (for effects) and the built-in defaults.
-Unknown sections and keys are refused by name. Every error names the file, the
-key and the fix.
+Each section is read through the schema its settings declare (:mod:`bridge.schema`),
+as job specs and flags are. Unknown sections and keys are refused by name. Every error
+names the file, the key and the fix.
 """
 
-from __future__ import annotations
+# Annotations stay evaluated (no `from __future__ import annotations`): bridge.schema
+# reads them once at import, and as strings each would cost an evaluation there.
 
 import dataclasses
 import fnmatch
-import math
 import os
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import platformdirs
+from msgspec import Meta
 
+from bridge import schema
 from bridge.broker.paths import PathMap
-from bridge.broker.url import BrokerUrl, parse_broker_url
+from bridge.broker.url import FORM, BrokerUrl, parse_broker_url
 from bridge.documents import parse_toml
 from bridge.effects.presets import load_preset
 from bridge.errors import ConfigError, OutputError, PresetError, SettingsError
 from bridge.names import folder_name, inside
 from bridge.permissions import check_private
+from bridge.schema import Setting, Where
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
 
 DEFAULT_PATTERNS = ("*.wav", "*.wave", "*.flac", "*.aif", "*.aiff", "*.ogg", "*.mp3")
 DEFAULT_TEMPLATE = "{dir}/Stems/{name}"
 TEMPLATE_FIELDS = ("dir", "name", "ext", "rule")
-
-_SEPARATION_KEYS: dict[str, tuple[type, ...]] = {
-    "model": (str,),
-    "stems": (list, str),
-    "device": (str,),
-    "shifts": (int,),
-    "overlap": (float, int),
-    "segment_seconds": (float, int),
-    "batch_size": (int,),
-    "precision": (str,),
-}
-_OUTPUT_KEYS: dict[str, tuple[type, ...]] = {
-    "format": (str,),
-    "bit_depth": (int,),
-    "sample_rate": (int,),
-    "overwrite": (bool,),
-    "bitrate_kbps": (int,),
-    "quality": (float, int),
-    "dither": (str,),
-    "pictures": (bool,),
-}
-_EFFECTS_KEYS: dict[str, tuple[type, ...]] = {
-    "preset": (str,),
-    "exact_sum": (bool,),
-    "residual_stem": (str,),
-    "loudness_lufs": (float, int),
-    "match_mix": (bool,),
-    "true_peak_dbtp": (float, int),
-}
-_DAEMON_KEYS: dict[str, tuple[type, ...]] = {
-    "state_dir": (str,),
-    "poll_interval_seconds": (float, int),
-    "stable_polls": (int,),
-    "scan_existing": (bool,),
-    "broker": (str,),
-}
-_DASHBOARD_KEYS: dict[str, tuple[type, ...]] = {
-    "enabled": (bool,),
-    "host": (str,),
-    "port": (int,),
-}
-_RULE_KEYS: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "folder": (str,),
-    "recursive": (bool,),
-    "patterns": (list,),
-    "ignore": (list,),
-    "output": (str,),
-    "polling": (bool,),
-    **_SEPARATION_KEYS,
-    **_OUTPUT_KEYS,
-    **_EFFECTS_KEYS,
-}
+#: The settings a [[rule]] may override, each read as its own section reads it.
+_RULE_SETTINGS = (SeparationSettings, OutputSettings, EffectsSettings)
 
 
 def default_config_path() -> Path:
@@ -115,6 +68,12 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir("stembridge"))
 
 
+def expanded_path(text: str) -> Path:
+    """A path as a config writes it, ``~`` expanded."""
+    return Path(os.path.expanduser(text))
+
+
+@schema.settings
 @dataclass(frozen=True, kw_only=True)
 class DaemonSettings:
     """How the daemon runs.
@@ -128,29 +87,25 @@ class DaemonSettings:
         broker: The Redis of the studio's GPU workers; ``None`` separates on this machine.
     """
 
-    state_dir: Path = field(default_factory=default_state_dir)
-    poll_interval_seconds: float = 1.0
-    stable_polls: int = 3
-    scan_existing: bool = True
-    broker: BrokerUrl | None = None
+    state_dir: Annotated[
+        Path, Setting(read=str, parse=expanded_path, allowed="a folder's path")
+    ] = field(default_factory=default_state_dir)
+    # Below 0.01 s (or NaN) every wait returns at once: a busy loop.
+    poll_interval_seconds: Annotated[
+        float, Meta(ge=0.01), Setting(unit="seconds", note="1 is usual")
+    ] = 1.0
+    stable_polls: Annotated[int, Meta(ge=1), Setting(note="3 is usual")] = 3
+    scan_existing: Annotated[bool, Setting()] = True
+    broker: (
+        Annotated[BrokerUrl, Setting(read=str, parse=parse_broker_url, allowed=f"a URL: {FORM}")]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
-        # NaN or a negative interval makes every wait return at once (a busy loop).
-        if not (math.isfinite(self.poll_interval_seconds) and self.poll_interval_seconds >= 0.01):
-            raise SettingsError(
-                f"{self.poll_interval_seconds} s is not allowed; use "
-                "a number of seconds, 0.01 or more (1 is usual)",
-                key="poll_interval_seconds",
-                value=self.poll_interval_seconds,
-            )
-        if self.stable_polls < 1:
-            raise SettingsError(
-                f"{self.stable_polls} is not allowed; use 1 or more (3 is usual)",
-                key="stable_polls",
-                value=self.stable_polls,
-            )
+        schema.check(self)
 
 
+@schema.settings
 @dataclass(frozen=True, kw_only=True)
 class DashboardSettings:
     """The daemon's web dashboard (``serve`` only).
@@ -162,29 +117,25 @@ class DashboardSettings:
         port: TCP port.
     """
 
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 8737
+    enabled: Annotated[bool, Setting()] = True
+    host: Annotated[
+        str,
+        Meta(min_length=1),
+        Setting(allowed="127.0.0.1 (this machine only) or an address of this machine"),
+    ] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535), Setting()] = 8737
 
     def __post_init__(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise SettingsError(
-                f"port {self.port} is out of range; use 1 to 65535", key="port", value=self.port
-            )
-        if not self.host:
-            raise SettingsError(
-                "host is empty; use 127.0.0.1 (this machine only) or an address of this machine",
-                key="host",
-                value=self.host,
-            )
+        schema.check(self)
 
 
+@schema.settings
 @dataclass(frozen=True, kw_only=True)
 class Rule:
     """One watched folder and what to do with the files that land in it.
 
     Attributes:
-        name: Shown in logs and ``jobs``; defaults to the folder's name.
+        name: Shown in logs and ``jobs``; empty means the folder's name.
         folder: The watched folder.
         recursive: Also watch its subfolders.
         patterns: File name patterns to take (case-insensitive).
@@ -198,16 +149,30 @@ class Rule:
         effects: Effects settings for this folder's files.
     """
 
-    name: str
-    folder: Path
-    recursive: bool = False
-    patterns: tuple[str, ...] = DEFAULT_PATTERNS
-    ignore: tuple[str, ...] = ()
-    output: str = DEFAULT_TEMPLATE
-    polling: bool = False
+    name: Annotated[str, Setting()] = ""
+    folder: Annotated[
+        Path,
+        Setting(
+            read=str,
+            parse=expanded_path,
+            allowed="the watched folder's path",
+            example='"/path/to/renders"',
+        ),
+    ]
+    recursive: Annotated[bool, Setting()] = False
+    patterns: Annotated[tuple[str, ...], Setting(note='like ["*.wav"]')] = DEFAULT_PATTERNS
+    ignore: Annotated[tuple[str, ...], Setting(note='like ["*_temp.wav"]')] = ()
+    output: Annotated[str, Setting()] = DEFAULT_TEMPLATE
+    polling: Annotated[bool, Setting()] = False
     separation: SeparationSettings = field(default_factory=SeparationSettings)
     output_settings: OutputSettings = field(default_factory=OutputSettings)
     effects: EffectsSettings = field(default_factory=EffectsSettings)
+
+    def __post_init__(self) -> None:
+        schema.check(self)
+        if not self.name:
+            object.__setattr__(self, "name", self.folder.name or str(self.folder))
+        _check_template(self.output, self.folder, self.name)
 
     def matches(self, path: Path) -> bool:
         """Whether a file's name is taken by this rule."""
@@ -245,7 +210,7 @@ class Config:
     paths: PathMap = field(default_factory=PathMap)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
-    def with_rules(self, rules: tuple[Rule, ...]) -> Config:
+    def with_rules(self, rules: tuple[Rule, ...]) -> "Config":
         """The same config watching ``rules`` instead (``stembridge watch``)."""
         return dataclasses.replace(self, rules=rules)
 
@@ -335,58 +300,61 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
     return parse_config(data, file)
 
 
+_Section = Annotated[dict[str, Any], Setting(allowed="a table: a [section] line, its keys below")]
+
+
+@schema.settings
+@dataclass(frozen=True, kw_only=True)
+class _Document:
+    """The sections of a config file, as TOML gives them (each read by its own schema)."""
+
+    daemon: _Section = field(default_factory=dict)
+    separation: _Section = field(default_factory=dict)
+    output: _Section = field(default_factory=dict)
+    effects: _Section = field(default_factory=dict)
+    rule: Annotated[list[Any], Setting(allowed="[[rule]] tables")] = field(default_factory=list)
+    paths: _Section = field(default_factory=dict)
+    dashboard: _Section = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        schema.check(self)
+
+
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
-    """Validate parsed TOML (see :func:`load_config`)."""
-    _check_keys(
-        data,
-        {
-            "daemon": (dict,),
-            "separation": (dict,),
-            "output": (dict,),
-            "effects": (dict,),
-            "rule": (list,),
-            "paths": (dict,),
-            "dashboard": (dict,),
-        },
-        file,
-        "",
-    )
-    daemon_table = data.get("daemon", {})
-    _check_keys(daemon_table, _DAEMON_KEYS, file, "[daemon]")
-    daemon = _build(DaemonSettings, _daemon_values(daemon_table, file), file, "[daemon]")
-    separation = _build(
-        SeparationSettings,
-        _separation_values(data.get("separation", {}), file, "[separation]"),
-        file,
-        "[separation]",
-    )
-    output_table = data.get("output", {})
-    _check_keys(output_table, _OUTPUT_KEYS, file, "[output]")
-    output = _build(
-        OutputSettings, _output_values(output_table, file, "[output]"), file, "[output]"
-    )
-    effects_table = data.get("effects", {})
-    _check_keys(effects_table, _EFFECTS_KEYS, file, "[effects]")
-    effects = _build(
-        EffectsSettings, _effects_values(effects_table, file, "[effects]"), file, "[effects]"
-    )
+    """Validate parsed TOML (see :func:`load_config`).
+
+    Raises:
+        ConfigError: Naming the file, the section and the key.
+    """
+    try:
+        return _parse(data, file)
+    except SettingsError as exc:
+        raise ConfigError(f"{file}: {exc}", key=exc.key, value=exc.value) from exc
+
+
+def _parse(data: Mapping[str, Any], file: Path) -> Config:
+    document = schema.build(_Document, data)
+    daemon = schema.build(DaemonSettings, document.daemon, Where("[daemon]"))
+    separation = schema.build(SeparationSettings, document.separation, Where("[separation]"))
+    output = schema.build(OutputSettings, document.output, Where("[output]"))
+    effects = schema.build(EffectsSettings, document.effects, Where("[effects]"))
     rules = tuple(
-        _parse_rule(table, index, file, separation, output, effects)
-        for index, table in enumerate(data.get("rule", []), start=1)
+        _parse_rule(table, index, (separation, output, effects))
+        for index, table in enumerate(document.rule, start=1)
     )
-    _check_preset(effects, file, "[effects]")
+    _check_preset(effects, Where("[effects]"))
     for rule in rules:
-        _check_preset(rule.effects, file, f"[[rule]] {rule.name!r}")
+        _check_preset(rule.effects, Where(f"[[rule]] {rule.name!r}"))
     names = [rule.name for rule in rules]
     for name in names:
         if names.count(name) > 1:
-            raise ConfigError(
-                f"{file}: two [[rule]] tables are named {name!r}; give each rule its own name"
+            raise SettingsError(
+                f"two [[rule]] tables are named {name!r}; give each rule its own name"
             )
-    paths = _parse_paths(data.get("paths", {}), file)
-    dashboard_table = data.get("dashboard", {})
-    _check_keys(dashboard_table, _DASHBOARD_KEYS, file, "[dashboard]")
-    dashboard = _build(DashboardSettings, dict(dashboard_table), file, "[dashboard]")
+    try:
+        paths = PathMap(tuple(document.paths.items()))
+    except SettingsError as exc:
+        raise Where("[paths]").refuse(exc) from exc
     return Config(
         path=file,
         daemon=daemon,
@@ -395,86 +363,74 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
         effects=effects,
         rules=rules,
         paths=paths,
-        dashboard=dashboard,
+        dashboard=schema.build(DashboardSettings, document.dashboard, Where("[dashboard]")),
     )
-
-
-def _parse_paths(table: Mapping[str, Any], file: Path) -> PathMap:
-    try:
-        return PathMap(tuple(table.items()))
-    except SettingsError as exc:
-        raise ConfigError(f"{file}: [paths] {exc}", key=exc.key, value=exc.value) from exc
 
 
 def _parse_rule(
     table: Any,
     index: int,
-    file: Path,
-    separation: SeparationSettings,
-    output: OutputSettings,
-    effects: EffectsSettings,
+    defaults: tuple[SeparationSettings, OutputSettings, EffectsSettings],
 ) -> Rule:
-    where = f"[[rule]] #{index}"
+    """One [[rule]]: its own keys, and any [separation], [output] or [effects] key, which
+    overrides that section's value for this folder only."""
     if not isinstance(table, dict):
-        raise ConfigError(f"{file}: {where} must be a table; write it as [[rule]] with keys below")
-    _check_keys(table, _RULE_KEYS, file, where)
-    if "folder" not in table:
-        raise ConfigError(f"{file}: {where} has no 'folder'; add folder = \"/path/to/renders\"")
-    folder = Path(os.path.expanduser(table["folder"]))
-    where = f"[[rule]] {table.get('name', folder.name)!r}"
-    template = table.get("output", DEFAULT_TEMPLATE)
+        raise SettingsError(
+            f"[[rule]] #{index} = {schema.shown(table)} is not allowed; write it as [[rule]] "
+            "with keys below"
+        )
+    where = _rule_where(table, index)
+    own = schema.keys(Rule)
+    sections = [schema.keys(kind) for kind in _RULE_SETTINGS]
+    for key, value in table.items():
+        if key not in own and not any(key in keys for keys in sections):
+            allowed = ", ".join([*own, *(key for keys in sections for key in keys)])
+            raise schema.unknown_key(where, key, value, allowed)
+
+    def given(kind: type[Any]) -> dict[str, Any]:
+        return {key: value for key, value in table.items() if key in schema.keys(kind)}
+
+    separation, output, effects = defaults
+    separation = schema.build(SeparationSettings, given(SeparationSettings), where, base=separation)
+    output = schema.build(OutputSettings, given(OutputSettings), where, base=output)
+    effects = schema.build(EffectsSettings, given(EffectsSettings), where, base=effects)
+    return schema.build(
+        Rule,
+        {key: value for key, value in table.items() if key in own},
+        where,
+        extra={"separation": separation, "output_settings": output, "effects": effects},
+    )
+
+
+def _rule_where(table: dict[str, Any], index: int) -> Where:
+    """A rule as messages name it: by its name, its folder's name, or its place."""
+    name, folder = table.get("name"), table.get("folder")
+    if not (isinstance(name, str) and name) and isinstance(folder, str):
+        name = expanded_path(folder).name or folder
+    return Where(f"[[rule]] {name!r}" if isinstance(name, str) and name else f"[[rule]] #{index}")
+
+
+def _check_template(template: str, folder: Path, rule: str) -> None:
+    """Refuse a stem folder template that is not one, or that would not give each file a
+    folder of its own inside the template's root."""
     problem = _template_problem(template)
     if problem:
-        raise ConfigError(
-            f"{file}: {where} output = {template!r} is not a valid template ({problem}); use "
+        raise SettingsError(
+            f"output = {template!r} is not a valid template ({problem}); use "
             f"the fields {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)} as they are, "
             "and {{ }} for a brace",
             key="output",
             value=template,
         )
     try:
-        render_template(template, folder / "render.wav", rule=str(table.get("name", "rule")))
+        render_template(template, folder / "render.wav", rule=rule)
     except OutputError as exc:
-        raise ConfigError(
-            f"{file}: {where} output = {template!r} would not give each file a folder of its "
-            f"own inside its root ({exc}); end it with a folder made from {{name}}, e.g. "
-            f"{DEFAULT_TEMPLATE!r}",
+        raise SettingsError(
+            f"output = {template!r} would not give each file a folder of its own inside its "
+            f"root ({exc}); end it with a folder made from {{name}}, e.g. {DEFAULT_TEMPLATE!r}",
             key="output",
             value=template,
         ) from exc
-    for key in ("patterns", "ignore"):
-        if not all(isinstance(item, str) for item in table.get(key, [])):
-            raise ConfigError(f'{file}: {where} {key} must be a list of strings like ["*.wav"]')
-    rule_separation = {key: table[key] for key in _SEPARATION_KEYS if key in table}
-    rule_output = {key: table[key] for key in _OUTPUT_KEYS if key in table}
-    rule_effects = {key: table[key] for key in _EFFECTS_KEYS if key in table}
-    return Rule(
-        name=table.get("name", folder.name or str(folder)),
-        folder=folder,
-        recursive=table.get("recursive", False),
-        patterns=tuple(table.get("patterns", DEFAULT_PATTERNS)),
-        ignore=tuple(table.get("ignore", ())),
-        output=template,
-        polling=table.get("polling", False),
-        separation=_build(
-            SeparationSettings,
-            {**dataclasses.asdict(separation), **_separation_values(rule_separation, file, where)},
-            file,
-            where,
-        ),
-        output_settings=_build(
-            OutputSettings,
-            {**dataclasses.asdict(output), **_output_values(rule_output, file, where)},
-            file,
-            where,
-        ),
-        effects=_build(
-            EffectsSettings,
-            {**dataclasses.asdict(effects), **_effects_values(rule_effects, file, where)},
-            file,
-            where,
-        ),
-    )
 
 
 def _template_problem(template: str) -> str | None:
@@ -500,109 +456,13 @@ def _template_problem(template: str) -> str | None:
     return None
 
 
-def _separation_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
-    _check_keys(table, _SEPARATION_KEYS, file, where)
-    values = dict(table)
-    if "stems" in values:
-        stems = values["stems"]
-        words = stems.split(",") if isinstance(stems, str) else stems
-        if not all(isinstance(word, str) for word in words):
-            raise ConfigError(
-                f'{file}: {where} stems must be a list of strings like ["vocals", "instrumental"]'
-            )
-        values["stems"] = tuple(word.strip() for word in words if word.strip())
-    _to_floats(values, ("overlap", "segment_seconds"), file, where)
-    return values
-
-
-def _check_preset(effects: EffectsSettings, file: Path, where: str) -> None:
+def _check_preset(effects: EffectsSettings, where: Where) -> None:
     """Refuse at start-up a preset that every job would fail on."""
     try:
         load_preset(effects.preset)
     except PresetError as exc:
-        raise ConfigError(
-            f"{file}: {where} preset = {effects.preset!r}: {exc}",
+        raise SettingsError(
+            f"{where.label}preset = {effects.preset!r}: {exc}",
             key="preset",
             value=effects.preset,
         ) from exc
-
-
-def _output_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
-    values = dict(table)
-    _to_floats(values, ("quality",), file, where)
-    return values
-
-
-def _effects_values(table: Mapping[str, Any], file: Path, where: str) -> dict[str, Any]:
-    values = dict(table)
-    _to_floats(values, ("loudness_lufs", "true_peak_dbtp"), file, where)
-    return values
-
-
-def _daemon_values(table: Mapping[str, Any], file: Path) -> dict[str, Any]:
-    values = dict(table)
-    if "broker" in values:
-        try:
-            values["broker"] = parse_broker_url(values["broker"])
-        except SettingsError as exc:
-            # The message and value show the URL with its password hidden.
-            raise ConfigError(f"{file}: [daemon] {exc}", key="broker", value=exc.value) from exc
-    if "state_dir" in values:
-        values["state_dir"] = Path(os.path.expanduser(values["state_dir"]))
-    _to_floats(values, ("poll_interval_seconds",), file, "[daemon]")
-    return values
-
-
-def _to_floats(values: dict[str, Any], keys: tuple[str, ...], file: Path, where: str) -> None:
-    """Turn whole numbers into floats; TOML integers have no size limit, floats do."""
-    for key in keys:
-        if key in values:
-            try:
-                values[key] = float(values[key])
-            except OverflowError:
-                raise ConfigError(
-                    f"{file}: {where} {key} = {values[key]} is too large to be a number; "
-                    "fix the value",
-                    key=key,
-                    value=values[key],
-                ) from None
-
-
-def _check_keys(
-    table: Mapping[str, Any], allowed: Mapping[str, tuple[type, ...]], file: Path, where: str
-) -> None:
-    place = f"{where} " if where else ""
-    for key, value in table.items():
-        if key not in allowed:
-            raise ConfigError(
-                f"{file}: {place}unknown key {key!r}; allowed keys are {', '.join(allowed)}",
-                key=key,
-                value=value,
-            )
-        types = allowed[key]
-        # bool is an int in Python; a number key must not accept true/false.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            wanted = " or ".join(_TYPE_NAMES[t] for t in types)
-            raise ConfigError(
-                f"{file}: {place}{key} = {value!r} must be {wanted}; fix the value",
-                key=key,
-                value=value,
-            )
-
-
-_TYPE_NAMES = {
-    str: "a string",
-    int: "a whole number",
-    float: "a number",
-    bool: "true or false",
-    list: "a list",
-    dict: "a table",
-}
-
-
-def _build(klass: type, values: dict[str, Any], file: Path, where: str) -> Any:
-    try:
-        return klass(**values)
-    except SettingsError as exc:
-        key = f"{exc.key} " if exc.key else ""
-        raise ConfigError(f"{file}: {where} {key}{exc}", key=exc.key, value=exc.value) from exc

@@ -1,29 +1,36 @@
 """The settings of one separation, as frozen dataclasses built once and passed down.
 
 CLI flags (and, for the daemon, TOML config and job options) become these objects;
-nothing below reads flags or the environment for them. Each class validates its
-values when built and raises :class:`~bridge.errors.SettingsError` naming the key,
-the value, what is allowed and how to fix it.
+nothing below reads flags or the environment for them. Each field is declared once
+(:mod:`bridge.schema`): its type and range, default, flag, help and what its error
+says. Each class checks its values when built, whatever builds it, and raises
+:class:`~bridge.errors.SettingsError` naming the key, the value, what is allowed and
+how to fix it; rules that tie two fields together are written in ``__post_init__``.
 """
 
-from __future__ import annotations
+# Annotations stay evaluated (no `from __future__ import annotations`): bridge.schema
+# reads them once at import, and as strings each would cost an evaluation there.
 
-import math
-import re
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
+from msgspec import Meta
+
+from bridge import schema
 from bridge.errors import SettingsError
-from bridge.models.catalog import DEFAULT_MODEL, get_spec
-from bridge.stems import StemPlan, plan_stems
+from bridge.models.catalog import DEFAULT_MODEL, MODELS, get_spec
+from bridge.schema import Setting
+from bridge.stems import StemPlan, parse_stem_list, plan_stems
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
-PRECISIONS = ("fp32", "fp16", "bf16")
-FORMATS = ("wav", "flac", "mp3", "ogg", "aiff")
-BIT_DEPTHS = (16, 24, 32)
-MP3_BITRATES = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
-DITHER_MODES = ("auto", "on", "off")
+#: Integrated loudness a stem is brought to (also a preset's ``[loudness]`` target).
+Lufs = Annotated[
+    float, Meta(ge=-70.0, le=0.0), Setting(unit="LUFS", note="-23 for broadcast, -14 for streaming")
+]
+#: The ceiling a loudness gain never pushes a stem's true peak above.
+TruePeak = Annotated[float, Meta(ge=-30.0, le=0.0), Setting(unit="dBTP", note="-1 is usual")]
 
 
+@schema.settings
 @dataclass(frozen=True, kw_only=True)
 class SeparationSettings:
     """How the model is run.
@@ -39,67 +46,85 @@ class SeparationSettings:
         precision: ``fp32``; ``fp16`` or ``bf16`` on CUDA only.
     """
 
-    model: str = DEFAULT_MODEL
-    stems: tuple[str, ...] = ()
-    device: str = "auto"
-    shifts: int = 0
-    overlap: float = 0.25
-    segment_seconds: float | None = None
-    batch_size: int | None = None
-    precision: str = "fp32"
+    model: Annotated[
+        str, Setting(flag="--model", help="the model", allowed=f"one of {', '.join(MODELS)}")
+    ] = DEFAULT_MODEL
+    stems: Annotated[
+        tuple[str, ...],
+        Setting(
+            flag="--stems",
+            help="comma-separated stems: sources (vocals,drums...), instrumental, no_<stem>, "
+            "or <name>=<stem>+<stem> (default: every source)",
+            allowed='a list of stem words like ["vocals", "instrumental"], or "vocals,drums"',
+            text=parse_stem_list,
+        ),
+    ] = ()
+    device: Annotated[
+        str,
+        Meta(pattern=r"^(auto|cpu|cuda|cuda:[0-9]+)\Z"),
+        Setting(
+            flag="--device",
+            help="where the model runs",
+            allowed="auto, cpu, cuda or cuda:N (N = GPU index, e.g. cuda:0)",
+        ),
+    ] = "auto"
+    shifts: Annotated[
+        int,
+        Meta(ge=0, le=20),
+        Setting(
+            flag="--shifts",
+            metavar="N",
+            help="random shifts to average",
+            note="0 is deterministic; each shift adds one full pass",
+        ),
+    ] = 0
+    overlap: Annotated[
+        float,
+        Meta(ge=0.0, le=0.99),
+        Setting(flag="--overlap", metavar="FRACTION", help="segment overlap"),
+    ] = 0.25
+    segment_seconds: (
+        Annotated[
+            float,
+            Meta(ge=1.0),
+            Setting(
+                flag="--segment",
+                metavar="SECONDS",
+                help="segment length",
+                unit="seconds",
+                left_out="for the model's own",
+            ),
+        ]
+        | None
+    ) = None
+    batch_size: (
+        Annotated[
+            int,
+            Meta(ge=1, le=256),
+            Setting(
+                flag="--batch-size",
+                metavar="N",
+                help="segments per forward pass",
+                left_out="to pick one for the device (1 on CPU, more on GPU)",
+            ),
+        ]
+        | None
+    ) = None
+    precision: Annotated[
+        Literal["fp32", "fp16", "bf16"], Setting(flag="--precision", help="fp16/bf16 need CUDA")
+    ] = "fp32"
 
     def __post_init__(self) -> None:
+        schema.check(self)
         spec = get_spec(self.model)
         plan_stems(self.stems, spec.sources)
-        if not _DEVICE.match(self.device):
+        limit = spec.max_segment_seconds
+        if self.segment_seconds is not None and limit is not None and self.segment_seconds > limit:
             raise SettingsError(
-                f"device {self.device!r} is not allowed; use auto, cpu, cuda or cuda:N "
-                "(N = GPU index, e.g. cuda:0)",
-                key="device",
-                value=self.device,
-            )
-        if not 0 <= self.shifts <= 20:
-            raise SettingsError(
-                f"shifts {self.shifts} is out of range; use 0 (deterministic) to 20 "
-                "(each shift adds one full pass)",
-                key="shifts",
-                value=self.shifts,
-            )
-        if not (math.isfinite(self.overlap) and 0 <= self.overlap <= 0.99):
-            raise SettingsError(
-                f"overlap {self.overlap} is out of range; use a fraction from 0 to 0.99 "
-                "(default 0.25)",
-                key="overlap",
-                value=self.overlap,
-            )
-        if self.segment_seconds is not None:
-            limit = spec.max_segment_seconds
-            if not (math.isfinite(self.segment_seconds) and self.segment_seconds >= 1.0):
-                raise SettingsError(
-                    f"segment {self.segment_seconds} s is too short; use at least 1 second "
-                    "or leave it out for the model's own",
-                    key="segment_seconds",
-                    value=self.segment_seconds,
-                )
-            if limit is not None and self.segment_seconds > limit:
-                raise SettingsError(
-                    f"segment {self.segment_seconds} s is longer than {self.model}'s "
-                    f"{limit} s training segment; use at most {limit} or leave it out",
-                    key="segment_seconds",
-                    value=self.segment_seconds,
-                )
-        if self.batch_size is not None and not 1 <= self.batch_size <= 256:
-            raise SettingsError(
-                f"batch size {self.batch_size} is out of range; use 1 to 256 "
-                "(leave it out to pick one for the device)",
-                key="batch_size",
-                value=self.batch_size,
-            )
-        if self.precision not in PRECISIONS:
-            raise SettingsError(
-                f"precision {self.precision!r} is not allowed; use one of {', '.join(PRECISIONS)}",
-                key="precision",
-                value=self.precision,
+                f"segment {self.segment_seconds} s is longer than {self.model}'s "
+                f"{limit} s training segment; use at most {limit} or leave it out",
+                key="segment_seconds",
+                value=self.segment_seconds,
             )
 
     @property
@@ -108,6 +133,7 @@ class SeparationSettings:
         return plan_stems(self.stems, get_spec(self.model).sources)
 
 
+@schema.settings
 @dataclass(frozen=True, kw_only=True)
 class OutputSettings:
     """What the stem files look like and whether existing ones may be replaced.
@@ -125,63 +151,90 @@ class OutputSettings:
             :mod:`bridge.pictures`).
     """
 
-    format: str | None = None
-    bit_depth: int | None = None
-    sample_rate: int | None = None
-    overwrite: bool = False
-    bitrate_kbps: int | None = None
-    quality: float | None = None
-    dither: str = "auto"
-    pictures: bool = True
+    format: (
+        Annotated[
+            Literal["wav", "flac", "mp3", "ogg", "aiff"],
+            Setting(flag="--format", help="output format", left_out="to keep the input's"),
+        ]
+        | None
+    ) = None
+    bit_depth: (
+        Annotated[
+            Literal[16, 24, 32],
+            Setting(
+                flag="--bit-depth",
+                help="bits per sample",
+                note="32 is float",
+                left_out="to keep the input's",
+            ),
+        ]
+        | None
+    ) = None
+    sample_rate: (
+        Annotated[
+            int,
+            Meta(ge=8000, le=384000),
+            Setting(
+                flag="--sample-rate",
+                metavar="HZ",
+                help="output rate",
+                unit="Hz",
+                left_out="to keep the input's",
+            ),
+        ]
+        | None
+    ) = None
+    overwrite: Annotated[bool, Setting(flag="--overwrite", help="replace existing stems")] = False
+    bitrate_kbps: (
+        Annotated[
+            Literal[32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+            Setting(
+                flag="--bitrate",
+                metavar="KBPS",
+                help="constant MP3 bitrate",
+                note="kilobits per second",
+                left_out="for the encoder's default",
+            ),
+        ]
+        | None
+    ) = None
+    quality: (
+        Annotated[
+            float,
+            Meta(ge=0.0, le=10.0),
+            Setting(
+                flag="--quality",
+                metavar="Q",
+                help="MP3 VBR / OGG quality",
+                note="0 is the smallest file, 10 the best",
+                left_out="for the encoder's default",
+            ),
+        ]
+        | None
+    ) = None
+    dither: Annotated[
+        Literal["auto", "on", "off"],
+        Setting(
+            flag="--dither",
+            help="TPDF dither when rounding to PCM (auto: when writing fewer bits than the input)",
+        ),
+    ] = "auto"
+    pictures: Annotated[
+        bool,
+        Setting(flag="--no-pictures", help="draw no waveform/spectrogram PNGs beside the stems"),
+    ] = True
 
     def __post_init__(self) -> None:
-        if self.format is not None and self.format not in FORMATS:
-            raise SettingsError(
-                f"format {self.format!r} is not supported; use one of {', '.join(FORMATS)}",
-                key="format",
-                value=self.format,
-            )
-        if self.bit_depth is not None and self.bit_depth not in BIT_DEPTHS:
-            raise SettingsError(
-                f"bit depth {self.bit_depth} is not supported; use 16, 24 or 32 (float)",
-                key="bit_depth",
-                value=self.bit_depth,
-            )
-        if self.sample_rate is not None and not 8000 <= self.sample_rate <= 384000:
-            raise SettingsError(
-                f"sample rate {self.sample_rate} Hz is out of range; use 8000 to 384000",
-                key="sample_rate",
-                value=self.sample_rate,
-            )
-        if self.bitrate_kbps is not None and self.bitrate_kbps not in MP3_BITRATES:
-            raise SettingsError(
-                f"MP3 bitrate {self.bitrate_kbps} kbps is not allowed; use one of "
-                f"{', '.join(map(str, MP3_BITRATES))}",
-                key="bitrate_kbps",
-                value=self.bitrate_kbps,
-            )
-        if self.quality is not None and not (
-            math.isfinite(self.quality) and 0 <= self.quality <= 10
-        ):
-            raise SettingsError(
-                f"quality {self.quality} is out of range; use 0 (smallest file) to 10 (best)",
-                key="quality",
-                value=self.quality,
-            )
+        schema.check(self)
         if self.bitrate_kbps is not None and self.quality is not None:
             raise SettingsError(
                 "give either a constant MP3 bitrate or a VBR quality, not both",
                 key="bitrate_kbps",
                 value=self.bitrate_kbps,
             )
-        if self.dither not in DITHER_MODES:
-            raise SettingsError(
-                f"dither {self.dither!r} is not allowed; use auto, on or off",
-                key="dither",
-                value=self.dither,
-            )
 
 
+@schema.settings
 @dataclass(frozen=True, kw_only=True)
 class TimeRange:
     """A part of the input, in seconds from its start.
@@ -191,27 +244,31 @@ class TimeRange:
         length_seconds: How long it is; ``None`` means to the end of the file.
     """
 
-    start_seconds: float = 0.0
-    length_seconds: float | None = None
+    start_seconds: Annotated[
+        float,
+        Meta(ge=0.0),
+        Setting(flag="--start", metavar="SECONDS", help="range start", unit="seconds"),
+    ] = 0.0
+    length_seconds: (
+        Annotated[
+            float,
+            Meta(gt=0.0),
+            Setting(
+                flag="--length",
+                metavar="SECONDS",
+                help="range length",
+                unit="seconds",
+                left_out="to go to the end of the file",
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.start_seconds) and self.start_seconds >= 0):
-            raise SettingsError(
-                f"start {self.start_seconds} s is not allowed; use 0 or more seconds",
-                key="start",
-                value=self.start_seconds,
-            )
-        if self.length_seconds is not None and not (
-            math.isfinite(self.length_seconds) and self.length_seconds > 0
-        ):
-            raise SettingsError(
-                f"length {self.length_seconds} s is not allowed; use more than 0 seconds "
-                "or leave it out to go to the end of the file",
-                key="length",
-                value=self.length_seconds,
-            )
+        schema.check(self)
 
 
+@schema.settings
 @dataclass(frozen=True, kw_only=True)
 class EffectsSettings:
     """What happens to the stems after separation (see :mod:`bridge.effects.plan`).
@@ -228,41 +285,64 @@ class EffectsSettings:
         true_peak_dbtp: Ceiling for the normalisation gain (default -1 dBTP).
     """
 
-    preset: str = "clean"
-    exact_sum: bool | None = None
-    residual_stem: str = "other"
-    loudness_lufs: float | None = None
-    match_mix: bool = False
-    true_peak_dbtp: float | None = None
+    preset: Annotated[
+        str,
+        Meta(pattern=r"\S"),
+        Setting(
+            flag="--preset",
+            help="effects preset",
+            allowed="a preset name (stembridge presets list) or a path to a .toml file",
+        ),
+    ] = "clean"
+    exact_sum: (
+        Annotated[
+            bool,
+            Setting(
+                flag="--exact-sum",
+                negatable=True,
+                help="put the model's residual into one stem so the stems add back to the "
+                "input (default: on when no effects are applied)",
+                left_out="to decide by the effects",
+            ),
+        ]
+        | None
+    ) = None
+    residual_stem: Annotated[
+        str,
+        Setting(
+            flag="--residual-to",
+            metavar="STEM",
+            help="stem taking the residual",
+            allowed="a source of the model",
+        ),
+    ] = "other"
+    loudness_lufs: (
+        Annotated[
+            Lufs, Setting(flag="--loudness", metavar="LUFS", help="normalise each stem to this")
+        ]
+        | None
+    ) = None
+    match_mix: Annotated[
+        bool, Setting(flag="--match-mix", help="normalise each stem to the mix's loudness")
+    ] = False
+    true_peak_dbtp: (
+        Annotated[
+            TruePeak,
+            Setting(
+                flag="--true-peak",
+                metavar="DBTP",
+                help="true-peak ceiling for normalisation",
+                left_out="for the preset's (-1 when it has none)",
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
-        if not self.preset.strip():
-            raise SettingsError(
-                "preset is empty; give a preset name (stembridge presets list) or a .toml path",
-                key="preset",
-                value=self.preset,
-            )
-        if self.loudness_lufs is not None and not (
-            math.isfinite(self.loudness_lufs) and -70 <= self.loudness_lufs <= 0
-        ):
-            raise SettingsError(
-                f"loudness {self.loudness_lufs} LUFS is out of range; use -70 to 0 "
-                "(-23 for broadcast, -14 for streaming)",
-                key="loudness_lufs",
-                value=self.loudness_lufs,
-            )
+        schema.check(self)
         if self.loudness_lufs is not None and self.match_mix:
             raise SettingsError(
                 "give either a loudness target or match-mix, not both",
                 key="loudness_lufs",
                 value=self.loudness_lufs,
-            )
-        if self.true_peak_dbtp is not None and not (
-            math.isfinite(self.true_peak_dbtp) and -30 <= self.true_peak_dbtp <= 0
-        ):
-            raise SettingsError(
-                f"true-peak ceiling {self.true_peak_dbtp} dBTP is out of range; use -30 to 0 "
-                "(-1 is usual)",
-                key="true_peak_dbtp",
-                value=self.true_peak_dbtp,
             )

@@ -13,20 +13,11 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
+from bridge import schema
 from bridge.cli.common import EXIT_OK, error_entry, print_error
 from bridge.errors import StemBridgeError
-from bridge.models.catalog import DEFAULT_MODEL, MODELS
 from bridge.pipeline.spec import JobSpec
-from bridge.settings import (
-    BIT_DEPTHS,
-    DITHER_MODES,
-    FORMATS,
-    PRECISIONS,
-    EffectsSettings,
-    OutputSettings,
-    SeparationSettings,
-    TimeRange,
-)
+from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 if TYPE_CHECKING:
     from bridge.models.loaded import LoadedModel
@@ -38,102 +29,77 @@ log = logging.getLogger(__name__)
 def add_model_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     """``--model``, ``--stems`` and the engine options (``defaults``: fill in the defaults;
     otherwise unset options are ``None`` and the config decides)."""
-
-    def default(value: object) -> object:
-        return value if defaults else None
-
-    parser.add_argument(
-        "--model",
-        default=default(DEFAULT_MODEL),
-        help=f"one of {', '.join(MODELS)} (default {DEFAULT_MODEL})",
-    )
-    parser.add_argument(
-        "--stems",
-        help="comma-separated stems: sources (vocals,drums...), instrumental, no_<stem>, "
-        "or <name>=<stem>+<stem> (default: every source)",
-    )
-    parser.add_argument(
-        "--device", default=default("auto"), help="auto, cpu, cuda or cuda:N (default auto)"
-    )
-    parser.add_argument(
-        "--shifts", type=int, default=default(0), help="random shifts to average, 0 = deterministic"
-    )
-    parser.add_argument(
-        "--overlap", type=float, default=default(0.25), help="segment overlap, 0 to 0.99 (0.25)"
-    )
-    parser.add_argument("--segment", type=float, help="segment length in seconds")
-    parser.add_argument(
-        "--batch-size", type=int, help="segments per forward pass (default: 1 on CPU, more on GPU)"
-    )
-    parser.add_argument(
-        "--precision", default=default("fp32"), choices=PRECISIONS, help="fp16/bf16 need CUDA"
-    )
+    _add_flags(parser, SeparationSettings, defaults=defaults)
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """``--format``, ``--bit-depth``, ``--sample-rate``, lossy quality, dither, ``--overwrite``,
     ``--no-pictures``."""
-    parser.add_argument("--format", choices=FORMATS, help="output format (default: the input's)")
-    parser.add_argument(
-        "--bit-depth", type=int, choices=BIT_DEPTHS, help="16, 24 or 32 (float); default: input's"
-    )
-    parser.add_argument("--sample-rate", type=int, help="output Hz (default: the input's)")
-    parser.add_argument(
-        "--bitrate", type=int, dest="bitrate_kbps", metavar="KBPS", help="constant MP3 bitrate"
-    )
-    parser.add_argument(
-        "--quality", type=float, help="MP3 VBR / OGG quality, 0 (smallest) to 10 (best)"
-    )
-    parser.add_argument(
-        "--dither",
-        choices=DITHER_MODES,
-        help="TPDF dither when rounding to PCM (auto: when writing fewer bits than the input)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing stems")
-    parser.add_argument(
-        "--no-pictures",
-        dest="pictures",
-        action="store_false",
-        default=None,
-        help="draw no waveform/spectrogram PNGs beside the stems",
-    )
+    _add_flags(parser, OutputSettings)
 
 
 def add_effects_options(parser: argparse.ArgumentParser) -> None:
     """``--preset``, exact-sum and loudness options (unset ones leave it to the preset)."""
-    parser.add_argument(
-        "--preset",
-        help="effects preset name or .toml path (stembridge presets list; default clean)",
-    )
-    parser.add_argument(
-        "--exact-sum",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="put the model's residual into one stem so the stems add back to the input "
-        "(default: on when no effects are applied)",
-    )
-    parser.add_argument(
-        "--residual-to", dest="residual_stem", metavar="STEM", help="stem taking the residual"
-    )
-    parser.add_argument(
-        "--loudness", type=float, dest="loudness_lufs", metavar="LUFS", help="normalise each stem"
-    )
-    parser.add_argument(
-        "--match-mix", action="store_true", help="normalise each stem to the mix's loudness"
-    )
-    parser.add_argument(
-        "--true-peak",
-        type=float,
-        dest="true_peak_dbtp",
-        metavar="DBTP",
-        help="true-peak ceiling for normalisation (default -1)",
-    )
+    _add_flags(parser, EffectsSettings)
 
 
 def add_range_options(parser: argparse.ArgumentParser) -> None:
-    """``--start`` and ``--length`` in seconds."""
-    parser.add_argument("--start", type=float, default=0.0, help="range start in seconds")
-    parser.add_argument("--length", type=float, help="range length in seconds (default: to end)")
+    """``--start`` and ``--length`` in seconds (as ``args.start`` and ``args.length``)."""
+    _add_flags(
+        parser,
+        TimeRange,
+        defaults=True,
+        dests={"start_seconds": "start", "length_seconds": "length"},
+    )
+
+
+def _add_flags(
+    parser: argparse.ArgumentParser,
+    kind: type[Any],
+    *,
+    defaults: bool = False,
+    dests: dict[str, str] | None = None,
+) -> None:
+    """A flag for each setting of ``kind`` that declares one (see :mod:`bridge.schema`):
+    its type, choices and help as declared; stored under the setting's name unless
+    ``dests`` says otherwise. Unset flags are ``None`` unless ``defaults``."""
+    for field in schema.fields(kind):
+        setting, declared = field.setting, field.kind
+        if setting.flag is None:
+            continue
+        dest = (dests or {}).get(field.name, field.name)
+        default = field.default if defaults else None
+        if declared.base is bool:
+            action: Any = "store_true"
+            if setting.negatable:
+                action = argparse.BooleanOptionalAction
+            elif setting.flag.startswith("--no-"):
+                action = "store_false"
+            parser.add_argument(
+                setting.flag, dest=dest, action=action, default=default, help=setting.help
+            )
+            continue
+        choices = declared.choices
+        parser.add_argument(
+            setting.flag,
+            dest=dest,
+            type=setting.text or (type(choices[0]) if choices else declared.base),
+            choices=choices,
+            default=default,
+            metavar=setting.metavar,
+            help=_flag_help(field),
+        )
+
+
+def _flag_help(field: schema.Field) -> str:
+    """The declared help, with the allowed values (unless the help says how to write the
+    text the flag reads) and the default."""
+    words = field.setting.help
+    if field.setting.text is None:
+        words += f": {field.kind.allowed}"
+    if field.default not in (None, ()):
+        words += f" (default {field.default})"
+    return words.replace("%", "%%")  # argparse formats help with %
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -163,58 +129,34 @@ def separation_settings(
     args: argparse.Namespace, *, base: SeparationSettings | None = None
 ) -> SeparationSettings:
     """``base`` (default: the built-in defaults) with the flags that were given."""
-    from bridge.stems import parse_stem_list
-
-    given = {
-        "model": args.model,
-        "stems": parse_stem_list(args.stems) if args.stems else None,
-        "device": args.device,
-        "shifts": args.shifts,
-        "overlap": args.overlap,
-        "segment_seconds": args.segment,
-        "batch_size": args.batch_size,
-        "precision": args.precision,
-    }
-    changes = {key: value for key, value in given.items() if value is not None}
-    return dataclasses.replace(base or SeparationSettings(), **changes)
+    return dataclasses.replace(base or SeparationSettings(), **_given(args, SeparationSettings))
 
 
 def output_settings(
     args: argparse.Namespace, *, base: OutputSettings | None = None
 ) -> OutputSettings:
     """``base`` (default: the built-in defaults) with the output flags that were given."""
-    given = {
-        "format": args.format,
-        "bit_depth": args.bit_depth,
-        "sample_rate": args.sample_rate,
-        "bitrate_kbps": args.bitrate_kbps,
-        "quality": args.quality,
-        "dither": args.dither,
-        "pictures": args.pictures,
-    }
-    changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
-    if args.overwrite:
-        changes["overwrite"] = True
-    return dataclasses.replace(base or OutputSettings(), **changes)
+    return dataclasses.replace(base or OutputSettings(), **_given(args, OutputSettings))
 
 
 def effects_settings(
     args: argparse.Namespace, *, base: EffectsSettings | None = None
 ) -> EffectsSettings:
     """``base`` (default: the built-in defaults) with the effects flags that were given."""
-    given = {
-        "preset": args.preset,
-        "exact_sum": args.exact_sum,
-        "residual_stem": args.residual_stem,
-        "loudness_lufs": args.loudness_lufs,
-        "true_peak_dbtp": args.true_peak_dbtp,
-    }
-    changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
-    if args.match_mix:
-        changes.update(match_mix=True, loudness_lufs=None)
-    elif args.loudness_lufs is not None:
+    changes = _given(args, EffectsSettings)
+    # A loudness target and match-mix exclude each other: the one given replaces the
+    # other wherever base has it from.
+    if changes.get("match_mix"):
+        changes["loudness_lufs"] = None
+    elif changes.get("loudness_lufs") is not None:
         changes["match_mix"] = False
     return dataclasses.replace(base or EffectsSettings(), **changes)
+
+
+def _given(args: argparse.Namespace, kind: type[Any]) -> dict[str, Any]:
+    """The settings of ``kind`` whose flags were given (an unset flag is ``None``)."""
+    given = {field.name: getattr(args, field.name, None) for field in schema.fields(kind)}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def run(args: argparse.Namespace, err: Console) -> int:

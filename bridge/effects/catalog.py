@@ -12,7 +12,13 @@ always processed in blocks.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Annotated
+
+from msgspec import Meta
+
+from bridge.schema import Kind
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,11 @@ class Parameter:
     minimum: float
     maximum: float
     below_nyquist: bool = False
+
+    @functools.cached_property
+    def kind(self) -> Kind:
+        """The rule :mod:`bridge.schema` checks a preset's value with."""
+        return Kind(Annotated[float, Meta(ge=self.minimum, le=self.maximum)])
 
     def describe(self) -> str:
         """The range as a person reads it."""

@@ -34,7 +34,6 @@ the job.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import sys
@@ -42,20 +41,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import platformdirs
+from msgspec import Meta
 
+from bridge import schema
 from bridge.documents import parse_toml
 from bridge.effects.catalog import EFFECTS, REFUSED
-from bridge.errors import PresetError
+from bridge.errors import PresetError, SettingsError
 from bridge.permissions import bundle_exposure, exposure
+from bridge.schema import Kind, Setting, Where
+from bridge.settings import Lufs, TruePeak
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 DEFAULT_PRESET = "clean"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _PLUGIN_SUFFIXES = (".vst3", ".component") if sys.platform == "darwin" else (".vst3",)
 _MAX_TAIL_SECONDS = 30.0
 PluginValue = float | bool | str
+_TEXT = Kind(str)
+_BUNDLE = Kind(Annotated[str, Setting(allowed="a path to a plugin bundle")])
+_PLUGIN_NAME = Kind(Annotated[str, Setting(allowed="the plugin's name inside the bundle")])
+_PLUGIN_NUMBER = Kind(float)
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -90,18 +101,26 @@ class EffectSpec:
         return f"{self.effect}({args})"
 
 
+@schema.settings
 @dataclass(frozen=True)
 class StemTreatment:
     """What one stem goes through.
 
     Attributes:
-        chain: Effects in order.
+        chain: Effects in order (read by :func:`parse_preset`: effects and plug-ins).
         tail_seconds: How much of the chain's tail to keep past the input's end
             (0: stems keep the input's exact length).
     """
 
     chain: tuple[EffectSpec, ...] = ()
-    tail_seconds: float = 0.0
+    tail_seconds: Annotated[
+        float,
+        Meta(ge=0.0, le=_MAX_TAIL_SECONDS),
+        Setting(unit="seconds"),
+    ] = 0.0
+
+    def __post_init__(self) -> None:
+        schema.check(self)
 
     @property
     def uses_plugins(self) -> bool:
@@ -109,9 +128,11 @@ class StemTreatment:
         return any(spec.is_plugin for spec in self.chain)
 
 
+@schema.settings
 @dataclass(frozen=True)
 class LoudnessTarget:
-    """Per-stem loudness normalisation.
+    """Per-stem loudness normalisation (the same rules as the job's loudness settings,
+    :class:`~bridge.settings.EffectsSettings`).
 
     Attributes:
         target_lufs: Integrated loudness each stem is brought to; ``None`` with
@@ -121,9 +142,18 @@ class LoudnessTarget:
             ``None`` for no ceiling.
     """
 
-    target_lufs: float | None = None
-    match_mix: bool = False
-    true_peak_dbtp: float | None = -1.0
+    target_lufs: Lufs | None = None
+    match_mix: Annotated[bool, Setting()] = False
+    true_peak_dbtp: TruePeak | None = -1.0
+
+    def __post_init__(self) -> None:
+        schema.check(self)
+        if self.match_mix == (self.target_lufs is not None):
+            raise SettingsError(
+                "give exactly one of target_lufs = <LUFS> or match_mix = true",
+                key="target_lufs",
+                value=self.target_lufs,
+            )
 
 
 @dataclass(frozen=True)
@@ -257,10 +287,12 @@ def parse_preset(data: dict[str, Any], *, path: Path, name: str, sha256: str = "
     """Validate a parsed preset (see :func:`parse_preset_file`)."""
     check = _Checker(path)
     check.keys(data, ("description", "loudness", "stems"), "")
-    description = check.kind(data.get("description", ""), str, "description", "a string")
+    description = check.value(_TEXT, data.get("description", ""), "description")
     loudness = None
     if "loudness" in data:
-        loudness = _parse_loudness(check, check.table(data["loudness"], "loudness"))
+        loudness = check.build(
+            LoudnessTarget, check.table(data["loudness"], "loudness"), "loudness"
+        )
     stems: dict[str, StemTreatment] = {}
     for stem, table in check.table(data.get("stems", {}), "stems").items():
         where = f"stems.{stem}"
@@ -307,28 +339,8 @@ def _check_trusted(path: Path) -> None:
     raise PresetError(f"{path}: {found.problem}{why}", path=path)
 
 
-def _parse_loudness(check: _Checker, table: dict[str, Any]) -> LoudnessTarget:
-    check.keys(table, ("target_lufs", "match_mix", "true_peak_dbtp"), "loudness")
-    match_mix = check.kind(table.get("match_mix", False), bool, "loudness.match_mix", "true/false")
-    target = table.get("target_lufs")
-    if target is not None:
-        target = check.number(target, "loudness.target_lufs", -70.0, 0.0)
-    if match_mix == (target is not None):
-        check.fail(
-            "loudness",
-            table,
-            "exactly one of target_lufs = <LUFS> or match_mix = true",
-        )
-    ceiling = table.get("true_peak_dbtp", -1.0)
-    ceiling = check.number(ceiling, "loudness.true_peak_dbtp", -30.0, 0.0)
-    return LoudnessTarget(target_lufs=target, match_mix=match_mix, true_peak_dbtp=ceiling)
-
-
 def _parse_stem(check: _Checker, table: dict[str, Any], where: str, base: Path) -> StemTreatment:
     check.keys(table, ("chain", "tail_seconds"), where)
-    tail = check.number(
-        table.get("tail_seconds", 0.0), f"{where}.tail_seconds", 0.0, _MAX_TAIL_SECONDS
-    )
     links = table.get("chain", [])
     if not isinstance(links, list):
         check.fail(f"{where}.chain", links, "a list of { effect = ... } tables")
@@ -340,7 +352,8 @@ def _parse_stem(check: _Checker, table: dict[str, Any], where: str, base: Path) 
             chain.append(_parse_plugin(check, link, place, base))
         else:
             chain.append(_parse_effect(check, link, place))
-    return StemTreatment(chain=tuple(chain), tail_seconds=tail)
+    own = {key: value for key, value in table.items() if key != "chain"}
+    return check.build(StemTreatment, own, where, extra={"chain": tuple(chain)})
 
 
 def _parse_effect(check: _Checker, link: dict[str, Any], place: str) -> EffectSpec:
@@ -363,16 +376,17 @@ def _parse_effect(check: _Checker, link: dict[str, Any], place: str) -> EffectSp
         if key == "effect":
             continue
         if key not in allowed:
-            names = ", ".join(allowed) or "none"
-            check.fail(f"{place}.{key}", value, f"{effect} parameters: {names}", what="key")
-        low, high = allowed[key].minimum, allowed[key].maximum
-        parameters.append((key, check.number(value, f"{place}.{key}", low, high)))
+            names = ", ".join(["effect", *allowed])
+            check.refuse(
+                schema.unknown_key(Where(place, dotted=True), key, value, names), f"{place}.{key}"
+            )
+        parameters.append((key, check.value(allowed[key].kind, value, f"{place}.{key}")))
     return EffectSpec(effect=effect, parameters=tuple(parameters))
 
 
 def _parse_plugin(check: _Checker, link: dict[str, Any], place: str, base: Path) -> EffectSpec:
     check.keys(link, ("plugin", "name", "parameters"), place)
-    raw = check.kind(link["plugin"], str, f"{place}.plugin", "a path to a plugin bundle")
+    raw = check.value(_BUNDLE, link["plugin"], f"{place}.plugin")
     path = Path(os.path.expanduser(raw))
     path = path if path.is_absolute() else base / path
     if path.suffix.lower() not in _PLUGIN_SUFFIXES:
@@ -401,12 +415,12 @@ def _parse_plugin(check: _Checker, link: dict[str, Any], place: str, base: Path)
         )
     name = link.get("name")
     if name is not None:
-        name = check.kind(name, str, f"{place}.name", "the plugin's name inside the bundle")
+        name = check.value(_PLUGIN_NAME, name, f"{place}.name")
     parameters = check.table(link.get("parameters", {}), f"{place}.parameters")
     values: list[tuple[str, PluginValue]] = []
     for key, value in parameters.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
-            value = check.number(value, f"{place}.parameters.{key}", -math.inf, math.inf)
+            value = check.value(_PLUGIN_NUMBER, value, f"{place}.parameters.{key}")
         elif not isinstance(value, bool | str):
             check.fail(f"{place}.parameters.{key}", value, "a number, true/false or a string")
         values.append((key, value))
@@ -431,39 +445,46 @@ def _looked_up(question: Callable[[], bool], path: Path, file: Path, key: str, v
 
 
 class _Checker:
-    """Raises :class:`PresetError` that name the file, the place and what is allowed."""
+    """Raises :class:`PresetError` that name the file, the place and what is allowed, in
+    the words of :mod:`bridge.schema`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def fail(self, place: str, value: object, allowed: str, *, what: str = "value") -> NoReturn:
-        if what == "key":
-            message = f"{self.path}: unknown key {place}; allowed: {allowed}"
-        else:
-            message = f"{self.path}: {place} = {value!r} is not allowed; use {allowed}"
-        raise PresetError(message, path=self.path, key=place, value=value)
+    def refuse(self, exc: SettingsError, place: str | None) -> NoReturn:
+        raise PresetError(f"{self.path}: {exc}", path=self.path, key=place, value=exc.value)
+
+    def fail(self, place: str, value: object, allowed: str) -> NoReturn:
+        self.refuse(schema.refusal(place, value, allowed), place)
 
     def keys(self, table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
-        for key in table:
+        place = Where(where, dotted=True)
+        for key, value in table.items():
             if key not in allowed:
-                place = f"{where}.{key}" if where else key
-                self.fail(place, table[key], ", ".join(allowed), what="key")
+                found = schema.unknown_key(place, key, value, ", ".join(allowed))
+                self.refuse(found, place.key(key))
 
     def table(self, value: object, place: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             self.fail(place, value, "a table")
         return value
 
-    def kind(self, value: Any, kind: type, place: str, allowed: str) -> Any:
-        if not isinstance(value, kind):
-            self.fail(place, value, allowed)
-        return value
+    def value(self, kind: Kind, value: Any, place: str) -> Any:
+        try:
+            return kind.check(value, place=place)
+        except SettingsError as exc:
+            self.refuse(exc, place)
 
-    def number(self, value: object, place: str, low: float, high: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(place, value, f"a number from {low:g} to {high:g}")
-        # TOML integers have no size limit; one too large for a float is out of range too.
-        number = float(value) if isinstance(value, float) or abs(value) < 2**1023 else math.inf
-        if not (math.isfinite(number) and low <= number <= high):
-            self.fail(place, value, f"a number from {low:g} to {high:g}")
-        return number
+    def build(
+        self,
+        kind: type[T],
+        table: dict[str, Any],
+        where: str,
+        *,
+        extra: dict[str, Any] | None = None,
+    ) -> T:
+        place = Where(where, dotted=True)
+        try:
+            return schema.build(kind, table, place, extra=extra)
+        except SettingsError as exc:
+            self.refuse(exc, place.key(exc.key) if exc.key else where)

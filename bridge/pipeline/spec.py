@@ -1,22 +1,26 @@
 """A job spec: everything needed to run one separation, as plain JSON.
 
 Specs travel through the job store (and, for studios, through a broker), so they
-are JSON with no pickling; :func:`JobSpec.from_json` validates every key again,
-so a spec edited by hand or sent by a host script is refused by name when wrong.
+are JSON with no pickling; :func:`JobSpec.from_json` reads them through the settings'
+one schema (:mod:`bridge.schema`), so a spec edited by hand or sent by a host script is
+refused by name when wrong, with the same rules and messages as flags and config.
 """
 
-from __future__ import annotations
+# Annotations stay evaluated (no `from __future__ import annotations`): bridge.schema
+# reads them once at import, and as strings each would cost an evaluation there.
 
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+from msgspec import Meta
+
+from bridge import schema
 from bridge.documents import parse_json
 from bridge.errors import JobError, SettingsError
+from bridge.schema import Setting, Where
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 #: Interactive submissions (a host script waiting) run before folder batches.
@@ -25,8 +29,11 @@ PRIORITY_WATCHED = 10
 
 # Settings that change how the engine runs but not what it computes.
 _RUN_ONLY = ("device", "batch_size")
+# Whole numbers go into SQLite, whose integers have 64 bits.
+_SQLITE_INT = 2**63 - 1
 
 
+@schema.settings
 @dataclass(frozen=True, kw_only=True)
 class JobSpec:
     """One separation to run.
@@ -45,23 +52,29 @@ class JobSpec:
         source: Who asked: ``submit`` or ``watch:<rule name>``.
     """
 
-    input: str
-    folder: str
-    separation: SeparationSettings = field(default_factory=SeparationSettings)
-    output: OutputSettings = field(default_factory=OutputSettings)
-    effects: EffectsSettings = field(default_factory=EffectsSettings)
-    time_range: TimeRange = field(default_factory=TimeRange)
-    origin: dict[str, Any] = field(default_factory=dict)
-    priority: int = PRIORITY_INTERACTIVE
-    source: str = "submit"
+    input: Annotated[str, Setting(allowed="the input file's absolute path")]
+    folder: Annotated[str, Setting(allowed="the stem folder's absolute path")]
+    separation: Annotated[SeparationSettings, Setting()] = field(default_factory=SeparationSettings)
+    output: Annotated[OutputSettings, Setting()] = field(default_factory=OutputSettings)
+    effects: Annotated[EffectsSettings, Setting()] = field(default_factory=EffectsSettings)
+    time_range: Annotated[TimeRange, Setting()] = field(default_factory=TimeRange)
+    origin: Annotated[dict[str, Any], Setting()] = field(default_factory=dict)
+    priority: Annotated[int, Meta(ge=-_SQLITE_INT, le=_SQLITE_INT), Setting()] = (
+        PRIORITY_INTERACTIVE
+    )
+    source: Annotated[str, Setting()] = "submit"
+
+    def __post_init__(self) -> None:
+        schema.check(self)
 
     def to_json(self) -> str:
         """The spec as a JSON document."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> JobSpec:
-        """Parse and validate a spec.
+    def from_json(cls, text: str) -> "JobSpec":
+        """Parse and validate a spec; keys left out take their defaults, so specs stored
+        by earlier versions (which had fewer keys) still load.
 
         Raises:
             JobError: Not JSON, an unknown or missing key, or a value not allowed.
@@ -72,24 +85,8 @@ class JobSpec:
             raise JobError(f"job spec is not JSON ({exc}); send a JSON object") from exc
         if not isinstance(data, dict):
             raise JobError("job spec must be a JSON object with input and folder")
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise JobError(
-                f"job spec: unknown key(s) {', '.join(unknown)}; allowed are {', '.join(allowed)}"
-            )
         try:
-            return cls(
-                input=_field(data, "input", str),
-                folder=_field(data, "folder", str),
-                separation=_settings(SeparationSettings, data.get("separation", {}), "separation"),
-                output=_settings(OutputSettings, data.get("output", {}), "output"),
-                effects=_settings(EffectsSettings, data.get("effects", {}), "effects"),
-                time_range=_settings(TimeRange, data.get("time_range", {}), "time_range"),
-                origin=_field(data, "origin", dict, {}),
-                priority=_field(data, "priority", int, PRIORITY_INTERACTIVE),
-                source=_field(data, "source", str, "submit"),
-            )
+            return schema.build(cls, data, Where(dotted=True))
         except SettingsError as exc:
             raise JobError(f"job spec: {exc}") from exc
 
@@ -118,75 +115,3 @@ class JobSpec:
         }
         text = json.dumps({"audio": input_sha256, **shape}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _field(data: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
-    if key not in data:
-        if default is None:
-            raise JobError(f"job spec: missing key {key!r}")
-        return default
-    return _typed(data[key], kind, key)
-
-
-def _settings(klass: type, values: Any, key: str) -> Any:
-    if not isinstance(values, dict):
-        raise JobError(f"job spec: {key} must be an object")
-    hints = typing.get_type_hints(klass)
-    allowed = {f.name for f in dataclasses.fields(klass)}
-    unknown = set(values) - allowed
-    if unknown:
-        raise JobError(
-            f"job spec: unknown key(s) {', '.join(sorted(unknown))} in {key}; allowed are "
-            f"{', '.join(sorted(allowed))}"
-        )
-    # The settings classes check ranges, not types: 5 as a preset or [1] as stems would
-    # fail deep inside them, and 1 for 1.0 would change the identity of equal settings.
-    return klass(
-        **{name: _typed(value, hints[name], f"{key}.{name}") for name, value in values.items()}
-    )
-
-
-def _typed(value: Any, hint: Any, place: str) -> Any:
-    """``value`` as the type ``hint`` names (whole numbers made floats where floats are asked)."""
-    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in kinds:
-        return None
-    for kind in kinds:
-        if kind is bool and isinstance(value, bool):
-            return value
-        if isinstance(value, bool):
-            continue
-        if kind is int and isinstance(value, int) and -_INT_LIMIT < value < _INT_LIMIT:
-            return value
-        if kind is float and isinstance(value, float):
-            return value
-        if kind is float and isinstance(value, int) and abs(value) < _INT_LIMIT:
-            return float(value)
-        if kind in (str, dict) and isinstance(value, kind):
-            return value
-        if (
-            typing.get_origin(kind) is tuple
-            and isinstance(value, list | tuple)
-            and all(isinstance(item, str) for item in value)
-        ):
-            return tuple(value)
-    wanted = " or ".join(_KIND_NAMES.get(kind, str(kind)) for kind in kinds)
-    raise JobError(f"job spec: {place} = {_shown(value)} must be {wanted}")
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# Whole numbers go into SQLite (64-bit); floats are given NaN and infinity by name.
-_INT_LIMIT = 2**63
-_KIND_NAMES = {
-    bool: "true or false",
-    int: "a whole number",
-    float: "a number",
-    str: "a string",
-    dict: "an object",
-    type(None): "null",
-    tuple[str, ...]: "a list of strings",
-}
