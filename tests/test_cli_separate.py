@@ -213,6 +213,15 @@ def test_bad_input_files_are_refused_cleanly(
         (["--format", "flac", "--bit-depth", "32"], EXIT_USAGE, "FLAC holds at most 24-bit"),
         (["--segment", "20"], EXIT_USAGE, "longer than htdemucs's 7.8 s training segment"),
         (["--precision", "fp16", "--device", "cpu"], EXIT_USAGE, "needs a CUDA device"),
+        (
+            ["--shifts", "21"],
+            EXIT_USAGE,
+            "shifts = 21 is not allowed; use a whole number from 0 to 20",
+        ),
+        (["--overlap", "nan"], EXIT_USAGE, "overlap = nan is not allowed; use a number from 0"),
+        (["--segment", "0.5"], EXIT_USAGE, "segment_seconds = 0.5 is not allowed; use a number"),
+        (["--bitrate", "128", "--quality", "2"], EXIT_USAGE, "give either a constant MP3 bitrate"),
+        (["--stems", "vocals,vocals"], EXIT_USAGE, "stem 'vocals' is requested twice"),
     ],
 )
 def test_bad_settings_are_refused_cleanly(

@@ -57,19 +57,37 @@ output = "{dir}/../Stems/{rule}/{name}"
     ("toml", "message"),
     [
         ("[separation]\novelap = 0.5", "[separation] unknown key 'ovelap'; allowed keys are model"),
-        ("[separation]\nshifts = true", "[separation] shifts = True must be a whole number"),
-        ("[separation]\noverlap = 2.0", "[separation] overlap overlap 2.0 is out of range"),
-        ("[separation]\nmodel = 'x'", "unknown model 'x'; choose one of htdemucs"),
-        ("[output]\nbit_depth = 20", "[output] bit_depth bit depth 20 is not supported"),
+        (
+            "[separation]\nshifts = true",
+            "[separation] shifts = True is not allowed; use a whole number from 0 to 20",
+        ),
+        (
+            "[separation]\noverlap = 2.0",
+            "[separation] overlap = 2.0 is not allowed; use a number from 0 to 0.99",
+        ),
+        # A whole number where a fraction is asked is read as one, then checked.
+        ("[separation]\noverlap = 1", "[separation] overlap = 1 is not allowed; use a number"),
+        ("[separation]\nmodel = 'x'", "[separation] unknown model 'x'; choose one of htdemucs"),
+        (
+            "[output]\nbit_depth = 20",
+            "[output] bit_depth = 20 is not allowed; use one of 16, 24, 32 (32 is float)",
+        ),
         (
             "[daemon]\nstable_polls = 'many'",
-            "[daemon] stable_polls = 'many' must be a whole number",
+            "[daemon] stable_polls = 'many' is not allowed; use a whole number, 1 or more",
         ),
         ("[deamon]\n", "unknown key 'deamon'; allowed keys are daemon"),
-        ("[[rule]]\nname = 'x'", "[[rule]] #1 has no 'folder'"),
-        ("[[rule]]\nfolder = '/x'\nstems = ['guitar']", "[[rule]] 'x' stems unknown stem 'guitar'"),
+        ("[[rule]]\nname = 'x'", "[[rule]] 'x' missing key 'folder'; add folder = \"/path/to"),
+        ("[[rule]]\nrecursive = true", "[[rule]] #1 missing key 'folder'"),
+        ("[[rule]]\nfolder = 5", "[[rule]] #1 folder = 5 is not allowed; use the watched folder"),
+        ("rule = 5", "rule = 5 is not allowed; use [[rule]] tables"),
+        ("[[rule]]\nfolder = '/x'\nbogus = 1", "[[rule]] 'x' unknown key 'bogus'; allowed keys"),
+        ("[[rule]]\nfolder = '/x'\nstems = ['guitar']", "[[rule]] 'x' unknown stem 'guitar'"),
         ("[[rule]]\nfolder = '/x'\noutput = '{dir}/{nme}'", "is not a valid template"),
-        ("[[rule]]\nfolder = '/x'\npatterns = [1]", "patterns must be a list of strings"),
+        (
+            "[[rule]]\nfolder = '/x'\npatterns = [1]",
+            "[[rule]] 'x' patterns = [1] is not allowed; use a list of strings",
+        ),
         (
             "[[rule]]\nfolder = '/a/x'\n[[rule]]\nfolder = '/b/x'",
             "two [[rule]] tables are named 'x'",
@@ -79,12 +97,29 @@ output = "{dir}/../Stems/{rule}/{name}"
         ('[paths]\n"/mnt/nas" = ""', "the path on this machine must be a non-empty string"),
         ('[paths]\n"" = "Z:\\\\"', "the daemon's path must be a non-empty string"),
         ('[paths]\n"mnt" = "Z:\\\\"', "the daemon's path 'mnt' is not an absolute path"),
-        ("paths = 'Z:'", "paths = 'Z:' must be a table"),
-        ("[daemon]\nbroker = 6379", "[daemon] broker = 6379 must be a string"),
-        ("[dashboard]\nport = 70000", "[dashboard] port port 70000 is out of range"),
+        ("paths = 'Z:'", "paths = 'Z:' is not allowed; use a table"),
+        ("[daemon]\nbroker = 6379", "[daemon] broker = 6379 is not allowed; use a URL: redis://"),
+        (
+            "[daemon]\npoll_interval_seconds = nan",
+            "[daemon] poll_interval_seconds = nan is not allowed; use a number, 0.01 or more",
+        ),
+        ("[daemon]\nstate_dir = 5", "[daemon] state_dir = 5 is not allowed; use a folder's path"),
+        (
+            "[dashboard]\nport = 70000",
+            "[dashboard] port = 70000 is not allowed; use a whole number from 1 to 65535",
+        ),
         ("[dashboard]\nadress = '0.0.0.0'", "[dashboard] unknown key 'adress'; allowed keys"),
-        ("[dashboard]\nenabled = 1", "[dashboard] enabled = 1 must be true or false"),
-        ("[output]\npictures = 'no'", "[output] pictures = 'no' must be true or false"),
+        ("[dashboard]\nenabled = 1", "[dashboard] enabled = 1 is not allowed; use true or false"),
+        ("[dashboard]\nhost = ''", "[dashboard] host = '' is not allowed; use 127.0.0.1"),
+        ("[output]\npictures = 'no'", "[output] pictures = 'no' is not allowed; use true or false"),
+        (
+            "[output]\nbitrate_kbps = 128\nquality = 2",
+            "[output] give either a constant MP3 bitrate or a VBR quality, not both",
+        ),
+        (
+            "[effects]\nloudness_lufs = -14\nmatch_mix = true",
+            "[effects] give either a loudness target or match-mix, not both",
+        ),
     ],
 )
 def test_bad_config_names_file_key_and_fix(tmp_path: Path, toml: str, message: str) -> None:

@@ -78,8 +78,8 @@ def test_preset_by_path(tmp_path: Path) -> None:
         ),
         (
             '[stems.vocals]\nchain = [{ effect = "Compressor", treshold_db = -20 }]\n',
-            "unknown key stems.vocals.chain[1].treshold_db",
-            "threshold_db, ratio, attack_ms, release_ms",
+            "stems.vocals.chain[1]: unknown key 'treshold_db'",
+            "allowed keys are effect, threshold_db, ratio, attack_ms, release_ms",
         ),
         (
             '[stems.drums]\nchain = [{ effect = "Compressor", ratio = 0.5 }]\n',
@@ -96,7 +96,11 @@ def test_preset_by_path(tmp_path: Path) -> None:
             "stems.bass.chain[1].gain_db = True",
             "a number",
         ),
-        ('colour = "red"\n', "unknown key colour", "description, loudness, stems"),
+        (
+            'colour = "red"\n',
+            "unknown key 'colour'",
+            "allowed keys are description, loudness, stems",
+        ),
         ('[stems."vo cals"]\n', "stems.vo cals", "a stem name"),
         ("[stems.vocals]\nchain = 3\n", "stems.vocals.chain = 3", "a list"),
         ("[stems.vocals]\ntail_seconds = 99\n", "stems.vocals.tail_seconds = 99", "0 to 30"),
@@ -138,6 +142,31 @@ def test_preset_errors_name_file_place_and_allowed_values(
     assert place in message
     assert allowed in message
     assert caught.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("preset_key", "job_key", "value"),
+    [("target_lufs", "loudness_lufs", 5), ("true_peak_dbtp", "true_peak_dbtp", -31)],
+)
+def test_a_presets_loudness_follows_the_jobs_loudness_rule(
+    tmp_path: Path, preset_key: str, job_key: str, value: int
+) -> None:
+    # Given the same value as a preset's [loudness] and as a job's effects setting
+    extra = "" if preset_key == "target_lufs" else "match_mix = true\n"
+    path = write_preset(tmp_path, "loud", f"[loudness]\n{extra}{preset_key} = {value}\n")
+    with pytest.raises(PresetError) as in_preset:
+        parse_preset_file(path, name="loud")
+    with pytest.raises(SettingsError) as in_job:
+        EffectsSettings(**{job_key: value})
+    # Then both are refused with the same allowed values (what leaving it out means
+    # differs), each at its own place
+    allowed = str(in_job.value).removeprefix(f"{job_key} = {value} is not allowed; use ")
+    rule = allowed.partition(", or leave it out")[0]
+    assert rule.startswith("a number from ")
+    assert str(in_preset.value).startswith(
+        f"{path}: loudness.{preset_key} = {value} is not allowed; use {rule}, or leave it out"
+    )
+    assert in_preset.value.key == f"loudness.{preset_key}"
 
 
 def test_frequency_above_nyquist_is_refused_for_the_output_rate(tmp_path: Path) -> None:

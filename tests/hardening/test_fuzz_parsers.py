@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -191,6 +191,8 @@ def conforms(value: Any, hint: Any) -> bool:
         return any(conforms(value, arg) for arg in get_args(hint))
     if hint is Any:
         return True
+    if origin is Literal:  # one of the choices, as its own type (True is not 1)
+        return any(type(value) is type(arg) and value == arg for arg in get_args(hint))
     if hint is type(None):
         return value is None
     if origin is tuple:
