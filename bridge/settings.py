@@ -40,7 +40,8 @@ class SeparationSettings:
         stems: Stem words (see :mod:`bridge.stems`); empty means every source.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         shifts: Random time shifts averaged (0 = deterministic, as fast as it gets).
-        overlap: Fraction of a segment shared with the next one, in [0, 1).
+        overlap: Fraction of a segment shared with the next one, in [0, 1); ``None``
+            means the model's own.
         segment_seconds: Segment length; ``None`` means the model's own.
         batch_size: Segments per forward pass; ``None`` picks one for the device.
         precision: ``fp32``; ``fp16`` or ``bf16`` on CUDA only.
@@ -78,11 +79,20 @@ class SeparationSettings:
             note="0 is deterministic; each shift adds one full pass",
         ),
     ] = 0
-    overlap: Annotated[
-        float,
-        Meta(ge=0.0, le=0.99),
-        Setting(flag="--overlap", metavar="FRACTION", help="segment overlap"),
-    ] = 0.25
+    overlap: (
+        Annotated[
+            float,
+            Meta(ge=0.0, le=0.99),
+            Setting(
+                flag="--overlap",
+                metavar="FRACTION",
+                help="segment overlap",
+                left_out="for the model's own (Demucs 0.25, MDX-Net 0.25, RoFormer and "
+                "MDX23C 8 windows, i.e. 0.875)",
+            ),
+        ]
+        | None
+    ) = None
     segment_seconds: (
         Annotated[
             float,
@@ -279,7 +289,8 @@ class EffectsSettings:
         preset: A preset name (``clean``, ``vocal-polish``...) or a path to a ``.toml`` file.
         exact_sum: Put the residual the model leaves into one stem so the stems add
             back to the input; ``None`` turns it on when nothing changes the stems.
-        residual_stem: The model source that takes the residual.
+        residual_stem: The model source that takes the residual; ``None``: ``other``, or
+            the model's last source when it has no ``other``.
         loudness_lufs: Normalise each stem to this integrated loudness.
         match_mix: Normalise each stem to the input mix's loudness instead.
         true_peak_dbtp: Ceiling for the normalisation gain (default -1 dBTP).
@@ -307,15 +318,19 @@ class EffectsSettings:
         ]
         | None
     ) = None
-    residual_stem: Annotated[
-        str,
-        Setting(
-            flag="--residual-to",
-            metavar="STEM",
-            help="stem taking the residual",
-            allowed="a source of the model",
-        ),
-    ] = "other"
+    residual_stem: (
+        Annotated[
+            str,
+            Setting(
+                flag="--residual-to",
+                metavar="STEM",
+                help="stem taking the residual",
+                allowed="a source of the model",
+                left_out="for other (the model's last source when it has no other)",
+            ),
+        ]
+        | None
+    ) = None
     loudness_lufs: (
         Annotated[
             Lufs, Setting(flag="--loudness", metavar="LUFS", help="normalise each stem to this")

@@ -22,6 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("bridge.permissions", "bridge.extras"),
     ("bridge.atomic", "bridge.manifest", "bridge.background"),
+    # Model files' configs, read (without torch) when a model is named by its file.
+    ("bridge.models.families.msst_config", "bridge.models.families.uvr_params"),
     ("bridge.models.catalog", "bridge.stems", "bridge.settings"),
     ("bridge.audio", "bridge.models", "bridge.effects", "bridge.pictures"),
     ("bridge.pipeline",),

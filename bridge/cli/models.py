@@ -33,7 +33,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace, err: Console) -> int:
-    """Print every known model and where its weights are."""
+    """Print every known model: family, stems, installed or not, published SDR, licence."""
     from bridge.models.weights import find_installed
 
     rows: list[dict[str, Any]] = []
@@ -42,10 +42,21 @@ def run_list(args: argparse.Namespace, err: Console) -> int:
         rows.append(
             {
                 "name": spec.name,
+                "family": spec.family,
                 "stems": list(spec.sources),
                 "installed": files is not None,
                 "where": files.origin if files else None,
                 "size_bytes": files.size_bytes if files else None,
+                "scores": [
+                    {"stem": score.stem, "sdr_db": score.sdr_db, "source": score.where}
+                    for score in spec.scores
+                ],
+                "licence": spec.licence,
+                "files": [
+                    {"name": file.name, "urls": list(file.urls), "sha256": file.sha256}
+                    for file in spec.files
+                ],
+                "aliases": list(spec.aliases),
                 "description": spec.description,
             }
         )
@@ -53,18 +64,26 @@ def run_list(args: argparse.Namespace, err: Console) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     table = Table(title="StemBridge models")
-    for column in ("model", "stems", "installed", "where", "size"):
+    for column in ("model", "family", "stems", "installed", "SDR (dB)", "size", "licence"):
         table.add_column(column)
     for row in rows:
         size = f"{row['size_bytes'] / 1e6:.0f} MB" if row["size_bytes"] else "-"
+        sdr = ", ".join(f"{s['stem']} {s['sdr_db']:.2f}" for s in row["scores"]) or "-"
         table.add_row(
             row["name"],
+            row["family"],
             ", ".join(row["stems"]),
             "[green]yes[/green]" if row["installed"] else "[red]no[/red]",
-            escape(row["where"] or "-"),
+            escape(sdr),
             size,
+            escape(row["licence"]),
         )
     Console().print(table)
+    err.print(
+        "SDR: as published (see --json for the source of each figure); other names users know "
+        "(UVR's file names) work as --model too, as does the path of a model file",
+        highlight=False,
+    )
     return EXIT_OK
 
 

@@ -20,7 +20,7 @@ from bridge.pipeline.spec import JobSpec
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
 if TYPE_CHECKING:
-    from bridge.models.loaded import LoadedModel
+    from bridge.models.loaded import Model
     from bridge.pipeline.run import Result
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ def _run_jobs(
 
 
 def _run_one(
-    spec: JobSpec, model_for: Callable[[SeparationSettings], LoadedModel], on_progress: Any
+    spec: JobSpec, model_for: Callable[[SeparationSettings], Model], on_progress: Any
 ) -> Result:
     """One input as one job; running out of memory tries again with less (see
     :mod:`bridge.jobs.retry`), as the daemon's worker would."""

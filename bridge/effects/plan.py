@@ -85,12 +85,13 @@ def plan_effects(
     treatments = {plan.name: preset.for_stem(plan.name) for plan in stems}
     loudness = _loudness(settings, preset)
     changes = loudness is not None or any(t.chain or t.tail_seconds for t in treatments.values())
-    if settings.residual_stem not in model_sources:
+    taker = residual_taker(settings.residual_stem, model_sources)
+    if taker not in model_sources:
         raise SettingsError(
-            f"residual stem {settings.residual_stem!r} is not a source of this model; use one "
+            f"residual stem {taker!r} is not a source of this model; use one "
             f"of {', '.join(model_sources)}",
             key="residual_stem",
-            value=settings.residual_stem,
+            value=taker,
         )
     exact_sum = (not changes) if settings.exact_sum is None else settings.exact_sum
     if exact_sum and changes:
@@ -100,8 +101,8 @@ def plan_effects(
             key="exact_sum",
             value=True,
         )
-    holds = [plan for plan in stems if settings.residual_stem in plan.sources]
-    residual = settings.residual_stem if exact_sum and holds else None
+    holds = [plan for plan in stems if taker in plan.sources]
+    residual = taker if exact_sum and holds else None
     used = [source for plan in stems for source in plan.sources]
     partition = sorted(used) == sorted(model_sources)
     return EffectsPlan(
@@ -111,6 +112,14 @@ def plan_effects(
         residual_source=residual,
         expect_sum=residual is not None and partition,
     )
+
+
+def residual_taker(asked: str | None, model_sources: Sequence[str]) -> str:
+    """The source that takes the residual: the one asked for, else ``other``, else the
+    model's last source (``instrumental`` of a vocals model)."""
+    if asked is not None:
+        return asked
+    return "other" if "other" in model_sources else model_sources[-1]
 
 
 def _loudness(settings: EffectsSettings, preset: Preset) -> LoudnessTarget | None:

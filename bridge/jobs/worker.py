@@ -22,8 +22,8 @@ from bridge.jobs.job import FINAL, Job
 from bridge.jobs.retry import RETRY_DELAYS_SECONDS, out_of_memory, smaller
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import JobStore
-from bridge.models.loaded import LoadedModel
-from bridge.models.weights import Download
+from bridge.models.loaded import Model, load_model
+from bridge.models.weights import Download, Fetch
 from bridge.pipeline.progress import Progress
 from bridge.pipeline.run import run_job
 from bridge.settings import SeparationSettings
@@ -36,7 +36,8 @@ class ModelCache:
 
     Args:
         folders: Weight folders to search (default: the standard search order).
-        download: Injected downloader (tests).
+        download: Injected Hugging Face downloader for demucs files (tests).
+        fetch: Injected downloader for the other families' files (tests).
         offline: Never download.
     """
 
@@ -45,22 +46,28 @@ class ModelCache:
         *,
         folders: Sequence[Path] | None = None,
         download: Download | None = None,
+        fetch: Fetch | None = None,
         offline: bool | None = None,
     ) -> None:
         self._folders = folders
         self._download = download
+        self._fetch = fetch
         self._offline = offline
-        self._loaded: LoadedModel | None = None
+        self._loaded: Model | None = None
 
-    def model(self, settings: SeparationSettings) -> LoadedModel:
+    def model(self, settings: SeparationSettings) -> Model:
         """A model for ``settings``, reusing the loaded networks when they fit."""
         if self._loaded is not None:
             try:
                 return self._loaded.with_settings(settings)
             except StemBridgeError:
                 self._loaded = None
-        self._loaded = LoadedModel.load(
-            settings, folders=self._folders, download=self._download, offline=self._offline
+        self._loaded = load_model(
+            settings,
+            folders=self._folders,
+            download=self._download,
+            fetch=self._fetch,
+            offline=self._offline,
         )
         return self._loaded
 

@@ -1,68 +1,173 @@
-"""The models StemBridge knows by name, and the official files that hold them.
+"""The models StemBridge knows by name, the official files that hold them, and the model
+files users bring.
 
-This is data only (no torch): the CLI validates ``--model`` and ``--stems``
-against it before anything heavy is imported.
+A model is a family plus its files and config. This is data only (no torch): the CLI
+validates ``--model`` and ``--stems`` against it before anything heavy is imported.
+``--model`` takes a catalog name (``htdemucs``, ``bs_roformer_viperx_1297``), a file name
+users know from UVR and python-audio-separator
+(``model_bs_roformer_ep_317_sdr_12.9755.ckpt``), or a path to a model file: an MSST
+``.ckpt`` with its ``.yaml`` beside it, or a UVR MDX-Net ``.onnx`` (its parameters from
+UVR's table or a sidecar, see :mod:`bridge.models.families.uvr_params`).
+
+Families:
+
+* ``demucs``: HT Demucs and Hybrid Demucs, through the ``demucs`` package's networks;
+* ``bs_roformer``, ``mel_band_roformer``, ``mdx23c``: MSST's ``.ckpt`` + ``.yaml``
+  (:mod:`bridge.models.families.roformer`, :mod:`bridge.models.families.mdx23c`);
+* ``mdx_net``: UVR's MDX-Net ONNX models (:mod:`bridge.models.families.mdx_net`).
+
+The published scores are the medians python-audio-separator measured (its
+``models-scores.json``) and, where the model's name carries one, that figure; their
+origin is said with each. No checksums are published for the UVR and audio-separator
+files: they are checked by loading (shapes and keys against their config).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
-from bridge.errors import SettingsError
+from bridge.errors import ModelCorrupt, SettingsError
+
+Family = Literal["demucs", "bs_roformer", "mel_band_roformer", "mdx23c", "mdx_net"]
 
 FOUR_SOURCES = ("drums", "bass", "other", "vocals")
 SIX_SOURCES = ("drums", "bass", "other", "vocals", "guitar", "piano")
+VOCALS_INSTRUMENTAL = ("vocals", "instrumental")
 
 #: Where demucs' own downloader fetches the original ``.th`` checkpoints.
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"
+#: UVR's public model releases (weights; MSST configs under mdx_model_data/mdx_c_configs).
+UVR_MODELS_URL = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
+#: python-audio-separator's own model releases (tried after UVR's, as it does).
+SEPARATOR_MODELS_URL = (
+    "https://github.com/nomadkaraoke/python-audio-separator/releases/download/model-configs/"
+)
+#: demucs' own overlap, used when the settings leave it to the model.
+DEMUCS_OVERLAP = 0.25
+#: The file types a path given as ``--model`` may have.
+MODEL_SUFFIXES = (".ckpt", ".yaml", ".onnx")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of a model and where it is published.
+
+    Attributes:
+        name: The file's name (also what is looked for in the model folders).
+        urls: Where it is downloaded from, tried in order.
+        sha256: Its published checksum, where one is published.
+    """
+
+    name: str
+    urls: tuple[str, ...]
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Score:
+    """A published quality figure.
+
+    Attributes:
+        stem: The stem it is about.
+        sdr_db: Signal-to-distortion ratio in dB.
+        where: Who measured it, on what.
+    """
+
+    stem: str
+    sdr_db: float
+    where: str
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named model: a bag of one or more networks with the same sources.
+    """A model: a family, its files and config, and what it produces.
 
     Attributes:
-        name: The name users type (``htdemucs``).
-        checkpoints: Official checkpoint file names, ``<signature>-<sha256 prefix>.th``,
-            one per network in the bag, in bag order.
-        hf_repo: The Hugging Face repository holding ``<name>.yaml`` and
-            ``<signature>.safetensors`` files.
-        sources: The stems the model produces, in the model's output order.
+        name: The name users type (``htdemucs``), or the path of a model file.
+        sources: The stems the model produces, in its output order.
         description: One line for ``stembridge models list``.
+        family: How it is loaded and run (see the module docstring).
+        checkpoints: Demucs: official checkpoint file names,
+            ``<signature>-<sha256 prefix>.th``, one per network in the bag, in bag order.
+        hf_repo: Demucs: the Hugging Face repository holding ``<name>.yaml`` and
+            ``<signature>.safetensors`` files.
+        files: Other families: the weights, then the config (MSST), with their download
+            locations.
+        scores: Published quality figures.
+        licence: The weights' licence as their publisher states it.
+        size_mb: The weights' size.
         max_segment_seconds: The longest segment the networks accept (transformer
             models cannot look further than their training segment); ``None`` if any.
+        aliases: Other names users know the model by (UVR's and audio-separator's file
+            names).
+        local: ``files`` are paths on this machine given by the user.
     """
 
     name: str
-    checkpoints: tuple[str, ...]
-    hf_repo: str
     sources: tuple[str, ...]
     description: str
+    family: Family = "demucs"
+    checkpoints: tuple[str, ...] = ()
+    hf_repo: str = ""
+    files: tuple[ModelFile, ...] = ()
+    scores: tuple[Score, ...] = ()
+    licence: str = "MIT"
+    size_mb: float | None = None
     max_segment_seconds: float | None = 7.8
+    aliases: tuple[str, ...] = ()
+    local: bool = False
 
     @property
     def signatures(self) -> tuple[str, ...]:
-        """The network signatures, in bag order."""
-        return tuple(name.split("-", 1)[0] for name in self.checkpoints)
+        """What identifies the weights: the network signatures of a demucs bag, in bag
+        order, or the file names of the others."""
+        if self.family == "demucs":
+            return tuple(name.split("-", 1)[0] for name in self.checkpoints)
+        return tuple(Path(file.name).name for file in self.files)
 
     @property
     def bag_file(self) -> str:
-        """The bag definition file name (``<name>.yaml``)."""
+        """The bag definition file name of a demucs model (``<name>.yaml``)."""
         return f"{self.name}.yaml"
 
+
+def _uvr(name: str, *, config: str | None = None) -> tuple[ModelFile, ...]:
+    """A model's files as UVR and python-audio-separator publish them (UVR's releases
+    first, then audio-separator's; an MSST config under UVR's mdx_c_configs)."""
+    files = [ModelFile(name, (UVR_MODELS_URL + name, SEPARATOR_MODELS_URL + name))]
+    if config is not None:
+        uvr = f"{UVR_MODELS_URL}mdx_model_data/mdx_c_configs/{config}"
+        files.append(ModelFile(config, (uvr, SEPARATOR_MODELS_URL + config)))
+    return tuple(files)
+
+
+def _measured(**sdr: float) -> tuple[Score, ...]:
+    where = "python-audio-separator 0.47 models-scores.json (median over its evaluation tracks)"
+    return tuple(Score(stem, value, where) for stem, value in sdr.items())
+
+
+_COMMUNITY = "not stated by its publisher (community model distributed by UVR)"
+
+_DEMUCS = "demucs README (MUSDB18-HQ, average of the four stems)"
+_MVSEP = "MVSEP multisong (the figure in the checkpoint's name)"
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
             name="htdemucs",
-            checkpoints=("955717e8-8726e21a.th",),
-            hf_repo="adefossez/HTDemucs",
             sources=FOUR_SOURCES,
             description="Hybrid Transformer Demucs v4, 4 stems (default)",
+            checkpoints=("955717e8-8726e21a.th",),
+            hf_repo="adefossez/HTDemucs",
         ),
         ModelSpec(
             name="htdemucs_ft",
+            sources=FOUR_SOURCES,
+            description="htdemucs fine-tuned, one specialist per stem: best, ~4x slower",
             checkpoints=(
                 "f7e0c4bc-ba3fe64a.th",
                 "d12395a8-e57c48e6.th",
@@ -70,42 +175,289 @@ MODELS: dict[str, ModelSpec] = {
                 "04573f0d-f3cf25b2.th",
             ),
             hf_repo="adefossez/HTDemucs-ft",
-            sources=FOUR_SOURCES,
-            description="htdemucs fine-tuned, one specialist per stem: best, ~4x slower",
+            scores=(Score("average", 9.0, _DEMUCS),),
         ),
         ModelSpec(
             name="htdemucs_6s",
-            checkpoints=("5c90dfd2-34c22ccb.th",),
-            hf_repo="adefossez/HTDemucs-6s",
             sources=SIX_SOURCES,
             description="htdemucs with guitar and piano stems (piano is weak)",
+            checkpoints=("5c90dfd2-34c22ccb.th",),
+            hf_repo="adefossez/HTDemucs-6s",
         ),
         ModelSpec(
             name="hdemucs_mmi",
-            checkpoints=("75fc33f5-1941ce65.th",),
-            hf_repo="adefossez/Demucs-hdemucs_mmi",
             sources=FOUR_SOURCES,
             description="Hybrid Demucs v3 retrained on extra data, 4 stems",
+            checkpoints=("75fc33f5-1941ce65.th",),
+            hf_repo="adefossez/Demucs-hdemucs_mmi",
             max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="bs_roformer_viperx_1297",
+            sources=VOCALS_INSTRUMENTAL,
+            description="BS-RoFormer vocals/instrumental (ep 317), audio-separator's default",
+            family="bs_roformer",
+            files=_uvr(
+                "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+                config="model_bs_roformer_ep_317_sdr_12.9755.yaml",
+            ),
+            scores=(Score("vocals", 12.9755, _MVSEP), *_measured(vocals=11.77, instrumental=16.45)),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("model_bs_roformer_ep_317_sdr_12.9755.ckpt",),
+        ),
+        ModelSpec(
+            name="bs_roformer_viperx_1296",
+            sources=VOCALS_INSTRUMENTAL,
+            description="BS-RoFormer vocals/instrumental (viperx ep 368)",
+            family="bs_roformer",
+            files=_uvr(
+                "model_bs_roformer_ep_368_sdr_12.9628.ckpt",
+                config="model_bs_roformer_ep_368_sdr_12.9628.yaml",
+            ),
+            scores=(Score("vocals", 12.9628, _MVSEP), *_measured(vocals=12.10, instrumental=16.31)),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("model_bs_roformer_ep_368_sdr_12.9628.ckpt",),
+        ),
+        ModelSpec(
+            name="mel_band_roformer_kim_vocals",
+            sources=("vocals", "other"),
+            description="Mel-Band RoFormer vocals (Kimberley Jensen)",
+            family="mel_band_roformer",
+            files=_uvr("vocals_mel_band_roformer.ckpt", config="vocals_mel_band_roformer.yaml"),
+            scores=_measured(vocals=12.60),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("vocals_mel_band_roformer.ckpt",),
+        ),
+        ModelSpec(
+            name="mel_band_roformer_karaoke",
+            sources=VOCALS_INSTRUMENTAL,
+            description="Mel-Band RoFormer karaoke: lead vocals apart from backing vocals",
+            family="mel_band_roformer",
+            files=_uvr(
+                "mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt",
+                config="mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956_config.yaml",
+            ),
+            scores=(Score("vocals", 10.1956, _MVSEP),),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt",),
+        ),
+        ModelSpec(
+            name="mel_band_roformer_denoise",
+            sources=("dry", "other"),
+            description="Mel-Band RoFormer de-noise (aufr33): the dry signal apart from noise",
+            family="mel_band_roformer",
+            files=_uvr(
+                "denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",
+                config="denoise_mel_band_roformer_aufr33_sdr_27.9959_config.yaml",
+            ),
+            scores=(Score("dry", 27.9959, _MVSEP),),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",),
+        ),
+        ModelSpec(
+            name="mel_band_roformer_crowd",
+            sources=("crowd", "other"),
+            description="Mel-Band RoFormer crowd removal (aufr33, viperx)",
+            family="mel_band_roformer",
+            files=_uvr(
+                "mel_band_roformer_crowd_aufr33_viperx_sdr_8.7144.ckpt",
+                config="mel_band_roformer_crowd_aufr33_viperx_sdr_8.7144_config.yaml",
+            ),
+            scores=(Score("crowd", 8.7144, _MVSEP),),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("mel_band_roformer_crowd_aufr33_viperx_sdr_8.7144.ckpt",),
+        ),
+        ModelSpec(
+            name="bs_roformer_dereverb",
+            sources=("noreverb", "reverb"),
+            description="BS-RoFormer de-reverb (384 dim, 10 deep)",
+            family="bs_roformer",
+            files=_uvr(
+                "deverb_bs_roformer_8_384dim_10depth.ckpt",
+                config="deverb_bs_roformer_8_384dim_10depth_config.yaml",
+            ),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("deverb_bs_roformer_8_384dim_10depth.ckpt",),
+        ),
+        ModelSpec(
+            name="mdx23c_instvoc_hq",
+            sources=VOCALS_INSTRUMENTAL,
+            description="MDX23C (TFC-TDF v3) InstVoc HQ, 8k FFT",
+            family="mdx23c",
+            files=_uvr("MDX23C-8KFFT-InstVoc_HQ.ckpt", config="model_2_stem_full_band_8k.yaml"),
+            scores=_measured(vocals=10.56, instrumental=15.83),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("MDX23C-8KFFT-InstVoc_HQ.ckpt",),
+        ),
+        ModelSpec(
+            name="uvr_mdx_inst_hq_3",
+            sources=("instrumental", "vocals"),
+            description="UVR MDX-Net Inst HQ 3 (ONNX): instrumental first",
+            family="mdx_net",
+            files=_uvr("UVR-MDX-NET-Inst_HQ_3.onnx"),
+            scores=_measured(vocals=8.81, instrumental=15.42),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("UVR-MDX-NET-Inst_HQ_3.onnx",),
+        ),
+        ModelSpec(
+            name="uvr_mdx_inst_hq_4",
+            sources=("instrumental", "vocals"),
+            description="UVR MDX-Net Inst HQ 4 (ONNX)",
+            family="mdx_net",
+            files=_uvr("UVR-MDX-NET-Inst_HQ_4.onnx"),
+            scores=_measured(vocals=8.83, instrumental=15.51),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("UVR-MDX-NET-Inst_HQ_4.onnx",),
+        ),
+        ModelSpec(
+            name="uvr_mdx_voc_ft",
+            sources=VOCALS_INSTRUMENTAL,
+            description="UVR MDX-Net Voc FT (ONNX): vocals",
+            family="mdx_net",
+            files=_uvr("UVR-MDX-NET-Voc_FT.onnx"),
+            scores=_measured(vocals=10.15, instrumental=15.43),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("UVR-MDX-NET-Voc_FT.onnx",),
+        ),
+        ModelSpec(
+            name="uvr_mdx_kim_vocal_2",
+            sources=VOCALS_INSTRUMENTAL,
+            description="UVR MDX-Net Kim Vocal 2 (ONNX)",
+            family="mdx_net",
+            files=_uvr("Kim_Vocal_2.onnx"),
+            scores=_measured(vocals=10.18, instrumental=15.36),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("Kim_Vocal_2.onnx",),
+        ),
+        ModelSpec(
+            name="uvr_mdx_karaoke_2",
+            sources=("instrumental", "vocals"),
+            description="UVR MDX-Net Karaoke 2 (ONNX): lead vocals out, backing vocals kept",
+            family="mdx_net",
+            files=_uvr("UVR_MDXNET_KARA_2.onnx"),
+            scores=_measured(vocals=5.43, instrumental=14.77),
+            licence=_COMMUNITY,
+            max_segment_seconds=None,
+            aliases=("UVR_MDXNET_KARA_2.onnx",),
         ),
     )
 }
 
 DEFAULT_MODEL = "htdemucs"
+_BY_ALIAS = {alias: spec for spec in MODELS.values() for alias in spec.aliases}
 
 
 def get_spec(name: str) -> ModelSpec:
-    """Return the spec of a named model.
+    """The spec of a model given by name, by a file name users know, or by a path.
 
     Raises:
-        SettingsError: The name is not one of the known models.
+        SettingsError: The name is neither a known model nor a model file's path.
+        ModelCorrupt: A model file's config cannot be read or is not one we know.
     """
-    try:
+    if name in MODELS:
         return MODELS[name]
-    except KeyError:
+    if name in _BY_ALIAS:
+        return _BY_ALIAS[name]
+    if Path(name).suffix.lower() in MODEL_SUFFIXES and ("/" in name or "\\" in name):
+        return spec_for_file(Path(name))
+    raise SettingsError(
+        f"unknown model {name!r}; choose one of {', '.join(MODELS)} (for example --model "
+        f"{DEFAULT_MODEL}; stembridge models list shows them), or give the path of a model "
+        "file: an MSST .ckpt with its .yaml beside it, or a UVR MDX-Net .onnx",
+        key="model",
+        value=name,
+    )
+
+
+def spec_for_file(path: Path) -> ModelSpec:
+    """The spec of a model file the user gives: an MSST ``.ckpt`` (its ``.yaml`` beside it,
+    as ``<name>.yaml`` or ``<name>_config.yaml``), that ``.yaml``, or an MDX-Net ``.onnx``.
+
+    Raises:
+        SettingsError: The file does not exist, or an MSST checkpoint has no config beside it.
+        ModelCorrupt: Its config cannot be read or is not one we know.
+    """
+    path = path.expanduser().absolute()
+    weights, config = _msst_pair(path) if path.suffix.lower() != ".onnx" else (path, None)
+    if not weights.is_file():
         raise SettingsError(
-            f"unknown model {name!r}; choose one of {', '.join(MODELS)} "
-            f"(for example --model {DEFAULT_MODEL})",
-            key="model",
-            value=name,
-        ) from None
+            f"{weights}: no such model file; check the path", key="model", value=str(path)
+        )
+    if config is None:
+        from bridge.models.families.uvr_params import params_for
+
+        params = params_for(weights)
+        return ModelSpec(
+            name=str(weights),
+            sources=(stem_word(params.primary_stem), stem_word(params.secondary_stem)),
+            description=f"UVR MDX-Net model {weights.name}",
+            family="mdx_net",
+            files=(ModelFile(str(weights), ()),),
+            licence="as its publisher states",
+            max_segment_seconds=None,
+            local=True,
+        )
+    from bridge.models.families.msst_config import read_config
+
+    read = read_config(config)
+    return ModelSpec(
+        name=str(weights),
+        sources=msst_sources(read.training.instruments, read.training.target_instrument),
+        description=f"{read.architecture} model {weights.name}",
+        family=read.architecture,
+        files=(ModelFile(str(weights), ()), ModelFile(str(config), ())),
+        licence="as its publisher states",
+        max_segment_seconds=None,
+        local=True,
+    )
+
+
+def msst_sources(instruments: tuple[str, ...], target: str | None) -> tuple[str, ...]:
+    """The stems of an MSST model: its instruments, or its target and the rest of the mix
+    (named as python-audio-separator names them: the other instrument listed, and
+    ``instrumental`` beside ``vocals``)."""
+    if not target:
+        return tuple(stem_word(name) for name in instruments)
+    others = [name for name in instruments[:2] if name != target]
+    rest = stem_word(others[0]) if others else f"no_{stem_word(target)}"
+    if stem_word(target) == "vocals" and rest == "other":
+        rest = "instrumental"
+    return (stem_word(target), rest)
+
+
+def _msst_pair(path: Path) -> tuple[Path, Path | None]:
+    """An MSST model's checkpoint and config, from either of them."""
+    if path.suffix.lower() == ".yaml":
+        return path.with_suffix(".ckpt"), path
+    for config in (path.with_suffix(".yaml"), path.with_name(f"{path.stem}_config.yaml")):
+        if config.is_file():
+            return path, config
+    if not path.is_file():
+        return path, path.with_suffix(".yaml")
+    raise SettingsError(
+        f"{path}: an MSST checkpoint needs its config beside it, as {path.stem}.yaml or "
+        f"{path.stem}_config.yaml (the .yaml published with the checkpoint)",
+        key="model",
+        value=str(path),
+    )
+
+
+def stem_word(name: str) -> str:
+    """A stem name as StemBridge writes it: lower case, ``_`` for anything but letters,
+    digits, ``-`` and ``_``."""
+    word = re.sub(r"[^a-z0-9_-]+", "_", name.strip().lower()).strip("_")
+    if not word:
+        raise ModelCorrupt(f"stem name {name!r} has no letters or digits; fix the model's config")
+    return word

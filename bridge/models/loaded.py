@@ -1,7 +1,9 @@
 """A model loaded once on its device, ready to separate any number of streams.
 
-The daemon and workers keep one :class:`LoadedModel` per process so the model stays
-warm between jobs; the CLI builds one per run.
+The daemon and workers keep one model per process so it stays warm between jobs; the
+CLI builds one per run. :func:`load_model` loads any family: a demucs bag as a
+:class:`LoadedModel` (demucs' own overlap-add, :mod:`bridge.models.engine`), the
+others as a :class:`~bridge.models.chunked_model.ChunkedModel`.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 from demucs.apply import BagOfModels
 from demucs.htdemucs import HTDemucs
 
 from bridge.errors import ModelCorrupt, SettingsError
-from bridge.models.catalog import ModelSpec, get_spec
+from bridge.models.catalog import DEMUCS_OVERLAP, ModelSpec, get_spec
+from bridge.models.chunked_model import ChunkedModel
 from bridge.models.engine import MemberGeometry, OnProgress, separate_stream
 from bridge.models.groups import ChannelGroup, MixStats
 from bridge.models.loading import load_bag
@@ -27,10 +31,13 @@ from bridge.models.runner import (
     default_batch_size,
     resolve_device,
 )
-from bridge.models.weights import Download, locate
+from bridge.models.weights import Download, Fetch, locate
 from bridge.settings import SeparationSettings
 
 log = logging.getLogger(__name__)
+
+#: A loaded model of any family (both separate streams the same way).
+Model = Union["LoadedModel", ChunkedModel]
 
 
 class LoadedModel:
@@ -149,7 +156,8 @@ class LoadedModel:
         user_segment = self.settings.segment_seconds
         segment = user_segment if user_segment is not None else network.segment  # type: ignore[attr-defined]
         segment_length = int(self.samplerate * segment)
-        stride = int((1 - self.settings.overlap) * segment_length)
+        overlap = DEMUCS_OVERLAP if self.settings.overlap is None else self.settings.overlap
+        stride = int((1 - overlap) * segment_length)
         valid_length: Callable[[int], int]
         if isinstance(network, HTDemucs) and user_segment is not None:
             fixed = int(user_segment * self.samplerate)
@@ -165,3 +173,30 @@ class LoadedModel:
                 return length
 
         return MemberGeometry(segment_length, stride, weights, valid_length)
+
+
+def load_model(
+    settings: SeparationSettings,
+    *,
+    folders: Sequence[Path] | None = None,
+    download: Download | None = None,
+    fetch: Fetch | None = None,
+    offline: bool | None = None,
+) -> Model:
+    """Find and load the model ``settings`` name, whatever its family.
+
+    Args:
+        settings: Which model, and how it runs.
+        folders: Folders to search (default: the standard search order).
+        download: Fetches a demucs file from Hugging Face (injectable for tests).
+        fetch: Fetches another family's file from its URL (injectable for tests).
+        offline: Never download.
+
+    Raises:
+        ModelNotFound: No weights and no way to download them.
+        ModelCorrupt: The weights are damaged or not the model's.
+        DeviceUnavailable: The device does not exist here.
+    """
+    if get_spec(settings.model).family == "demucs":
+        return LoadedModel.load(settings, folders=folders, download=download, offline=offline)
+    return ChunkedModel.load(settings, folders=folders, fetch=fetch, offline=offline)

@@ -17,6 +17,13 @@ of after ``huggingface_hub``'s retries. A folder holds a model in either officia
 * demucs repo: ``<name>.yaml`` and ``<signature>-<sha256 prefix>.th`` per network.
 
 The ``<name>.yaml`` bag file may be missing; demucs' own copy is used then.
+
+The other families' models are files (an MSST ``.ckpt`` and its ``.yaml``, a UVR
+``.onnx``): found by name in the same folders and in python-audio-separator's model
+folder (``$AUDIO_SEPARATOR_MODEL_DIR``, else ``/tmp/audio-separator-models``), read
+there and never changed, or downloaded from the locations the catalog lists for them
+(UVR's releases first, then audio-separator's, as it does), checked against their
+published checksum where there is one.
 This module reads no weights and imports no torch.
 """
 
@@ -28,6 +35,7 @@ import logging
 import os
 import socket
 import struct
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,13 +168,13 @@ def find_in_hf_cache(spec: ModelSpec) -> WeightFiles | None:
     )
 
 
-def find_installed(spec: ModelSpec, *, folders: Sequence[Path] | None = None) -> WeightFiles | None:
+def find_installed(
+    spec: ModelSpec, *, folders: Sequence[Path] | None = None
+) -> WeightFiles | ModelFiles | None:
     """The first complete copy of the model on this machine, or ``None``."""
-    for folder in search_folders() if folders is None else folders:
-        found = find_in_folder(spec, folder)
-        if found is not None:
-            return found
-    return find_in_hf_cache(spec)
+    if spec.family != "demucs":
+        return find_files(spec, folders=folders)
+    return _find_demucs(spec, folders)
 
 
 def locate(
@@ -189,7 +197,7 @@ def locate(
         ModelNotFound: Nothing on disk and no download possible; the message lists the
             exact files and the folder to put them in.
     """
-    found = find_installed(spec, folders=folders)
+    found = _find_demucs(spec, folders)
     if found is not None:
         log.info("using %s weights from %s", spec.name, found.origin)
         return found
@@ -211,6 +219,15 @@ def locate(
     raise ModelNotFound(missing_message(spec, folders, reason))
 
 
+def _find_demucs(spec: ModelSpec, folders: Sequence[Path] | None) -> WeightFiles | None:
+    """A demucs model's files on this machine, or ``None``."""
+    for folder in search_folders() if folders is None else folders:
+        found = find_in_folder(spec, folder)
+        if found is not None:
+            return found
+    return find_in_hf_cache(spec)
+
+
 def missing_message(spec: ModelSpec, folders: Sequence[Path] | None, reason: str) -> str:
     """Say exactly which files are missing and where to put them."""
     searched = ", ".join(str(folder) for folder in (folders or search_folders()))
@@ -229,6 +246,159 @@ def expected_files(spec: ModelSpec) -> str:
         f"{spec.bag_file} + {safetensors} (from https://huggingface.co/{spec.hf_repo}) "
         f"or {checkpoints} (from {CHECKPOINT_URL})"
     )
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files of a model of another family (not demucs), found in one place.
+
+    Attributes:
+        spec: The model.
+        origin: Where they were found (a folder, or ``downloaded``).
+        paths: One path per file of :attr:`ModelSpec.files`, in that order (weights first).
+    """
+
+    spec: ModelSpec
+    origin: str
+    paths: tuple[Path, ...]
+
+    @property
+    def size_bytes(self) -> int:
+        """Total size on disk."""
+        return sum(path.stat().st_size for path in self.paths)
+
+
+#: ``fetch(url, target)`` writes the file at ``url`` to ``target`` (whole or not at all).
+Fetch = Callable[[str, Path], None]
+
+
+def other_tools_folders(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """Model folders of other tools that are searched (read only): python-audio-separator's."""
+    env = os.environ if env is None else env
+    return (Path(env.get("AUDIO_SEPARATOR_MODEL_DIR") or "/tmp/audio-separator-models"),)
+
+
+def find_files(spec: ModelSpec, *, folders: Sequence[Path] | None = None) -> ModelFiles | None:
+    """Every file of a non-demucs model in one folder, or ``None``."""
+    if spec.local:
+        paths = tuple(Path(file.name) for file in spec.files)
+        return ModelFiles(spec, "given", paths) if all(p.is_file() for p in paths) else None
+    searched = (*search_folders(), *other_tools_folders()) if folders is None else folders
+    for folder in searched:
+        paths = tuple(folder / file.name for file in spec.files)
+        if all(path.is_file() for path in paths):
+            return ModelFiles(spec, str(folder), paths)
+    return None
+
+
+def locate_files(
+    spec: ModelSpec,
+    *,
+    folders: Sequence[Path] | None = None,
+    fetch: Fetch | None = None,
+    offline: bool | None = None,
+) -> ModelFiles:
+    """Find a non-demucs model's files, downloading the missing ones into the install
+    folder only when the model is not complete anywhere.
+
+    Raises:
+        ModelNotFound: Not on disk and not downloadable; the message names the files, where
+            they are published and the folder to put them in.
+        ModelCorrupt: A downloaded file does not match its published checksum.
+    """
+    found = find_files(spec, folders=folders)
+    if found is not None:
+        log.info("using %s from %s", spec.name, found.origin)
+        return found
+    names = ", ".join(Path(file.name).name for file in spec.files)
+    if spec.local:
+        raise ModelNotFound(f"{names}: no such model file; check the path given as --model")
+    if offline is None:
+        offline = any(os.environ.get(var, "") not in ("", "0") for var in _OFFLINE_VARS)
+    reason = "downloads are off (STEMBRIDGE_OFFLINE or HF_HUB_OFFLINE is set)"
+    if not offline:
+        try:
+            return _download_files(spec, download_url if fetch is None else fetch)
+        except HubUnreachable as exc:
+            log.info("not downloading %s: %s", spec.name, exc)
+            reason = (
+                f"it cannot be downloaded: {exc}. Without network, set STEMBRIDGE_OFFLINE=1 "
+                "to skip the download"
+            )
+        except (OSError, urllib.error.URLError) as exc:
+            log.info("downloading %s failed: %s", spec.name, exc)
+            reason = f"the download failed ({exc})"
+    where = "; ".join(f"{Path(f.name).name} from {' or '.join(f.urls)}" for f in spec.files)
+    searched = ", ".join(str(folder) for folder in (folders or search_folders()))
+    raise ModelNotFound(
+        f"model {spec.name} is not installed and {reason}. Searched: {searched} and "
+        f"{', '.join(map(str, other_tools_folders()))}. Put {names} into {install_folder()} "
+        f"({where})"
+    )
+
+
+def download_url(url: str, target: Path, *, timeout_seconds: float = 60.0) -> None:
+    """Download ``url`` into ``target``, whole or not at all, once the host is reachable.
+
+    Raises:
+        HubUnreachable: The host takes no connection.
+        urllib.error.URLError: The server refused or failed (an HTTP error included).
+    """
+    check_reachable(url)
+    log.info("downloading %s", url)
+    temp = atomic.temp_path_for(target)
+    try:
+        with (
+            urllib.request.urlopen(url, timeout=timeout_seconds) as answer,
+            open(temp, "wb") as out,
+        ):
+            while chunk := answer.read(1 << 20):
+                out.write(chunk)
+        atomic.commit(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _download_files(spec: ModelSpec, fetch: Fetch) -> ModelFiles:
+    target = install_folder()
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for file in spec.files:
+        final = target / Path(file.name).name
+        if not final.is_file():
+            _fetch_first(file.urls, final, fetch)
+        if file.sha256 is not None:
+            _check_sha256(final, file.sha256)
+        paths.append(final)
+    return ModelFiles(spec, f"downloaded into {target}", tuple(paths))
+
+
+def _fetch_first(urls: Sequence[str], target: Path, fetch: Fetch) -> None:
+    """Try each location in turn (a mirror may not hold the file)."""
+    errors = []
+    for url in urls:
+        try:
+            fetch(url, target)
+            return
+        except HubUnreachable:
+            raise
+        except (OSError, urllib.error.URLError) as exc:
+            errors.append(f"{url}: {exc}")
+    raise urllib.error.URLError("; ".join(errors) or "no download location is known")
+
+
+def _check_sha256(path: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        path.unlink(missing_ok=True)
+        raise ModelCorrupt(
+            f"{path}: checksum mismatch (published {expected}, downloaded "
+            f"{digest.hexdigest()}); the download was damaged; run again",
+            path=path,
+        )
 
 
 class HubUnreachable(ConnectionError):
@@ -380,14 +550,14 @@ def verify_checkpoint(path: Path) -> None:
 
 def install_from(
     source: Path, *, names: Sequence[str] | None = None, target: Path | None = None
-) -> list[WeightFiles]:
+) -> list[WeightFiles | ModelFiles]:
     """Copy the complete models found in ``source`` into the install folder.
 
     Each ``.th`` file is checked against its checksum before it is copied, and files
     appear in the target whole or not at all.
 
     Args:
-        source: A folder holding model files in either official form.
+        source: A folder holding model files in an official form.
         names: Only these models (default: every complete model in ``source``).
         target: Where to copy (default :func:`install_folder`).
 
@@ -407,23 +577,40 @@ def install_from(
         )
     target = install_folder() if target is None else target
     wanted = [MODELS[name] for name in names] if names else list(MODELS.values())
-    found = [files for spec in wanted if (files := find_in_folder(spec, source)) is not None]
+    found = [files for spec in wanted if (files := _in_folder(spec, source)) is not None]
     if not found:
-        expected = "; or ".join(f"{spec.name}: {expected_files(spec)}" for spec in wanted)
+        expected = "; or ".join(f"{spec.name}: {_expected(spec)}" for spec in wanted)
         raise ModelNotFound(
             f"{source}: no complete model found; expected {expected}",
             path=source,
         )
     target.mkdir(parents=True, exist_ok=True)
-    installed = []
-    for files in found:
-        for network in files.networks:
-            verify_network_file(network)
-        copies = [_copy(path, target) for path in files.networks]
-        bag = _copy(files.bag_file, target) if files.bag_file else None
-        installed.append(WeightFiles(files.spec, str(target), bag, tuple(copies)))
-        log.info("installed %s into %s", files.spec.name, target)
+    installed: list[WeightFiles | ModelFiles] = []
+    for one in found:
+        if isinstance(one, ModelFiles):
+            copies = tuple(_copy(path, target) for path in one.paths)
+            installed.append(ModelFiles(one.spec, str(target), copies))
+        else:
+            for network in one.networks:
+                verify_network_file(network)
+            networks = tuple(_copy(path, target) for path in one.networks)
+            bag = _copy(one.bag_file, target) if one.bag_file else None
+            installed.append(WeightFiles(one.spec, str(target), bag, networks))
+        log.info("installed %s into %s", one.spec.name, target)
     return installed
+
+
+def _in_folder(spec: ModelSpec, folder: Path) -> WeightFiles | ModelFiles | None:
+    """The model's files in ``folder`` alone (no cache, no other folder)."""
+    if spec.family == "demucs":
+        return find_in_folder(spec, folder)
+    return find_files(spec, folders=[folder])
+
+
+def _expected(spec: ModelSpec) -> str:
+    if spec.family == "demucs":
+        return expected_files(spec)
+    return " + ".join(Path(file.name).name for file in spec.files)
 
 
 def _copy(path: Path, folder: Path) -> Path:

@@ -46,7 +46,7 @@ from bridge.pipeline.separate import Separated
 from bridge.stems import StemPlan
 
 if TYPE_CHECKING:
-    from bridge.models.loaded import LoadedModel
+    from bridge.models.loaded import Model
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def publish(
     prepared: PreparedInput,
     analysis: Analysis,
     separated: Separated,
-    model: LoadedModel,
+    model: Model,
     provenance: Provenance,
 ) -> Manifest:
     """Publish a separated set into its reserved ``folder`` and return its manifest.
@@ -249,7 +249,7 @@ def _manifest(
     prepared: PreparedInput,
     analysis: Analysis,
     separated: Separated,
-    model: LoadedModel,
+    model: Model,
     provenance: Provenance,
     *,
     finals: Mapping[str, Path],

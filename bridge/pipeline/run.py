@@ -43,11 +43,11 @@ from bridge.pipeline.spec import JobSpec
 from bridge.settings import SeparationSettings
 
 if TYPE_CHECKING:
-    from bridge.models.loaded import LoadedModel
+    from bridge.models.loaded import Model
 
 log = logging.getLogger(__name__)
 
-ModelFor = Callable[[SeparationSettings], "LoadedModel"]
+ModelFor = Callable[[SeparationSettings], "Model"]
 
 
 class Results(Protocol):

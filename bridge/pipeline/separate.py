@@ -23,7 +23,7 @@ from bridge.pipeline.progress import OnProgress, Progress
 from bridge.stems import sources_needed
 
 if TYPE_CHECKING:
-    from bridge.models.loaded import LoadedModel
+    from bridge.models.loaded import Model
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Separated:
     gains: dict[str, GainDecision] | None
 
 
-def wanted_sources(prepared: PreparedInput, model: LoadedModel) -> tuple[str, ...]:
+def wanted_sources(prepared: PreparedInput, model: Model) -> tuple[str, ...]:
     """The model sources to compute: all of them for exact-sum (the residual is the input
     minus every source), otherwise only those the stems use."""
     if prepared.effects.residual_source is not None:
@@ -59,7 +59,7 @@ def separate(
     prepared: PreparedInput,
     analysis: Analysis,
     *,
-    model: LoadedModel,
+    model: Model,
     writer: StemWriter,
     report: OnProgress,
     cancel: threading.Event | None,

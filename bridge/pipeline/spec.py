@@ -19,7 +19,9 @@ from msgspec import Meta
 
 from bridge import schema
 from bridge.documents import parse_json
+from bridge.effects.plan import residual_taker
 from bridge.errors import JobError, SettingsError
+from bridge.models.catalog import DEMUCS_OVERLAP, get_spec
 from bridge.schema import Setting, Where
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
@@ -96,13 +98,20 @@ class JobSpec:
         Two jobs with the same identity produce the same stems, so the second can
         reuse the first's result. Device and batch size only change how the engine
         runs, not what it computes, and are left out. The preset counts by its
-        content (``preset_sha256``), so editing a preset file invalidates reuse.
+        content (``preset_sha256``), so editing a preset file invalidates reuse. A setting
+        left to the model counts as the model's own value (demucs' 0.25 overlap, the
+        residual's ``other``), so leaving it out and giving that value are the same job.
         """
+        spec = get_spec(self.separation.model)
         separation = {
             key: value
             for key, value in dataclasses.asdict(self.separation).items()
             if key not in _RUN_ONLY
         }
+        if separation["overlap"] is None and spec.family == "demucs":
+            separation["overlap"] = DEMUCS_OVERLAP
+        effects = dataclasses.asdict(self.effects)
+        effects["residual_stem"] = residual_taker(self.effects.residual_stem, spec.sources)
         output = dataclasses.asdict(self.output)
         output.pop("overwrite")
         output.pop("pictures")  # pictures are drawn beside the stems, which stay the same
@@ -110,7 +119,7 @@ class JobSpec:
             "separation": separation,
             "output": output,
             "time_range": dataclasses.asdict(self.time_range),
-            "effects": dataclasses.asdict(self.effects),
+            "effects": effects,
             "preset_sha256": preset_sha256,
         }
         text = json.dumps({"audio": input_sha256, **shape}, sort_keys=True)
