@@ -6,10 +6,6 @@ The reference is randomly initialised, its state dict written as an MSST ``.ckpt
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import os
-import sys
 import types
 import warnings
 from collections.abc import Iterator
@@ -24,6 +20,8 @@ import yaml
 from bridge.errors import ModelCorrupt
 from bridge.models.families.mdx23c import Mdx23c, Mdx23cConfig, load_mdx23c
 from bridge.models.families.msst_config import read_config
+
+from separator_reference import import_reference
 
 # MDX23C-8KFFT-InstVoc_HQ's config (UVR's model_2_stem_full_band_8k.yaml), as released
 INSTVOC_HQ_YAML = """\
@@ -108,42 +106,10 @@ def small_sections(**model: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def reference_class() -> type[torch.nn.Module]:
-    """python-audio-separator's ``TFC_TDF_net``, imported without the package's ``__init__``.
-
-    ``audio_separator/__init__.py`` imports the whole separator (onnxruntime, librosa...),
-    which the test install leaves out (tests/references/); ``tfc_tdf_v3`` and the
-    ``device_utils`` it imports need torch alone. Their packages stand in for the real
-    ones while they are imported, and are taken out of ``sys.modules`` again after.
-    """
-    try:
-        root = Path(
-            str(importlib.metadata.distribution("audio-separator").locate_file("audio_separator"))
-        )
-    except importlib.metadata.PackageNotFoundError:
-        install = (
-            "pip install -r tests/references/roformer.txt && "
-            "pip install --no-deps -r tests/references/roformer-no-deps.txt"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the MDX23C reference: .ci/run runs {install}")
-        pytest.skip(f"AUDIO-SEPARATOR IS NOT INSTALLED: MDX23C parity untested ({install})")
-    before = set(sys.modules)
-    try:
-        for name in (
-            "audio_separator",
-            "audio_separator.separator",
-            "audio_separator.separator.uvr_lib_v5",
-        ):
-            if name not in sys.modules:
-                package = types.ModuleType(name)
-                package.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
-                sys.modules[name] = package
-        module = importlib.import_module("audio_separator.separator.uvr_lib_v5.tfc_tdf_v3")
-    finally:
-        for name in set(sys.modules) - before:
-            if name.partition(".")[0] == "audio_separator":
-                del sys.modules[name]
-    net_class: type[torch.nn.Module] = module.TFC_TDF_net
+    """python-audio-separator's ``TFC_TDF_net``."""
+    net_class: type[torch.nn.Module] = import_reference(
+        "separator.uvr_lib_v5.tfc_tdf_v3"
+    ).TFC_TDF_net
     return net_class
 
 

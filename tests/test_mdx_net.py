@@ -13,7 +13,7 @@ package ``__init__`` (which imports every architecture), and with a bare
 ``onnx2torch``: that package converts a model for segments other than the model's own
 (it imports torchvision, which CI does not install and which must match the torch
 build) and is not reached when the segment is the model's.
-``tests/references/mdx_net.txt`` installs what the reference and the exporter import.
+``tests/references/separators.txt`` installs what the reference and the exporter import.
 """
 
 from __future__ import annotations
@@ -22,13 +22,10 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import logging
-import os
 import sys
-import types
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,8 +53,9 @@ from bridge.models.families.uvr_params import (
 )
 from bridge.models.groups import channel_groups
 
+from separator_reference import common_config, import_reference, missing
+
 TOLERANCE = 1e-4
-INSTALL = "pip install -r tests/references/mdx_net.txt"
 
 # A small MDX-Net: n_fft 2048 (trim 1024), 8 frames a chunk (7168 samples, 5120 kept).
 SMALL = {
@@ -156,48 +154,11 @@ def write_model(
 
 
 def _reference_class() -> Any:
-    """python-audio-separator's ``MDXSeparator``, without its package ``__init__``."""
-    spec = importlib.util.find_spec("audio_separator")
-    try:
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("No module named 'audio_separator'")
-        root = Path(next(iter(spec.submodule_search_locations)))
-        stubs = [
-            ("audio_separator", root),
-            ("audio_separator.separator", root / "separator"),
-            ("audio_separator.separator.architectures", root / "separator" / "architectures"),
-        ]
-        saved = sys.modules.get("onnx2torch")
-        for name, folder in stubs:
-            package = types.ModuleType(name)
-            package.__path__ = [str(folder)]
-            sys.modules[name] = package
-        # Only its onnx2torch path (a segment that is not the model's) would use it
-        sys.modules["onnx2torch"] = types.ModuleType("onnx2torch")
-        try:
-            with warnings.catch_warnings():
-                # pydub imports audioop (deprecated since Python 3.11)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                module = importlib.import_module(
-                    "audio_separator.separator.architectures.mdx_separator"
-                )
-        finally:
-            for name in [name for name in sys.modules if name.split(".")[0] == "audio_separator"]:
-                del sys.modules[name]
-            if saved is None:
-                del sys.modules["onnx2torch"]
-            else:
-                sys.modules["onnx2torch"] = saved
-    except ImportError as exc:
-        missing(exc, "python-audio-separator's MDX separator (parity untested)")
-    return module.MDXSeparator
-
-
-def missing(exc: ImportError, what: str) -> NoReturn:
-    """Fail on CI, which must have it; elsewhere skip, loudly."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide {what}: {exc}; .ci/run runs {INSTALL}")
-    pytest.skip(f"NOT INSTALLED: {what}: {exc}; {INSTALL}")
+    """python-audio-separator's ``MDXSeparator`` (onnx2torch, which pulls torchvision, only
+    its path for a segment other than the model's would use)."""
+    return import_reference(
+        "separator.architectures.mdx_separator", stand_ins=("onnx2torch",)
+    ).MDXSeparator
 
 
 @pytest.fixture(scope="module")
@@ -215,28 +176,6 @@ def reference_stems(
     reference: Any, path: Path, entry: dict[str, Any], mix: np.ndarray, *, overlap: float
 ) -> np.ndarray:
     """The reference's primary (``demix``) and other stem (as ``separate`` makes it)."""
-    logger = logging.getLogger("audio_separator_reference")
-    cpu = torch.device("cpu")
-    common = {
-        "logger": logger,
-        "log_level": logging.WARNING,
-        "torch_device": cpu,
-        "torch_device_cpu": cpu,
-        "torch_device_mps": None,
-        "onnx_execution_provider": ["CPUExecutionProvider"],
-        "model_name": path.stem,
-        "model_path": str(path),
-        "model_data": dict(entry),
-        "output_dir": str(path.parent),
-        "output_format": "WAV",
-        "normalization_threshold": 0.9,
-        "amplification_threshold": 0.0,
-        "enable_denoise": False,
-        "output_single_stem": None,
-        "invert_using_spec": False,
-        "sample_rate": 44100,
-        "use_soundfile": False,
-    }
     arch = {
         "segment_size": 2 ** entry["mdx_dim_t_set"],
         "overlap": overlap,
@@ -244,7 +183,7 @@ def reference_stems(
         "hop_length": HOP,
         "enable_denoise": False,
     }
-    separator = reference(common, arch)
+    separator = reference(common_config(path, dict(entry)), arch)
     with warnings.catch_warnings():
         # It builds each chunk's tensor from a list of arrays, and divides 0 by 0 in the
         # padding it cuts off

@@ -10,11 +10,6 @@ separator: onnxruntime, requests...); ``tests/references/roformer.txt`` installs
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import sys
-import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +23,8 @@ import yaml
 from bridge.errors import ModelCorrupt
 from bridge.models.families import roformer
 from bridge.models.families.msst_config import DEFAULT_FREQS_PER_BANDS, read_config
+
+from separator_reference import import_reference
 
 TOLERANCE = 1e-4
 
@@ -120,43 +117,9 @@ INFERENCE = {"batch_size": 1, "num_overlap": 2}
 
 
 def _reference_modules() -> dict[str, Any]:
-    """python-audio-separator's two network classes, without its package ``__init__``."""
-    spec = importlib.util.find_spec("audio_separator")
-    try:
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("No module named 'audio_separator'")
-        root = Path(next(iter(spec.submodule_search_locations)))
-        # Bare parent packages: the roformer modules and their siblings import as usual,
-        # the separator behind audio_separator/__init__.py is never imported.
-        for name, folder in (
-            ("audio_separator", root),
-            ("audio_separator.separator", root / "separator"),
-            ("audio_separator.separator.uvr_lib_v5", root / "separator" / "uvr_lib_v5"),
-        ):
-            package = types.ModuleType(name)
-            package.__path__ = [str(folder)]
-            sys.modules[name] = package
-        try:
-            with warnings.catch_warnings():
-                # rotary-embedding-torch decorates with torch.cuda.amp.autocast (deprecated)
-                warnings.simplefilter("ignore", FutureWarning)
-                base = "audio_separator.separator.uvr_lib_v5.roformer"
-                bs = importlib.import_module(f"{base}.bs_roformer")
-                mel = importlib.import_module(f"{base}.mel_band_roformer")
-        finally:
-            # The classes keep their modules; the bare packages must not outlive this
-            for name in [name for name in sys.modules if name.split(".")[0] == "audio_separator"]:
-                del sys.modules[name]
-    except ImportError as exc:
-        install = (
-            "pip install -r tests/references/roformer.txt && "
-            "pip install --no-deps -r tests/references/roformer-no-deps.txt"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the RoFormer reference ({exc}): .ci/run runs {install}")
-        pytest.skip(
-            f"PYTHON-AUDIO-SEPARATOR IS NOT INSTALLED ({exc}): RoFormer parity untested ({install})"
-        )
+    """python-audio-separator's two network classes."""
+    bs = import_reference("separator.uvr_lib_v5.roformer.bs_roformer")
+    mel = import_reference("separator.uvr_lib_v5.roformer.mel_band_roformer")
     return {"bs_roformer": bs.BSRoformer, "mel_band_roformer": mel.MelBandRoformer}
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from test_studio import RedisServer, Studio, free_port
 
 from bridge.atomic import is_journal, is_temporary
 from bridge.jobs.store import JobStore
@@ -25,6 +24,7 @@ from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
 
 from processes import DaemonProcess, stem_set, wait_for, write_config
 from signals import music, write_audio
+from test_studio import RedisServer, Studio, free_port
 
 RATE = 44100
 TWO = SeparationSettings(stems=("vocals", "instrumental"))
