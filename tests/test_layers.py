@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("bridge.atomic", "bridge.manifest", "bridge.background"),
     # Model files' configs, read (without torch) when a model is named by its file.
     ("bridge.models.families.msst_config", "bridge.models.families.uvr_params"),
-    ("bridge.models.catalog", "bridge.stems", "bridge.settings"),
+    # The registry of imported model folders: the catalog looks imported names up there.
+    ("bridge.models.catalog", "bridge.models.registry", "bridge.stems", "bridge.settings"),
     ("bridge.audio", "bridge.models", "bridge.effects", "bridge.pictures"),
     ("bridge.pipeline",),
     ("bridge.jobs", "bridge.broker.url", "bridge.broker.paths", "bridge.broker.channel"),

@@ -370,6 +370,9 @@ def get_spec(name: str) -> ModelSpec:
         return MODELS[name]
     if name in _BY_ALIAS:
         return _BY_ALIAS[name]
+    imported = _imported(name)
+    if imported is not None:
+        return imported
     if Path(name).suffix.lower() in MODEL_SUFFIXES and ("/" in name or "\\" in name):
         return spec_for_file(Path(name))
     raise SettingsError(
@@ -378,6 +381,31 @@ def get_spec(name: str) -> ModelSpec:
         "file: an MSST .ckpt with its .yaml beside it, or a UVR MDX-Net .onnx",
         key="model",
         value=name,
+    )
+
+
+def _imported(name: str) -> ModelSpec | None:
+    """A model ``stembridge models import`` registered under its file name, or ``None``.
+
+    Only a file name (not a path) is looked up, so a typo of a catalog name is still
+    answered with the catalog's names, however the registry is.
+    """
+    if Path(name).suffix.lower() not in MODEL_SUFFIXES or "/" in name or "\\" in name:
+        return None
+    from bridge.models.registry import find_imported
+
+    found = find_imported(name)
+    if found is None:
+        return None
+    return ModelSpec(
+        name=name,
+        sources=found.stems,
+        description=f"{found.family} model {name} (imported)",
+        family=found.family,
+        files=tuple(ModelFile(str(path), ()) for path in found.files),
+        licence="as its publisher states",
+        max_segment_seconds=None,
+        local=True,
     )
 
 

@@ -6,6 +6,8 @@ Weights are looked up, in order, in
 2. the user data folder (``stembridge models path``),
 3. the Hugging Face cache (what ``demucs`` 4.1 and ``huggingface_hub`` download),
 4. the torch hub cache (what older ``demucs`` versions download),
+5. the folders ``stembridge models import`` registered (:mod:`bridge.models.registry`;
+   last, so that a damaged registry only matters for a model found nowhere else),
 
 and only then downloaded from Hugging Face (``$HF_ENDPOINT``, else huggingface.co),
 unless ``STEMBRIDGE_OFFLINE`` or ``HF_HUB_OFFLINE`` is set. Before each file is
@@ -29,6 +31,7 @@ This module reads no weights and imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,6 +50,7 @@ import platformdirs
 from bridge import atomic
 from bridge.errors import ModelCorrupt, ModelNotFound
 from bridge.models.catalog import CHECKPOINT_URL, MODELS, ModelSpec
+from bridge.models.registry import ImportedModel, imported_models
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +229,14 @@ def _find_demucs(spec: ModelSpec, folders: Sequence[Path] | None) -> WeightFiles
         found = find_in_folder(spec, folder)
         if found is not None:
             return found
-    return find_in_hf_cache(spec)
+    cached = find_in_hf_cache(spec)
+    if cached is not None or folders is not None:
+        return cached
+    for imported in _imported(spec):
+        found = find_in_folder(spec, imported.files[0].parent)
+        if found is not None:
+            return dataclasses.replace(found, origin=f"imported ({found.origin})")
+    return None
 
 
 def missing_message(spec: ModelSpec, folders: Sequence[Path] | None, reason: str) -> str:
@@ -288,7 +299,17 @@ def find_files(spec: ModelSpec, *, folders: Sequence[Path] | None = None) -> Mod
         paths = tuple(folder / file.name for file in spec.files)
         if all(path.is_file() for path in paths):
             return ModelFiles(spec, str(folder), paths)
+    if folders is not None:
+        return None
+    for imported in _imported(spec):
+        if len(imported.files) == len(spec.files) and imported.present:
+            return ModelFiles(spec, f"imported ({imported.files[0].parent})", imported.files)
     return None
+
+
+def _imported(spec: ModelSpec) -> list[ImportedModel]:
+    """The catalog model's copies in the folders ``stembridge models import`` registered."""
+    return [model for _, model in imported_models() if model.catalog == spec.name]
 
 
 def locate_files(
