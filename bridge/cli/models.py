@@ -1,11 +1,11 @@
-"""``stembridge models list|install|path``: what weights are where."""
+"""``stembridge models list|install|import|path``: what weights are where."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from bridge.cli.common import EXIT_OK
 from bridge.models.catalog import MODELS
+
+if TYPE_CHECKING:
+    from bridge.models.registry import ImportedModel
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -28,12 +31,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     install.add_argument("names", nargs="*", metavar="MODEL", help="only these models")
     install.set_defaults(command=run_install)
+    imports = actions.add_parser(
+        "import",
+        help="register the models in a UVR, python-audio-separator or MSST model folder",
+    )
+    imports.add_argument("folder", type=Path, metavar="FOLDER", help="the model folder")
+    imports.add_argument(
+        "--copy", action="store_true", help="copy the files into the install folder"
+    )
+    imports.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    imports.set_defaults(command=run_import)
     path = actions.add_parser("path", help="where models are installed and searched")
     path.set_defaults(command=run_path)
 
 
 def run_list(args: argparse.Namespace, err: Console) -> int:
-    """Print every known model: family, stems, installed or not, published SDR, licence."""
+    """Print every known model: family, stems, installed or not, published SDR, licence;
+    then the models only an import registered."""
+    from bridge.models.registry import imported_models
     from bridge.models.weights import find_installed
 
     rows: list[dict[str, Any]] = []
@@ -42,6 +57,7 @@ def run_list(args: argparse.Namespace, err: Console) -> int:
         rows.append(
             {
                 "name": spec.name,
+                "catalog": True,
                 "family": spec.family,
                 "stems": list(spec.sources),
                 "installed": files is not None,
@@ -60,6 +76,9 @@ def run_list(args: argparse.Namespace, err: Console) -> int:
                 "description": spec.description,
             }
         )
+    for folder, model in imported_models():
+        if model.catalog is None:
+            rows.append(_imported_row(folder.folder, model))
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -87,6 +106,73 @@ def run_list(args: argparse.Namespace, err: Console) -> int:
     return EXIT_OK
 
 
+def _imported_row(folder: Path, model: ImportedModel) -> dict[str, Any]:
+    """A model only an import knows, as ``models list`` shows a catalog model."""
+    present = model.present
+    return {
+        "name": model.name,
+        "catalog": False,
+        "family": model.family,
+        "stems": list(model.stems),
+        "installed": present,
+        "where": f"imported ({folder})",
+        "size_bytes": sum(path.stat().st_size for path in model.files) if present else None,
+        "scores": [],
+        "licence": "as its publisher states",
+        "files": [{"name": str(path), "urls": [], "sha256": None} for path in model.files],
+        "aliases": [],
+        "description": f"{model.family} model imported from {folder} ({model.found})",
+    }
+
+
+def run_import(args: argparse.Namespace, err: Console) -> int:
+    """Register (or copy) the models of another tool's folder; say what was skipped."""
+    from bridge.models.importer import import_folder
+
+    result = import_folder(args.folder, copy=args.copy)
+    entry = result.entry
+    if args.json:
+        document = {
+            "folder": str(entry.folder),
+            "copied_to": None if entry.copied_to is None else str(entry.copied_to),
+            "registry": str(result.registry),
+            "models": [
+                {
+                    "name": model.name,
+                    "family": model.family,
+                    "stems": list(model.stems),
+                    "catalog": model.catalog,
+                    "files": [str(path) for path in model.files],
+                    "found": model.found,
+                }
+                for model in entry.models
+            ],
+            "skipped": [{"path": str(item.path), "reason": item.reason} for item in result.skipped],
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    table = Table(title=f"Models in {escape(str(entry.folder))}")
+    for column in ("--model", "family", "stems", "catalog model", "found"):
+        table.add_column(column)
+    for model in entry.models:
+        table.add_row(
+            escape(model.name),
+            model.family,
+            escape(", ".join(model.stems)),
+            model.catalog or "-",
+            escape(model.found),
+        )
+    Console().print(table)
+    for item in result.skipped:
+        err.print(f"skipped {escape(str(item.path))}: {escape(item.reason)}", highlight=False)
+    where = f"copied into {entry.copied_to}, " if entry.copied_to else ""
+    err.print(
+        f"{len(entry.models)} model(s) {escape(where)}registered in {escape(str(result.registry))}",
+        highlight=False,
+    )
+    return EXIT_OK
+
+
 def run_install(args: argparse.Namespace, err: Console) -> int:
     """Copy and verify model files into the install folder."""
     from bridge.models.catalog import get_spec
@@ -101,6 +187,7 @@ def run_install(args: argparse.Namespace, err: Console) -> int:
 
 def run_path(args: argparse.Namespace, err: Console) -> int:
     """Print the install folder (stdout) and the search order (stderr)."""
+    from bridge.models.registry import read_registry, registry_path
     from bridge.models.weights import hf_cache_folder, install_folder, search_folders
 
     print(install_folder())
@@ -108,4 +195,7 @@ def run_path(args: argparse.Namespace, err: Console) -> int:
     for folder in search_folders():
         err.print(f"  {escape(str(folder))}", highlight=False)
     err.print(f"  {escape(str(hf_cache_folder()))} (Hugging Face cache)", highlight=False)
+    for imported in read_registry():
+        err.print(f"  {escape(str(imported.folder))} (imported)", highlight=False)
+    err.print(f"imported folders are listed in {escape(str(registry_path()))}", highlight=False)
     return EXIT_OK
