@@ -60,6 +60,7 @@ class Setting(NamedTuple):
         flag: The command-line flag, or ``None``. For a true/false setting the flag says
             what it sets: ``--no-pictures`` false, any other true.
         negatable: A true/false flag that also has its ``--no-`` form (``--exact-sum``).
+        repeat: The flag may be given more than once: once gives the value, more a list.
         metavar: The flag's placeholder in ``--help``.
         help: The flag's help; the allowed values and the default are added to it.
         unit: Said after a number's range: ``Hz``, ``seconds``, ``LUFS``.
@@ -76,6 +77,7 @@ class Setting(NamedTuple):
 
     flag: str | None = None
     negatable: bool = False
+    repeat: bool = False
     metavar: str | None = None
     help: str = ""
     unit: str = ""

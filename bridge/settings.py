@@ -11,16 +11,18 @@ how to fix it; rules that tie two fields together are written in ``__post_init__
 # Annotations stay evaluated (no `from __future__ import annotations`): bridge.schema
 # reads them once at import, and as strings each would cost an evaluation there.
 
+import functools
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 
 from bridge import schema
 from bridge.errors import SettingsError
-from bridge.models.catalog import DEFAULT_MODEL, MODELS, get_spec
+from bridge.models.catalog import DEFAULT_MODEL, MODELS, Algorithm
+from bridge.models.lineup import Lineup, make_lineup
 from bridge.schema import Setting
-from bridge.stems import StemPlan, parse_stem_list, plan_stems
+from bridge.stems import StemPlan, parse_stem_list, plan_stems, routes
 
 #: Integrated loudness a stem is brought to (also a preset's ``[loudness]`` target).
 Lufs = Annotated[
@@ -30,14 +32,31 @@ Lufs = Annotated[
 TruePeak = Annotated[float, Meta(ge=-30.0, le=0.0), Setting(unit="dBTP", note="-1 is usual")]
 
 
+def parse_weights(text: str) -> tuple[Any, ...]:
+    """Split ``--ensemble-weights 2,1`` into numbers (a word that is none stays as it is,
+    for the check to name)."""
+
+    def number(word: str) -> Any:
+        try:
+            return float(word)
+        except ValueError:
+            return word
+
+    return tuple(number(word.strip()) for word in text.split(","))
+
+
 @schema.settings
 @dataclass(frozen=True, kw_only=True)
 class SeparationSettings:
-    """How the model is run.
+    """Which models run, and how.
 
     Attributes:
-        model: A name from :data:`bridge.models.catalog.MODELS`.
+        model: A name from :data:`bridge.models.catalog.MODELS` or a model file's path;
+            several make an ensemble (see :mod:`bridge.models.lineup`).
         stems: Stem words (see :mod:`bridge.stems`); empty means every source.
+        ensemble: How an ensemble's models are combined; ``None`` means ``avg_wave``
+            (a named ensemble's own for one).
+        ensemble_weights: One weight per ensemble model, for the weighted algorithms.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         shifts: Random time shifts averaged (0 = deterministic, as fast as it gets).
         overlap: Fraction of a segment shared with the next one, in [0, 1); ``None``
@@ -48,18 +67,51 @@ class SeparationSettings:
     """
 
     model: Annotated[
-        str, Setting(flag="--model", help="the model", allowed=f"one of {', '.join(MODELS)}")
+        str | tuple[str, ...],
+        Setting(
+            flag="--model",
+            repeat=True,
+            help="the model (a name, a UVR/audio-separator file name or a model file's path); "
+            "give it twice or more for an ensemble",
+            allowed=f"one of {', '.join(MODELS)} or a model file's path, or a list of them "
+            '(an ensemble, e.g. ["bs_roformer_viperx_1297", "mdx23c_instvoc_hq"])',
+        ),
     ] = DEFAULT_MODEL
     stems: Annotated[
         tuple[str, ...],
         Setting(
             flag="--stems",
             help="comma-separated stems: sources (vocals,drums...), instrumental, no_<stem>, "
-            "or <name>=<stem>+<stem> (default: every source)",
+            "<name>=<stem>+<stem>, or <stem>@<model> to take that stem from another model "
+            "(default: every source)",
             allowed='a list of stem words like ["vocals", "instrumental"], or "vocals,drums"',
             text=parse_stem_list,
         ),
     ] = ()
+    ensemble: (
+        Annotated[
+            Algorithm,
+            Setting(
+                flag="--ensemble",
+                help="how an ensemble's models are combined",
+                left_out="for avg_wave (a named ensemble's own)",
+            ),
+        ]
+        | None
+    ) = None
+    ensemble_weights: (
+        Annotated[
+            tuple[Annotated[float, Meta(ge=0.0)], ...],
+            Setting(
+                flag="--ensemble-weights",
+                metavar="W,W,...",
+                help="one weight per ensemble model, in their order (avg_wave, avg_spec)",
+                allowed='a list of numbers of 0 or more, one per model: [2, 1] or "2,1"',
+                text=parse_weights,
+            ),
+        ]
+        | None
+    ) = None
     device: Annotated[
         str,
         Meta(pattern=r"^(auto|cpu|cuda|cuda:[0-9]+)\Z"),
@@ -126,21 +178,40 @@ class SeparationSettings:
 
     def __post_init__(self) -> None:
         schema.check(self)
-        spec = get_spec(self.model)
-        plan_stems(self.stems, spec.sources)
-        limit = spec.max_segment_seconds
-        if self.segment_seconds is not None and limit is not None and self.segment_seconds > limit:
-            raise SettingsError(
-                f"segment {self.segment_seconds} s is longer than {self.model}'s "
-                f"{limit} s training segment; use at most {limit} or leave it out",
-                key="segment_seconds",
-                value=self.segment_seconds,
-            )
+        plan_stems(self.stems, self.lineup.sources)
+        for spec in self.lineup.models:
+            limit = spec.max_segment_seconds
+            if (
+                self.segment_seconds is not None
+                and limit is not None
+                and self.segment_seconds > limit
+            ):
+                raise SettingsError(
+                    f"segment {self.segment_seconds} s is longer than {spec.name}'s "
+                    f"{limit} s training segment; use at most {limit} or leave it out",
+                    key="segment_seconds",
+                    value=self.segment_seconds,
+                )
+
+    @functools.cached_property
+    def lineup(self) -> Lineup:
+        """The models these settings run, and which gives each source."""
+        return make_lineup(
+            self.model,
+            algorithm=self.ensemble,
+            weights=self.ensemble_weights,
+            routes=routes(self.stems),
+        )
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The sources the models give (``--model``'s), which stems and exact-sum use."""
+        return self.lineup.sources
 
     @property
     def stem_plans(self) -> tuple[StemPlan, ...]:
         """The output files these settings ask for."""
-        return plan_stems(self.stems, get_spec(self.model).sources)
+        return plan_stems(self.stems, self.lineup.sources)
 
 
 @schema.settings

@@ -5,7 +5,11 @@ A request is a list of words. Each word is one of
 * a source of the model (``vocals``),
 * ``instrumental``: every source but vocals,
 * ``no_<source>``: every source but that one (``no_drums``),
-* ``<name>=<source>+<source>...``: a sum with a name of your choosing (``rhythm=drums+bass``).
+* ``<name>=<source>+<source>...``: a sum with a name of your choosing (``rhythm=drums+bass``),
+* ``<source>@<model>``: that source, taken from another model (or named ensemble) than
+  ``--model``, which gives the rest (``vocals@bs_roformer_viperx_1297``); words that
+  use the source (``instrumental``, sums) then use that model's (see
+  :mod:`bridge.models.lineup`).
 
 The result is a tuple of :class:`StemPlan`, each saying which model sources are
 summed into one output file.
@@ -67,6 +71,12 @@ def parse_stem_list(text: str) -> tuple[str, ...]:
     return tuple(word.strip() for word in text.split(",") if word.strip())
 
 
+def routes(requested: Sequence[str] | None) -> tuple[tuple[str, str], ...]:
+    """The ``(source, model)`` of each ``<source>@<model>`` word, in request order."""
+    found = (word.strip().partition("@") for word in requested or ())
+    return tuple((source.strip(), model.strip()) for source, at, model in found if at)
+
+
 def sources_needed(plans: Sequence[StemPlan], model_sources: Sequence[str]) -> tuple[str, ...]:
     """The model sources the plans use, in model order."""
     used = {source for plan in plans for source in plan.sources}
@@ -74,6 +84,17 @@ def sources_needed(plans: Sequence[StemPlan], model_sources: Sequence[str]) -> t
 
 
 def _plan_one(word: str, sources: tuple[str, ...]) -> StemPlan:
+    if "@" in word:
+        source, _, model = (part.strip() for part in word.partition("@"))
+        if source in sources and model:
+            return StemPlan(source, (source,))
+        raise SettingsError(
+            f"stem {word!r}: <stem>@<model> takes one of the model's stems "
+            f"({', '.join(sources)}) from another model, e.g. vocals@bs_roformer_viperx_1297; "
+            "combine routed stems with <name>=<stem>+<stem> or instrumental",
+            key="stems",
+            value=word,
+        )
     if word in sources:
         return StemPlan(word, (word,))
     if word == "instrumental" and "vocals" in sources:

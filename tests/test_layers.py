@@ -25,7 +25,14 @@ LAYERS: list[tuple[str, ...]] = [
     # Model files' configs, read (without torch) when a model is named by its file.
     ("bridge.models.families.msst_config", "bridge.models.families.uvr_params"),
     # The registry of imported model folders: the catalog looks imported names up there.
-    ("bridge.models.catalog", "bridge.models.registry", "bridge.stems", "bridge.settings"),
+    # A lineup (which models give which stems) is data the settings check.
+    (
+        "bridge.models.catalog",
+        "bridge.models.registry",
+        "bridge.models.lineup",
+        "bridge.stems",
+        "bridge.settings",
+    ),
     ("bridge.audio", "bridge.models", "bridge.effects", "bridge.pictures"),
     ("bridge.pipeline",),
     ("bridge.jobs", "bridge.broker.url", "bridge.broker.paths", "bridge.broker.channel"),

@@ -61,7 +61,6 @@ from bridge.jobs.job import Job
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import JobStore
 from bridge.manifest import MANIFEST_NAME
-from bridge.models.catalog import get_spec
 from bridge.pipeline import folders
 from bridge.pipeline.analyse import file_sha256
 from bridge.pipeline.prepare import prepare
@@ -254,9 +253,7 @@ class Dispatcher:
         spec = job.spec
         try:
             plans = spec.separation.stem_plans
-            effects = plan_effects(
-                spec.effects, stems=plans, model_sources=get_spec(spec.separation.model).sources
-            )
+            effects = plan_effects(spec.effects, stems=plans, model_sources=spec.separation.sources)
             prepared = prepare(
                 Path(spec.input),
                 stems=plans,

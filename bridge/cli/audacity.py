@@ -73,12 +73,11 @@ def run(args: argparse.Namespace, err: Console) -> int:
     from bridge.hosts.audacity import separate_selection
     from bridge.hosts.audacity_pipe import ScriptPipe
     from bridge.jobs.worker import ModelCache
-    from bridge.models.catalog import get_spec
 
     settings = separation_settings(args)
     output = output_settings(args)
     effects = effects_settings(args)
-    plan_effects(effects, stems=settings.stem_plans, model_sources=get_spec(settings.model).sources)
+    plan_effects(effects, stems=settings.stem_plans, model_sources=settings.sources)
     folder = (args.output or default_output()).expanduser().resolve()
 
     with err.status("connecting to Audacity"):
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace, err: Console) -> int:
         )
     with pipe:
         models = ModelCache()
-        with err.status(f"loading {settings.model}"):
+        with err.status(f"loading {settings.lineup.name}"):
             models.model(settings)
         folder.mkdir(parents=True, exist_ok=True)
         export_path = _new_export_path(folder)

@@ -139,7 +139,8 @@ def _models_and_devices(config: Config) -> str:
 
     asked = (config.separation, *(rule.separation for rule in config.rules))
     described = []
-    for model, device in dict.fromkeys((settings.model, settings.device) for settings in asked):
+    pairs = ((settings.lineup.name, settings.device) for settings in asked)
+    for model, device in dict.fromkeys(pairs):
         resolved = str(resolve_device(device))
         described.append(f"{model} on {resolved}" + (f" ({device})" if resolved != device else ""))
     return ", ".join(described)

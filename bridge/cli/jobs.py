@@ -43,7 +43,6 @@ from bridge.errors import SettingsError, UnreadableAudio
 from bridge.jobs.job import FINAL, STATES, Job
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import JobStore
-from bridge.models.catalog import get_spec
 from bridge.names import check_path_text, stem_folder
 from bridge.owners import owner_id
 from bridge.pipeline.spec import PRIORITY_INTERACTIVE, JobSpec
@@ -121,7 +120,7 @@ def run_submit(args: argparse.Namespace, err: Console) -> int:
     plan_effects(
         spec.effects,
         stems=spec.separation.stem_plans,
-        model_sources=get_spec(spec.separation.model).sources,
+        model_sources=spec.separation.sources,
     )
     store = JobStore(config.daemon.state_dir)
     stat = path.stat()

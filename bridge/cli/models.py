@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bridge.cli.common import EXIT_OK
-from bridge.models.catalog import MODELS
+from bridge.models.catalog import MODELS, get_spec
 
 if TYPE_CHECKING:
     from bridge.models.registry import ImportedModel
@@ -53,16 +53,22 @@ def run_list(args: argparse.Namespace, err: Console) -> int:
 
     rows: list[dict[str, Any]] = []
     for spec in MODELS.values():
-        files = find_installed(spec)
+        # A named ensemble is installed when all its models are; it weighs what they do.
+        parts = [get_spec(m) for m in spec.members] if spec.family == "ensemble" else [spec]
+        found = [find_installed(part) for part in parts]
+        files = found[0] if len(found) == 1 else None
+        complete = all(one is not None for one in found)
         rows.append(
             {
                 "name": spec.name,
                 "catalog": True,
                 "family": spec.family,
                 "stems": list(spec.sources),
-                "installed": files is not None,
-                "where": files.origin if files else None,
-                "size_bytes": files.size_bytes if files else None,
+                "installed": complete,
+                "where": files.origin if files else ("its models'" if complete else None),
+                "size_bytes": sum(one.size_bytes for one in found if one) if complete else None,
+                "members": list(spec.members),
+                "ensemble": spec.algorithm,
                 "scores": [
                     {"stem": score.stem, "sdr_db": score.sdr_db, "source": score.where}
                     for score in spec.scores

@@ -79,6 +79,15 @@ def _add_flags(
                 setting.flag, dest=dest, action=action, default=default, help=setting.help
             )
             continue
+        if setting.repeat:  # appended to a list: a default would be the list's start
+            parser.add_argument(
+                setting.flag,
+                dest=dest,
+                action="append",
+                metavar=setting.metavar,
+                help=_flag_help(field),
+            )
+            continue
         choices = declared.choices
         parser.add_argument(
             setting.flag,
@@ -128,8 +137,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 def separation_settings(
     args: argparse.Namespace, *, base: SeparationSettings | None = None
 ) -> SeparationSettings:
-    """``base`` (default: the built-in defaults) with the flags that were given."""
-    return dataclasses.replace(base or SeparationSettings(), **_given(args, SeparationSettings))
+    """``base`` (default: the built-in defaults) with the flags that were given.
+
+    An ensemble's algorithm and weights go with its models: ``--model`` given alone
+    drops those of ``base``."""
+    changes = _given(args, SeparationSettings)
+    if "model" in changes:
+        changes.setdefault("ensemble", None)
+        changes.setdefault("ensemble_weights", None)
+    return dataclasses.replace(base or SeparationSettings(), **changes)
 
 
 def output_settings(
@@ -156,6 +172,10 @@ def effects_settings(
 def _given(args: argparse.Namespace, kind: type[Any]) -> dict[str, Any]:
     """The settings of ``kind`` whose flags were given (an unset flag is ``None``)."""
     given = {field.name: getattr(args, field.name, None) for field in schema.fields(kind)}
+    given = {
+        name: (value[0] if len(value) == 1 else tuple(value)) if isinstance(value, list) else value
+        for name, value in given.items()
+    }
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -167,14 +187,13 @@ def run(args: argparse.Namespace, err: Console) -> int:
     identical result already in it is kept, running out of memory retries smaller.
     """
     from bridge.effects.plan import plan_effects
-    from bridge.models.catalog import get_spec
 
     settings = separation_settings(args)
     output = output_settings(args)
     effects = effects_settings(args)
     time_range = TimeRange(start_seconds=args.start, length_seconds=args.length)
     # A bad preset or stem list is refused once, before any input is looked at.
-    plan_effects(effects, stems=settings.stem_plans, model_sources=get_spec(settings.model).sources)
+    plan_effects(effects, stems=settings.stem_plans, model_sources=settings.sources)
 
     results: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []

@@ -14,7 +14,9 @@ Families:
 * ``demucs``: HT Demucs and Hybrid Demucs, through the ``demucs`` package's networks;
 * ``bs_roformer``, ``mel_band_roformer``, ``mdx23c``: MSST's ``.ckpt`` + ``.yaml``
   (:mod:`bridge.models.families.roformer`, :mod:`bridge.models.families.mdx23c`);
-* ``mdx_net``: UVR's MDX-Net ONNX models (:mod:`bridge.models.families.mdx_net`).
+* ``mdx_net``: UVR's MDX-Net ONNX models (:mod:`bridge.models.families.mdx_net`);
+* ``ensemble``: a named ensemble, several of the above whose stems are combined
+  (:mod:`bridge.models.lineup`, :mod:`bridge.models.ensemble`).
 
 The published scores are the medians python-audio-separator measured (its
 ``models-scores.json``) and, where the model's name carries one, that figure; their
@@ -25,13 +27,23 @@ files: they are checked by loading (shapes and keys against their config).
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from bridge.errors import ModelCorrupt, SettingsError
 
-Family = Literal["demucs", "bs_roformer", "mel_band_roformer", "mdx23c", "mdx_net"]
+Family = Literal["demucs", "bs_roformer", "mel_band_roformer", "mdx23c", "mdx_net", "ensemble"]
+#: How an ensemble combines its models' same stem (see :mod:`bridge.models.ensemble`).
+Algorithm = Literal[
+    "avg_wave", "median_wave", "min_wave", "max_wave", "avg_spec", "max_spec", "min_spec"
+]
+ALGORITHMS: tuple[Algorithm, ...] = typing.get_args(Algorithm)
+#: The algorithms that weigh their members (the others pick or rank them).
+WEIGHTED: tuple[Algorithm, ...] = ("avg_wave", "avg_spec")
+#: How several ``--model`` are combined unless ``--ensemble`` says otherwise.
+DEFAULT_ALGORITHM: Algorithm = "avg_wave"
 
 FOUR_SOURCES = ("drums", "bass", "other", "vocals")
 SIX_SOURCES = ("drums", "bass", "other", "vocals", "guitar", "piano")
@@ -104,6 +116,11 @@ class ModelSpec:
         aliases: Other names users know the model by (UVR's and audio-separator's file
             names).
         local: ``files`` are paths on this machine given by the user.
+        samplerate: The rate it takes and gives.
+        channels: The channels it takes.
+        members: A named ensemble: its models' names.
+        algorithm: A named ensemble: how it combines them.
+        weights: A named ensemble: its members' weights (``None``: equal).
     """
 
     name: str
@@ -119,13 +136,20 @@ class ModelSpec:
     max_segment_seconds: float | None = 7.8
     aliases: tuple[str, ...] = ()
     local: bool = False
+    samplerate: int = 44100
+    channels: int = 2
+    members: tuple[str, ...] = ()
+    algorithm: Algorithm | None = None
+    weights: tuple[float, ...] | None = None
 
     @property
     def signatures(self) -> tuple[str, ...]:
         """What identifies the weights: the network signatures of a demucs bag, in bag
-        order, or the file names of the others."""
+        order, the file names of the others, or an ensemble's members' in turn."""
         if self.family == "demucs":
             return tuple(name.split("-", 1)[0] for name in self.checkpoints)
+        if self.family == "ensemble":
+            return tuple(sig for name in self.members for sig in get_spec(name).signatures)
         return tuple(Path(file.name).name for file in self.files)
 
     @property
@@ -355,6 +379,43 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 
+#: Named ensembles: the combinations UVR users reach for, of models above.
+ENSEMBLES: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="vocals-best",
+            sources=VOCALS_INSTRUMENTAL,
+            description="ensemble: BS-RoFormer 12.97 + MDX23C InstVoc HQ, averaged (vocals)",
+            family="ensemble",
+            members=("bs_roformer_viperx_1297", "mdx23c_instvoc_hq"),
+            algorithm="avg_wave",
+            licence="each model's own",
+        ),
+        ModelSpec(
+            name="instrumental-best",
+            sources=VOCALS_INSTRUMENTAL,
+            description="ensemble: BS-RoFormer 12.97 + MDX-Net Inst HQ 4, max spectrum "
+            "(fullest instrumentals)",
+            family="ensemble",
+            members=("bs_roformer_viperx_1297", "uvr_mdx_inst_hq_4"),
+            algorithm="max_spec",
+            licence="each model's own",
+        ),
+        ModelSpec(
+            name="karaoke-best",
+            sources=VOCALS_INSTRUMENTAL,
+            description="ensemble: Mel-Band RoFormer karaoke + MDX-Net karaoke 2, averaged "
+            "(lead vocals out, backing vocals kept)",
+            family="ensemble",
+            members=("mel_band_roformer_karaoke", "uvr_mdx_karaoke_2"),
+            algorithm="avg_wave",
+            licence="each model's own",
+        ),
+    )
+}
+MODELS.update(ENSEMBLES)
+
 DEFAULT_MODEL = "htdemucs"
 _BY_ALIAS = {alias: spec for spec in MODELS.values() for alias in spec.aliases}
 
@@ -397,6 +458,13 @@ def _imported(name: str) -> ModelSpec | None:
     found = find_imported(name)
     if found is None:
         return None
+    configs = [Path(path) for path in found.files if Path(path).suffix.lower() == ".yaml"]
+    rate, channels = 44100, 2  # UVR's MDX-Net models and demucs
+    if configs:
+        from bridge.models.families.msst_config import read_config
+
+        audio = read_config(configs[0]).audio
+        rate, channels = audio.sample_rate, audio.num_channels
     return ModelSpec(
         name=name,
         sources=found.stems,
@@ -406,6 +474,8 @@ def _imported(name: str) -> ModelSpec | None:
         licence="as its publisher states",
         max_segment_seconds=None,
         local=True,
+        samplerate=rate,
+        channels=channels,
     )
 
 
@@ -449,6 +519,8 @@ def spec_for_file(path: Path) -> ModelSpec:
         licence="as its publisher states",
         max_segment_seconds=None,
         local=True,
+        samplerate=read.audio.sample_rate,
+        channels=read.audio.num_channels,
     )
 
 

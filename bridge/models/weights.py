@@ -49,7 +49,7 @@ import platformdirs
 
 from bridge import atomic
 from bridge.errors import ModelCorrupt, ModelNotFound
-from bridge.models.catalog import CHECKPOINT_URL, MODELS, ModelSpec
+from bridge.models.catalog import CHECKPOINT_URL, MODELS, ModelSpec, get_spec
 from bridge.models.registry import ImportedModel, imported_models
 
 log = logging.getLogger(__name__)
@@ -597,7 +597,7 @@ def install_from(
             path=source,
         )
     target = install_folder() if target is None else target
-    wanted = [MODELS[name] for name in names] if names else list(MODELS.values())
+    wanted = _installable(names)
     found = [files for spec in wanted if (files := _in_folder(spec, source)) is not None]
     if not found:
         expected = "; or ".join(f"{spec.name}: {_expected(spec)}" for spec in wanted)
@@ -619,6 +619,21 @@ def install_from(
             installed.append(WeightFiles(one.spec, str(target), bag, networks))
         log.info("installed %s into %s", one.spec.name, target)
     return installed
+
+
+def _installable(names: Sequence[str] | None) -> list[ModelSpec]:
+    """The models ``names`` asks for (any name ``--model`` takes; a named ensemble is its
+    models), or every catalog model.
+
+    Raises:
+        SettingsError: A name that is no model.
+    """
+    asked = [get_spec(name) for name in names] if names else list(MODELS.values())
+    wanted: list[ModelSpec] = []
+    for spec in asked:
+        parts = [get_spec(m) for m in spec.members] if spec.family == "ensemble" else [spec]
+        wanted.extend(part for part in parts if part not in wanted)
+    return wanted
 
 
 def _in_folder(spec: ModelSpec, folder: Path) -> WeightFiles | ModelFiles | None:

@@ -31,7 +31,6 @@ from bridge.audio.writer import StemWriter
 from bridge.effects.plan import plan_effects
 from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
 from bridge.manifest import MANIFEST_NAME
-from bridge.models.catalog import get_spec
 from bridge.models.groups import channel_groups
 from bridge.pipeline.analyse import analyse, file_sha256
 from bridge.pipeline.folders import Reservation, Superseded, Writer, adopt, choose, holds_result
@@ -136,9 +135,7 @@ def run_job(
     report = on_progress or (lambda progress: None)
     source = Path(spec.input)
     plans = spec.separation.stem_plans
-    effects = plan_effects(
-        spec.effects, stems=plans, model_sources=get_spec(spec.separation.model).sources
-    )
+    effects = plan_effects(spec.effects, stems=plans, model_sources=spec.separation.sources)
     prepared = prepare(
         source, stems=plans, output=spec.output, time_range=spec.time_range, effects=effects
     )

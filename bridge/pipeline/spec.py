@@ -21,7 +21,7 @@ from bridge import schema
 from bridge.documents import parse_json
 from bridge.effects.plan import residual_taker
 from bridge.errors import JobError, SettingsError
-from bridge.models.catalog import DEMUCS_OVERLAP, get_spec
+from bridge.models.catalog import DEMUCS_OVERLAP
 from bridge.schema import Setting, Where
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
@@ -100,18 +100,25 @@ class JobSpec:
         runs, not what it computes, and are left out. The preset counts by its
         content (``preset_sha256``), so editing a preset file invalidates reuse. A setting
         left to the model counts as the model's own value (demucs' 0.25 overlap, the
-        residual's ``other``), so leaving it out and giving that value are the same job.
+        residual's ``other``, an ensemble's algorithm), so leaving it out and giving that
+        value are the same job; a single model's job has the identity it had before
+        ensembles existed.
         """
-        spec = get_spec(self.separation.model)
+        lineup = self.separation.lineup
         separation = {
             key: value
             for key, value in dataclasses.asdict(self.separation).items()
             if key not in _RUN_ONLY
         }
-        if separation["overlap"] is None and spec.family == "demucs":
+        if separation["overlap"] is None and all(m.family == "demucs" for m in lineup.models):
             separation["overlap"] = DEMUCS_OVERLAP
+        if len(lineup.primary.members) > 1:
+            separation["ensemble"] = lineup.primary.algorithm
+            separation["ensemble_weights"] = lineup.primary.weights
+        else:
+            del separation["ensemble"], separation["ensemble_weights"]
         effects = dataclasses.asdict(self.effects)
-        effects["residual_stem"] = residual_taker(self.effects.residual_stem, spec.sources)
+        effects["residual_stem"] = residual_taker(self.effects.residual_stem, lineup.sources)
         output = dataclasses.asdict(self.output)
         output.pop("overwrite")
         output.pop("pictures")  # pictures are drawn beside the stems, which stay the same
