@@ -22,7 +22,10 @@ from bridge.jobs.job import FINAL, Job
 from bridge.jobs.retry import RETRY_DELAYS_SECONDS, out_of_memory, smaller
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import JobStore
-from bridge.models.loaded import Model, load_model
+from bridge.models.catalog import ModelSpec
+from bridge.models.chunked_model import ChunkedModel
+from bridge.models.combined import CombinedModel, member_settings
+from bridge.models.loaded import LoadedModel, Model, load_model
 from bridge.models.weights import Download, Fetch
 from bridge.pipeline.progress import Progress
 from bridge.pipeline.run import run_job
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 
 
 class ModelCache:
-    """Keeps one model loaded; a job for another model or device replaces it.
+    """Keeps the models of the last job loaded; a job for other models or another device
+    replaces them (an ensemble's or routed stems' models are loaded when first needed).
 
     Args:
         folders: Weight folders to search (default: the standard search order).
@@ -53,23 +57,36 @@ class ModelCache:
         self._download = download
         self._fetch = fetch
         self._offline = offline
-        self._loaded: Model | None = None
+        self._loaded: dict[str, LoadedModel | ChunkedModel] = {}
 
     def model(self, settings: SeparationSettings) -> Model:
         """A model for ``settings``, reusing the loaded networks when they fit."""
-        if self._loaded is not None:
+        lineup = settings.lineup
+        keep = {spec.name for spec in lineup.models}
+        self._loaded = {name: m for name, m in self._loaded.items() if name in keep}
+        if lineup.single is not None:
+            return self._one(lineup.single.name, settings)
+
+        def load(spec: ModelSpec) -> LoadedModel | ChunkedModel:
+            return self._one(spec.name, member_settings(settings, spec))
+
+        return CombinedModel(settings, load=load)
+
+    def _one(self, name: str, settings: SeparationSettings) -> LoadedModel | ChunkedModel:
+        loaded = self._loaded.get(name)
+        if loaded is not None:
             try:
-                return self._loaded.with_settings(settings)
+                return loaded.with_settings(settings)
             except StemBridgeError:
-                self._loaded = None
-        self._loaded = load_model(
+                del self._loaded[name]
+        self._loaded[name] = load_model(
             settings,
             folders=self._folders,
             download=self._download,
             fetch=self._fetch,
             offline=self._offline,
         )
-        return self._loaded
+        return self._loaded[name]
 
 
 class Worker:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from bridge.errors import ModelCorrupt, SettingsError
-from bridge.models.catalog import ModelSpec, get_spec
+from bridge.models.catalog import ModelSpec
 from bridge.models.chunked import ChunkedSeparation
 from bridge.models.chunks import ChunkPlan, padded_plan, tail_aligned_plan
 from bridge.models.groups import ChannelGroup, MixStats
@@ -111,7 +111,7 @@ class ChunkedModel:
             SettingsError: A setting this family does not take (shifts), or a precision
                 the device or runtime cannot run.
         """
-        spec = get_spec(settings.model)
+        spec = settings.lineup.one()
         if settings.shifts:
             raise SettingsError(
                 f"shifts {settings.shifts} is a Demucs option; {spec.name} is a "

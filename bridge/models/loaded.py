@@ -1,9 +1,10 @@
 """A model loaded once on its device, ready to separate any number of streams.
 
 The daemon and workers keep one model per process so it stays warm between jobs; the
-CLI builds one per run. :func:`load_model` loads any family: a demucs bag as a
-:class:`LoadedModel` (demucs' own overlap-add, :mod:`bridge.models.engine`), the
-others as a :class:`~bridge.models.chunked_model.ChunkedModel`.
+CLI builds one per run. :func:`load_model` loads one model of any family: a demucs bag
+as a :class:`LoadedModel` (demucs' own overlap-add, :mod:`bridge.models.engine`), the
+others as a :class:`~bridge.models.chunked_model.ChunkedModel`. Several models (an
+ensemble, routed stems) separate as one :class:`~bridge.models.combined.CombinedModel`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from demucs.apply import BagOfModels
 from demucs.htdemucs import HTDemucs
 
 from bridge.errors import ModelCorrupt, SettingsError
-from bridge.models.catalog import DEMUCS_OVERLAP, ModelSpec, get_spec
+from bridge.models.catalog import DEMUCS_OVERLAP, ModelSpec
 from bridge.models.chunked_model import ChunkedModel
+from bridge.models.combined import CombinedModel
 from bridge.models.engine import MemberGeometry, OnProgress, separate_stream
 from bridge.models.groups import ChannelGroup, MixStats
 from bridge.models.loading import load_bag
@@ -36,8 +38,8 @@ from bridge.settings import SeparationSettings
 
 log = logging.getLogger(__name__)
 
-#: A loaded model of any family (both separate streams the same way).
-Model = Union["LoadedModel", ChunkedModel]
+#: A loaded model of any family, or several as one (all separate streams the same way).
+Model = Union["LoadedModel", ChunkedModel, CombinedModel]
 
 
 class LoadedModel:
@@ -85,7 +87,7 @@ class LoadedModel:
             ModelCorrupt: The weights are damaged or not the model's.
             DeviceUnavailable: The device does not exist here.
         """
-        spec = get_spec(settings.model)
+        spec = settings.lineup.one()
         check_precision(settings.precision, resolve_device(settings.device))
         files = locate(spec, folders=folders, download=download, offline=offline)
         return cls(settings, load_bag(files), spec)
@@ -182,8 +184,9 @@ def load_model(
     download: Download | None = None,
     fetch: Fetch | None = None,
     offline: bool | None = None,
-) -> Model:
-    """Find and load the model ``settings`` name, whatever its family.
+) -> LoadedModel | ChunkedModel:
+    """Find and load the one model ``settings`` name, whatever its family (several are
+    loaded one by one into a :class:`~bridge.models.combined.CombinedModel`).
 
     Args:
         settings: Which model, and how it runs.
@@ -197,6 +200,6 @@ def load_model(
         ModelCorrupt: The weights are damaged or not the model's.
         DeviceUnavailable: The device does not exist here.
     """
-    if get_spec(settings.model).family == "demucs":
+    if settings.lineup.one().family == "demucs":
         return LoadedModel.load(settings, folders=folders, download=download, offline=offline)
     return ChunkedModel.load(settings, folders=folders, fetch=fetch, offline=offline)

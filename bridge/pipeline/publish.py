@@ -260,6 +260,7 @@ def _manifest(
     info, frames, fmt, effects = prepared.info, prepared.frames, prepared.output, prepared.effects
     seconds = frames.length / info.sample_rate
     measured, gains = separated.measured, separated.gains
+    lineup = model.settings.lineup
     return Manifest(
         job_id=provenance.job_id,
         identity=provenance.identity,
@@ -286,6 +287,8 @@ def _manifest(
             "signatures": list(model.spec.signatures),
             "sources": list(model.sources),
             "samplerate": model.samplerate,
+            # Which models gave each source, and how an ensemble combined them.
+            **({"stems_from": lineup.describe()} if lineup.single is None else {}),
         },
         settings={
             **asdict(model.settings),
