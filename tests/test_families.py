@@ -417,7 +417,11 @@ def test_models_list_names_each_family_with_its_scores(
         "mel_band_roformer",
         "mdx23c",
         "mdx_net",
+        "ensemble",
     }
+    best = rows["vocals-best"]
+    assert best["members"] == ["bs_roformer_viperx_1297", "mdx23c_instvoc_hq"]
+    assert (best["ensemble"], best["installed"]) == ("avg_wave", False)
     viperx = rows["bs_roformer_viperx_1297"]
     assert viperx["stems"] == ["vocals", "instrumental"] and viperx["installed"] is False
     assert any(score["sdr_db"] == 12.9755 for score in viperx["scores"])
