@@ -53,6 +53,7 @@ class SeparationSettings:
     Attributes:
         model: A name from :data:`bridge.models.catalog.MODELS` or a model file's path;
             several make an ensemble (see :mod:`bridge.models.lineup`).
+        model_config: The ``.yaml`` of an MSST checkpoint given by path, kept elsewhere.
         stems: Stem words (see :mod:`bridge.stems`); empty means every source.
         ensemble: How an ensemble's models are combined; ``None`` means ``avg_wave``
             (a named ensemble's own for one).
@@ -77,6 +78,19 @@ class SeparationSettings:
             '(an ensemble, e.g. ["bs_roformer_viperx_1297", "mdx23c_instvoc_hq"])',
         ),
     ] = DEFAULT_MODEL
+    model_config: (
+        Annotated[
+            str,
+            Setting(
+                flag="--model-config",
+                metavar="YAML",
+                help="the .yaml of an MSST checkpoint given by path, when it is not beside it",
+                allowed="the path of the checkpoint's .yaml",
+                left_out="to look beside the checkpoint",
+            ),
+        ]
+        | None
+    ) = None
     stems: Annotated[
         tuple[str, ...],
         Setting(
@@ -201,6 +215,7 @@ class SeparationSettings:
             algorithm=self.ensemble,
             weights=self.ensemble_weights,
             routes=routes(self.stems),
+            config_file=self.model_config,
         )
 
     @property

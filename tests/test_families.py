@@ -313,6 +313,24 @@ def test_exact_sum_holds_for_a_roformer_and_mono_and_48_khz_keep_their_form(
         assert (info.channels, info.samplerate, info.frames) == (channels, rate, rate * 3)
 
 
+def test_a_checkpoint_runs_with_its_config_given_from_elsewhere(tmp_path: Path) -> None:
+    # Given a checkpoint whose .yaml is in another folder
+    model = bs_roformer(tmp_path / "models")
+    lonely = tmp_path / "checkpoints" / "vocals.ckpt"
+    lonely.parent.mkdir()
+    lonely.write_bytes(model.read_bytes())
+    mix = mix_of(RATE * 2 + 99)
+    # When it separates with --model-config
+    elsewhere = ours(
+        tmp_path / "a", str(lonely), mix, "--model-config", str(model.with_suffix(".yaml"))
+    )
+    # Then it is the same model as with its config beside it
+    beside = ours(tmp_path / "b", str(model), mix)
+    assert sorted(elsewhere) == ["instrumental", "vocals"]
+    for name in beside:
+        np.testing.assert_array_equal(elsewhere[name], beside[name])
+
+
 def test_bad_model_inputs_are_refused_with_the_file_and_the_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -336,6 +354,15 @@ def test_bad_model_inputs_are_refused_with_the_file_and_the_fix(
     lonely.write_bytes(model.read_bytes())
     code, err = refused("--model", str(lonely))
     assert code == EXIT_USAGE and "needs its config beside it" in err and "x.yaml" in err
+    assert "--model-config" in err
+    # A config for what is not one checkpoint, or not there
+    config = str(model.with_suffix(".yaml"))
+    code, err = refused("--model", "htdemucs", "--model-config", config)
+    assert code == EXIT_USAGE and "goes with an MSST .ckpt given by its path" in err
+    code, err = refused("--model", str(lonely), "--model", str(model), "--model-config", config)
+    assert code == EXIT_USAGE and "not an ensemble" in err
+    code, err = refused("--model", str(lonely), "--model-config", str(tmp_path / "none.yaml"))
+    assert code == EXIT_USAGE and "none.yaml: no such file" in err
     # A file that is not there, and a config that is not a model's
     code, err = refused("--model", str(tmp_path / "nowhere.ckpt"))
     assert code == EXIT_USAGE and "no such model file" in err

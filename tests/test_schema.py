@@ -219,7 +219,7 @@ def test_specs_stored_by_the_previous_version_load_with_their_identity() -> None
     spec = JobSpec.from_json(STORED)
     # Written again, it has the keys added since at their defaults
     stored = json.loads(STORED)
-    stored["separation"].update(ensemble=None, ensemble_weights=None)
+    stored["separation"].update(ensemble=None, ensemble_weights=None, model_config=None)
     assert json.loads(spec.to_json()) == stored
     assert spec.identity("ab" * 32, "cd" * 32) == STORED_IDENTITY
     # and one from before pictures and effects existed takes their defaults

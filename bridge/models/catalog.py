@@ -479,16 +479,22 @@ def _imported(name: str) -> ModelSpec | None:
     )
 
 
-def spec_for_file(path: Path) -> ModelSpec:
+def spec_for_file(path: Path, *, config_file: Path | None = None) -> ModelSpec:
     """The spec of a model file the user gives: an MSST ``.ckpt`` (its ``.yaml`` beside it,
-    as ``<name>.yaml`` or ``<name>_config.yaml``), that ``.yaml``, or an MDX-Net ``.onnx``.
+    as ``<name>.yaml`` or ``<name>_config.yaml``, or ``config_file``), that ``.yaml``, or an
+    MDX-Net ``.onnx``.
 
     Raises:
-        SettingsError: The file does not exist, or an MSST checkpoint has no config beside it.
+        SettingsError: The file does not exist, or an MSST checkpoint has no config.
         ModelCorrupt: Its config cannot be read or is not one we know.
     """
     path = path.expanduser().absolute()
-    weights, config = _msst_pair(path) if path.suffix.lower() != ".onnx" else (path, None)
+    if config_file is not None:
+        weights, config = path, _given_config(path, config_file)
+    elif path.suffix.lower() == ".onnx":
+        weights, config = path, None
+    else:
+        weights, config = _msst_pair(path)
     if not weights.is_file():
         raise SettingsError(
             f"{weights}: no such model file; check the path", key="model", value=str(path)
@@ -537,6 +543,26 @@ def msst_sources(instruments: tuple[str, ...], target: str | None) -> tuple[str,
     return (stem_word(target), rest)
 
 
+def _given_config(checkpoint: Path, config: Path) -> Path:
+    """``--model-config``: the ``.yaml`` of a ``.ckpt`` kept elsewhere."""
+    if checkpoint.suffix.lower() != ".ckpt":
+        raise SettingsError(
+            f"--model-config {config}: a config goes with an MSST .ckpt given by its path, "
+            f"not {checkpoint.name}; leave --model-config out",
+            key="model_config",
+            value=str(config),
+        )
+    config = config.expanduser().absolute()
+    if not config.is_file():
+        raise SettingsError(
+            f"--model-config {config}: no such file; give the .yaml published with "
+            f"{checkpoint.name}",
+            key="model_config",
+            value=str(config),
+        )
+    return config
+
+
 def _msst_pair(path: Path) -> tuple[Path, Path | None]:
     """An MSST model's checkpoint and config, from either of them."""
     if path.suffix.lower() == ".yaml":
@@ -548,7 +574,8 @@ def _msst_pair(path: Path) -> tuple[Path, Path | None]:
         return path, path.with_suffix(".yaml")
     raise SettingsError(
         f"{path}: an MSST checkpoint needs its config beside it, as {path.stem}.yaml or "
-        f"{path.stem}_config.yaml (the .yaml published with the checkpoint)",
+        f"{path.stem}_config.yaml (the .yaml published with the checkpoint), or given "
+        "with --model-config",
         key="model",
         value=str(path),
     )

@@ -59,9 +59,11 @@ LoadMember = Callable[[ModelSpec], Member]
 def member_settings(settings: SeparationSettings, spec: ModelSpec) -> SeparationSettings:
     """The settings one model of a lineup runs under: the lineup's, for that model alone
     (shifts are a Demucs option: the other families run without them)."""
+    own_config = spec.name == settings.lineup.primary.members[0].name
     return dataclasses.replace(
         settings,
         model=spec.name,
+        model_config=settings.model_config if own_config else None,
         stems=(),
         ensemble=None,
         ensemble_weights=None,

@@ -19,10 +19,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bridge.errors import SettingsError
-from bridge.models.catalog import DEFAULT_ALGORITHM, WEIGHTED, Algorithm, ModelSpec, get_spec
+from bridge.models.catalog import (
+    DEFAULT_ALGORITHM,
+    WEIGHTED,
+    Algorithm,
+    ModelSpec,
+    get_spec,
+    spec_for_file,
+)
 
 
 @dataclass(frozen=True)
@@ -140,16 +148,30 @@ def make_lineup(
     algorithm: Algorithm | None = None,
     weights: tuple[float, ...] | None = None,
     routes: Sequence[tuple[str, str]] = (),
+    config_file: str | None = None,
 ) -> Lineup:
     """The lineup of ``--model`` (one name, or several for an ensemble), ``--ensemble``,
-    ``--ensemble-weights`` and the routed stems ``(source, model)``.
+    ``--ensemble-weights``, the routed stems ``(source, model)`` and ``--model-config``
+    (the ``.yaml`` of one ``.ckpt`` given by path).
 
     Raises:
         SettingsError: An unknown model; an ensemble whose models give different stems or
             run at different rates; an algorithm or weights that do not fit; a routed
-            source that the model it names, or ``--model``, does not give.
+            source that the model it names, or ``--model``, does not give; a config
+            without one checkpoint path to go with.
     """
-    primary = _primary(model, algorithm, weights)
+    if config_file is not None:
+        if not isinstance(model, str):
+            raise SettingsError(
+                f"--model-config {config_file} goes with one --model checkpoint, not an "
+                "ensemble; put each checkpoint's .yaml beside it instead",
+                key="model_config",
+                value=config_file,
+            )
+        spec = spec_for_file(Path(model), config_file=Path(config_file))
+        primary = _primary_of(Ensemble(spec.name, (spec,)), algorithm, weights, model)
+    else:
+        primary = _primary(model, algorithm, weights)
     routed: list[tuple[str, Ensemble]] = []
     for source, name in routes:
         ensemble = _named(get_spec(name))
@@ -179,21 +201,29 @@ def _primary(
 ) -> Ensemble:
     names = (model,) if isinstance(model, str) else model
     if len(names) == 1:
-        ensemble = _named(get_spec(names[0]))
-        if len(ensemble.members) == 1 and (algorithm is not None or weights is not None):
-            raise SettingsError(
-                f"--ensemble and --ensemble-weights combine several models; {names[0]} is "
-                "one: give --model twice or more (or a named ensemble), or leave them out",
-                key="ensemble",
-                value=algorithm or list(weights or ()),
-            )
-    else:
-        ensemble = Ensemble(" + ".join(names), _members(names))
+        return _primary_of(_named(get_spec(names[0])), algorithm, weights, names[0])
+    return _primary_of(Ensemble(" + ".join(names), _members(names)), algorithm, weights, model)
+
+
+def _primary_of(
+    ensemble: Ensemble,
+    algorithm: Algorithm | None,
+    weights: tuple[float, ...] | None,
+    given: str | tuple[str, ...],
+) -> Ensemble:
+    """``ensemble`` under ``--ensemble`` and ``--ensemble-weights``."""
+    if len(ensemble.members) == 1 and (algorithm is not None or weights is not None):
+        raise SettingsError(
+            f"--ensemble and --ensemble-weights combine several models; {given} is one: "
+            "give --model twice or more (or a named ensemble), or leave them out",
+            key="ensemble",
+            value=algorithm or list(weights or ()),
+        )
     chosen = algorithm or ensemble.algorithm
     # A named ensemble's own weights go with its own algorithm.
-    given = weights if weights is not None or chosen != ensemble.algorithm else ensemble.weights
-    _check_weights(chosen, given, ensemble)
-    return Ensemble(ensemble.name, ensemble.members, chosen, given)
+    kept = weights if weights is not None or chosen != ensemble.algorithm else ensemble.weights
+    _check_weights(chosen, kept, ensemble)
+    return Ensemble(ensemble.name, ensemble.members, chosen, kept)
 
 
 def _named(spec: ModelSpec) -> Ensemble:

@@ -117,6 +117,8 @@ class JobSpec:
             separation["ensemble_weights"] = lineup.primary.weights
         else:
             del separation["ensemble"], separation["ensemble_weights"]
+        if separation["model_config"] is None:
+            del separation["model_config"]
         effects = dataclasses.asdict(self.effects)
         effects["residual_stem"] = residual_taker(self.effects.residual_stem, lineup.sources)
         output = dataclasses.asdict(self.output)
