@@ -5,17 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from bridge.cli.common import EXIT_OK
-from bridge.models.catalog import MODELS, get_spec
-
-if TYPE_CHECKING:
-    from bridge.models.registry import ImportedModel
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -24,6 +19,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = models.add_subparsers(title="models commands", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="each model: installed or not, where, size")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.add_argument(
+        "--installed",
+        action="store_true",
+        help="only the installed models (a named ensemble: when all its models are)",
+    )
     listing.set_defaults(command=run_list)
     install = actions.add_parser("install", help="copy and verify model files from a folder")
     install.add_argument(
@@ -47,44 +47,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_list(args: argparse.Namespace, err: Console) -> int:
     """Print every known model: family, stems, installed or not, published SDR, licence;
-    then the models only an import registered."""
-    from bridge.models.registry import imported_models
-    from bridge.models.weights import find_installed
+    then the models only an import registered (``--installed``: only what is installed)."""
+    from bridge.models.listing import model_rows
 
-    rows: list[dict[str, Any]] = []
-    for spec in MODELS.values():
-        # A named ensemble is installed when all its models are; it weighs what they do.
-        parts = [get_spec(m) for m in spec.members] if spec.family == "ensemble" else [spec]
-        found = [find_installed(part) for part in parts]
-        files = found[0] if len(found) == 1 else None
-        complete = all(one is not None for one in found)
-        rows.append(
-            {
-                "name": spec.name,
-                "catalog": True,
-                "family": spec.family,
-                "stems": list(spec.sources),
-                "installed": complete,
-                "where": files.origin if files else ("its models'" if complete else None),
-                "size_bytes": sum(one.size_bytes for one in found if one) if complete else None,
-                "members": list(spec.members),
-                "ensemble": spec.algorithm,
-                "scores": [
-                    {"stem": score.stem, "sdr_db": score.sdr_db, "source": score.where}
-                    for score in spec.scores
-                ],
-                "licence": spec.licence,
-                "files": [
-                    {"name": file.name, "urls": list(file.urls), "sha256": file.sha256}
-                    for file in spec.files
-                ],
-                "aliases": list(spec.aliases),
-                "description": spec.description,
-            }
-        )
-    for folder, model in imported_models():
-        if model.catalog is None:
-            rows.append(_imported_row(folder.folder, model))
+    rows = model_rows(installed_only=args.installed)
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -110,25 +76,6 @@ def run_list(args: argparse.Namespace, err: Console) -> int:
         highlight=False,
     )
     return EXIT_OK
-
-
-def _imported_row(folder: Path, model: ImportedModel) -> dict[str, Any]:
-    """A model only an import knows, as ``models list`` shows a catalog model."""
-    present = model.present
-    return {
-        "name": model.name,
-        "catalog": False,
-        "family": model.family,
-        "stems": list(model.stems),
-        "installed": present,
-        "where": f"imported ({folder})",
-        "size_bytes": sum(path.stat().st_size for path in model.files) if present else None,
-        "scores": [],
-        "licence": "as its publisher states",
-        "files": [{"name": str(path), "urls": [], "sha256": None} for path in model.files],
-        "aliases": [],
-        "description": f"{model.family} model imported from {folder} ({model.found})",
-    }
 
 
 def run_import(args: argparse.Namespace, err: Console) -> int:
