@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -149,3 +150,138 @@ def test_the_module_uses_no_host_api() -> None:
     text = CORE.read_text(encoding="utf-8")
     for name in ("reaper.", "gfx.", "ARDOUR", "Session", "Editor", "LuaDialog"):
         assert name not in text, name
+
+
+# --- JSON and the installed models -----------------------------------------------------
+
+#: Lua: ``encode(value)`` writes a decoded value back as JSON (keys sorted), so that Python
+#: can compare it with what it encoded; strings go out byte for byte.
+ENCODE = r"""
+local function encode(value)
+  if value == core.NULL then return "null" end
+  local kind = type(value)
+  if kind == "table" then
+    local keys = {}
+    for key in pairs(value) do keys[#keys + 1] = key end
+    if #keys == #value then
+      local parts = {}
+      for i, item in ipairs(value) do parts[i] = encode(item) end
+      return "[" .. table.concat(parts, ",") .. "]"
+    end
+    table.sort(keys)
+    local parts = {}
+    for i, key in ipairs(keys) do parts[i] = encode(key) .. ":" .. encode(value[key]) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  elseif kind == "string" then
+    return '"' .. value:gsub('[%c"\\]', function(c) return ("\\u%04x"):format(c:byte()) end) .. '"'
+  elseif kind == "number" then
+    return math.type(value) == "integer" and tostring(value) or ("%.17g"):format(value)
+  end
+  return tostring(value)
+end
+"""
+
+DOCUMENT = {
+    "text": 'é ✓ 𝄞 "quoted" back\\slash /slash \b\f\n\r\t \x01 \x1f \x7f end',
+    "numbers": [0, -1, 7, 2.5, -0.001, 1e-3, 6.02e23, 12345678901, 1.5e300],
+    "flags": [True, False, None],
+    "nested": {"list": [[], [1, [2, {"deep": "yes"}]]], "empty text": ""},
+    "": "an empty key",
+}
+
+
+@pytest.mark.parametrize("ascii_only", [True, False], ids=["escaped", "raw-utf8"])
+def test_json_comes_back_as_python_wrote_it(lua: str, tmp_path: Path, ascii_only: bool) -> None:
+    # Given a document with every kind of value, escapes, and characters beyond U+FFFF
+    text = json.dumps(DOCUMENT, ensure_ascii=ascii_only, indent=2)
+    (tmp_path / "doc.json").write_text(text, encoding="utf-8")
+    body = ENCODE + (
+        'local file = assert(io.open("doc.json", "rb"))\n'
+        "local value, problem = core.decode_json(file:read('a'))\n"
+        "out(value and encode(value) or problem)\n"
+    )
+    # When the module decodes it, Then it is the same document
+    (line,) = run_core(lua, body, tmp_path)
+    assert json.loads(line.decode("utf-8")) == DOCUMENT
+
+
+def test_a_file_name_byte_python_escaped_comes_back_as_that_byte(lua: str, tmp_path: Path) -> None:
+    # Given the name of a file that is not UTF-8, as Python holds it (surrogateescape)
+    name = b"take \xff\xe9.ckpt".decode("utf-8", "surrogateescape")
+    body = f"out(core.decode_json({json.dumps(json.dumps([name]))!s})[1])"
+    # Then the bytes that name the file are back
+    assert run_core(lua, body, tmp_path) == [b"take \xff\xe9.ckpt"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{",
+        "[1,]",
+        '{"a" 1}',
+        '{"a": 1,}',
+        "{1: 2}",
+        '"\\x"',
+        '"\\u12"',
+        '"\\ud800"',
+        '"\\udc00"',
+        '"\\ud800\\u0041"',
+        '"tab\there"',
+        '"no end',
+        "01",
+        "-",
+        "1.",
+        "1e",
+        "[1] 2",
+        "nul",
+        "True",
+    ],
+)
+def test_what_is_not_json_is_refused_with_where(lua: str, tmp_path: Path, text: str) -> None:
+    body = (
+        f"local value, problem = core.decode_json({json.dumps(text)})\n"
+        "out(tostring(value), problem)"
+    )
+    (line,) = run_core(lua, body, tmp_path)
+    value, _, problem = line.partition(b" ")
+    assert value == b"nil" and b" at byte " in problem, problem
+
+
+def test_model_fields_split_into_names(lua: str, tmp_path: Path) -> None:
+    body = """
+for _, field in ipairs({ "htdemucs", " a + b ", "a+b+c", "+a++b+", "", "  " }) do
+  out(table.concat(core.model_names(field), "|"))
+end
+out(#core.model_names(nil))
+"""
+    assert run_core(lua, body, tmp_path) == [b"htdemucs", b"a|b", b"a|b|c", b"a|b", b"", b"", b"0"]
+
+
+def test_the_installed_models_answer_becomes_a_list_or_a_message(lua: str, tmp_path: Path) -> None:
+    rows = [
+        {"name": "htdemucs", "family": "demucs", "stems": ["drums", "vocals"], "members": []},
+        {"name": "vocals-best", "family": "ensemble", "stems": ["vocals"], "members": ["a", "b"]},
+        {"name": "mine.ckpt", "family": "bs_roformer", "stems": None, "size_bytes": None},
+        {"family": "no name: left out"},
+    ]
+    body = f"""
+local models = core.installed_models(0, {json.dumps(json.dumps(rows, indent=2))})
+for _, model in ipairs(models) do
+  out(model.name, model.family, table.concat(model.stems, ","), table.concat(model.members, ","))
+end
+out(select(2, core.installed_models(2, "Usage: ...\\nstembridge: error: bad flag --installed\\n")))
+out(select(2, core.installed_models(0, "Traceback")))
+out(select(2, core.installed_models(nil, nil)))
+"""
+    lines = run_core(lua, body, tmp_path)
+    assert lines[:3] == [
+        b"htdemucs demucs drums,vocals ",
+        b"vocals-best ensemble vocals a,b",
+        b"mine.ckpt bs_roformer  ",
+    ]
+    failed, garbled, not_started = lines[3:]
+    assert failed.startswith(b"stembridge models list failed: stembridge: error: bad flag")
+    assert b"stembridge models list --installed" in failed
+    assert garbled.startswith(b"unexpected answer from stembridge models list: not a JSON value")
+    assert not_started.startswith(b"stembridge models list failed: no output")

@@ -81,6 +81,171 @@ function M.arguments(config, args)
   return full
 end
 
+-- JSON ------------------------------------------------------------------------------------
+
+--- JSON's null, where it stands in a decoded array or object.
+M.NULL = setmetatable({}, { __tostring = function() return "null" end })
+
+local ESCAPES = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r",
+  t = "\t" }
+
+--- The value `text` holds (RFC 8259): objects and arrays as tables, null as M.NULL, strings
+-- as UTF-8. Nil and a message naming the offset when it is not JSON.
+function M.decode_json(text)
+  local pos = 1
+  local function fail(what) error({ string.format("%s at byte %d", what, pos) }, 0) end
+  local function skip() pos = text:find("[^ \t\r\n]", pos) or #text + 1 end
+  local value
+  local function hex4()
+    local digits = text:match("^%x%x%x%x", pos)
+    if not digits then fail("a \\u escape needs four hex digits") end
+    pos = pos + 4
+    return tonumber(digits, 16)
+  end
+  local function str()
+    pos = pos + 1
+    local parts = {}
+    while true do
+      local stop = text:find('["\\\0-\31]', pos)
+      if not stop then fail("a string does not end") end
+      parts[#parts + 1] = text:sub(pos, stop - 1)
+      local ch = text:sub(stop, stop)
+      pos = stop + 1
+      if ch == '"' then return table.concat(parts) end
+      if ch ~= "\\" then fail("a control character in a string") end
+      local kind = text:sub(pos, pos)
+      pos = pos + 1
+      if kind == "u" then
+        local code = hex4()
+        -- A UTF-16 surrogate pair stands for one character beyond U+FFFF.
+        if code >= 0xD800 and code <= 0xDBFF and text:sub(pos, pos + 1) == "\\u" then
+          pos = pos + 2
+          local low = hex4()
+          if low < 0xDC00 or low > 0xDFFF then fail("a lone surrogate") end
+          parts[#parts + 1] = utf8.char(0x10000 + (code - 0xD800) * 0x400 + (low - 0xDC00))
+        elseif code >= 0xDC80 and code <= 0xDCFF then
+          -- How Python writes a byte of a file name that is not UTF-8 (surrogateescape):
+          -- the byte itself is what names the file again.
+          parts[#parts + 1] = string.char(code - 0xDC00)
+        elseif code >= 0xD800 and code <= 0xDFFF then
+          fail("a lone surrogate")
+        else
+          parts[#parts + 1] = utf8.char(code)
+        end
+      else
+        parts[#parts + 1] = ESCAPES[kind] or fail("an unknown escape \\" .. kind)
+      end
+    end
+  end
+  local function list(close, item)
+    pos = pos + 1
+    skip()
+    if text:sub(pos, pos) == close then
+      pos = pos + 1
+      return
+    end
+    while true do
+      item()
+      skip()
+      local ch = text:sub(pos, pos)
+      pos = pos + 1
+      if ch == close then return end
+      if ch ~= "," then fail("expected ',' or '" .. close .. "'") end
+      skip()
+    end
+  end
+  function value()
+    skip()
+    local ch = text:sub(pos, pos)
+    if ch == "{" then
+      local object = {}
+      list("}", function()
+        if text:sub(pos, pos) ~= '"' then fail("an object key must be a string") end
+        local key = str()
+        skip()
+        if text:sub(pos, pos) ~= ":" then fail("expected ':'") end
+        pos = pos + 1
+        object[key] = value()
+      end)
+      return object
+    elseif ch == "[" then
+      local array = {}
+      list("]", function() array[#array + 1] = value() end)
+      return array
+    elseif ch == '"' then
+      return str()
+    end
+    local whole = text:match("^-?%d+", pos)
+    if whole and not whole:match("^-?0%d") then
+      local number = whole .. (text:match("^%.%d+", pos + #whole) or "")
+      number = number .. (text:match("^[eE][-+]?%d+", pos + #number) or "")
+      pos = pos + #number
+      return tonumber(number)
+    end
+    for word, result in pairs({ ["true"] = true, ["false"] = false, null = M.NULL }) do
+      if text:sub(pos, pos + #word - 1) == word then
+        pos = pos + #word
+        return result
+      end
+    end
+    fail("not a JSON value")
+  end
+  local ok, result = pcall(function()
+    local decoded = value()
+    skip()
+    if pos <= #text then fail("more after the value") end
+    return decoded
+  end)
+  if ok then return result end
+  if type(result) == "table" then return nil, result[1] end
+  error(result, 0)
+end
+
+-- Models ----------------------------------------------------------------------------------
+
+--- The model names in a dialog's model field: one, or several joined with "+" (an
+-- ensemble), blanks around each ignored; {} for an empty field.
+function M.model_names(field)
+  local names = {}
+  for part in (field or ""):gmatch("[^+]+") do
+    local name = part:match("^%s*(.-)%s*$")
+    if name ~= "" then names[#names + 1] = name end
+  end
+  return names
+end
+
+--- The models `stembridge models list --json --installed` answered with exit code `code`
+-- and output `out`: a list of {name, family, stems = {...}, members = {...}}. Nil and a
+-- message when it did not answer with one.
+function M.installed_models(code, out)
+  if code ~= 0 then
+    local last = ""
+    for line in (out or ""):gmatch("[^\r\n]+") do last = line end
+    return nil, "stembridge models list failed: " .. (last ~= "" and last or "no output") ..
+      "\n(`stembridge models list --installed` in a terminal says more)"
+  end
+  local rows, problem = M.decode_json(out)
+  if type(rows) ~= "table" then
+    return nil, "unexpected answer from stembridge models list: " .. (problem or out)
+  end
+  local models = {}
+  for _, row in ipairs(rows) do
+    if type(row) == "table" and type(row.name) == "string" then
+      local function strings(list)
+        local kept = {}
+        for _, item in ipairs(type(list) == "table" and list or {}) do
+          if type(item) == "string" then kept[#kept + 1] = item end
+        end
+        return kept
+      end
+      models[#models + 1] = { name = row.name,
+        family = type(row.family) == "string" and row.family or "",
+        stems = strings(row.stems), members = strings(row.members) }
+    end
+  end
+  return models
+end
+
 -- Jobs ------------------------------------------------------------------------------------
 
 --- The job that `stembridge submit ... -o <folder> --json` answered with exit code `code`
