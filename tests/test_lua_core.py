@@ -270,6 +270,9 @@ local models = core.installed_models(0, {json.dumps(json.dumps(rows, indent=2))}
 for _, model in ipairs(models) do
   out(model.name, model.family, table.concat(model.stems, ","), table.concat(model.members, ","))
 end
+local warned = "/x/y.py:1: DeprecationWarning: [old]\\n  import z\\n"
+  .. {json.dumps(json.dumps(rows[:1]))}
+out(core.installed_models(0, warned)[1].name)
 out(select(2, core.installed_models(2, "Usage: ...\\nstembridge: error: bad flag --installed\\n")))
 out(select(2, core.installed_models(0, "Traceback")))
 out(select(2, core.installed_models(nil, nil)))
@@ -280,7 +283,9 @@ out(select(2, core.installed_models(nil, nil)))
         b"vocals-best ensemble vocals a,b",
         b"mine.ckpt bs_roformer  ",
     ]
-    failed, garbled, not_started = lines[3:]
+    # a warning Python printed to stderr before the list is not taken for it
+    assert lines[3] == b"htdemucs"
+    failed, garbled, not_started = lines[4:]
     assert failed.startswith(b"stembridge models list failed: stembridge: error: bad flag")
     assert b"stembridge models list --installed" in failed
     assert garbled.startswith(b"unexpected answer from stembridge models list: not a JSON value")

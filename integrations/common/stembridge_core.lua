@@ -215,8 +215,8 @@ function M.model_names(field)
 end
 
 --- The models `stembridge models list --json --installed` answered with exit code `code`
--- and output `out`: a list of {name, family, stems = {...}, members = {...}}. Nil and a
--- message when it did not answer with one.
+-- and output `out` (stderr with stdout, as both hosts run it): a list of {name, family,
+-- stems = {...}, members = {...}}. Nil and a message when it did not answer with one.
 function M.installed_models(code, out)
   if code ~= 0 then
     local last = ""
@@ -224,7 +224,10 @@ function M.installed_models(code, out)
     return nil, "stembridge models list failed: " .. (last ~= "" and last or "no output") ..
       "\n(`stembridge models list --installed` in a terminal says more)"
   end
-  local rows, problem = M.decode_json(out)
+  -- The list is the first line that opens an array: a warning Python wrote to stderr
+  -- before it is not part of it.
+  local start = ("\n" .. out):find("\n%[") or 1
+  local rows, problem = M.decode_json(out:sub(start))
   if type(rows) ~= "table" then
     return nil, "unexpected answer from stembridge models list: " .. (problem or out)
   end
