@@ -18,6 +18,8 @@
 --    its atexit functions run, as when the user terminates it (F.terminate);
 --  * a gfx window can be closed by the user (F.close_window): gfx.getchar() then
 --    returns -1 and nothing drawn shows, until gfx.init opens a new window;
+--  * gfx.showmenu numbers the items as REAPER does (see it below); the test chooses one
+--    by its text (F.menu_picks), and every menu shown is kept (F.menus);
 --  * EnumerateFiles answers from a cached listing of the directory until it is called
 --    with fileindex -1 ("force re-read of directory (invalidate cache)", the SDK);
 --  * GetProjectPath is the project's recording path (F.record_path), not the folder of
@@ -29,6 +31,7 @@ local F = {
   tracks = {}, extstate = {}, ini = {}, projext = {}, undo = { open = 0, blocks = {} },
   messages = {}, answers = {}, inputs = {}, exec = {}, deferred = {}, instances = {},
   calls = {}, toggles = {}, registered = {}, actions = {}, kb = {}, listings = {}, renders = 0,
+  menus = {}, menu_picks = {}, dialogs = {},
   drawn = {}, record_path = "/tmp", project_file = "", project = { kind = "ReaProject" },
   script = "", os = "Linux-x86_64", clock = 0, tick_seconds = 1 / 30,
 }
@@ -448,6 +451,12 @@ end
 
 function R.GetCursorPosition() return F.cursor or 0 end
 
+--- Where the mouse is on the screen (F.mouse, {x, y}).
+function R.GetMousePosition()
+  local mouse = F.mouse or { 0, 0 }
+  return mouse[1], mouse[2]
+end
+
 function R.ShowMessageBox(msg, title, type)
   F.messages[#F.messages + 1] = msg
   local answer = table.remove(F.answers, 1)
@@ -455,7 +464,10 @@ function R.ShowMessageBox(msg, title, type)
   return type == 4 and 7 or 1
 end
 
+--- The user's answer is the next of F.inputs: the fields' text joined with commas, false
+-- for Cancel, or none left: OK on the values shown. Every dialog shown is kept (F.dialogs).
 function R.GetUserInputs(title, num_inputs, captions_csv, retvals_csv)
+  F.dialogs[#F.dialogs + 1] = { title = title, captions = captions_csv, shown = retvals_csv }
   local answer = table.remove(F.inputs, 1)
   if answer == false then return false, retvals_csv end
   return true, answer or retvals_csv
@@ -473,6 +485,7 @@ local function new_gfx()
   function G.init(name, width, height, dockstate, xpos, ypos)
     G.open, G.inits = true, G.inits + 1
     G.w, G.h = width or G.w, height or G.h
+    G.name, G.xpos, G.ypos = name, xpos, ypos
   end
   function G.set(r, g, b, a) end
   function G.rect(x, y, w, h, filled) end
@@ -484,6 +497,43 @@ local function new_gfx()
     return table.remove(G.keys, 1) or 0
   end
   function G.quit() G.open = false end
+  --- The SDK (reascripthelp): "Shows a popup menu at gfx.x,gfx.y. str is a list of fields
+  -- separated by | characters. Each field represents a menu item. Fields can start with
+  -- special characters: # : grayed out, ! : checked, > : this menu item shows a submenu,
+  -- < : last item in the current submenu. An empty field will appear as a separator in the
+  -- menu. gfx.showmenu returns 0 if the user selected nothing from the menu, 1 if the first
+  -- field is selected, etc." The numbers count the items one can choose, greyed ones too
+  -- (they keep their place): separators and submenu headers have none. "&" before a
+  -- character underlines it as the item's access key, so "&&" shows one "&". Before REAPER
+  -- 6.82 it showed nothing without a window of gfx.init (on Windows); the fake keeps to
+  -- that, the stricter. The user's choice is the next of F.menu_picks: the text of an item as
+  -- shown (no flags, no access-key "&"), or false for a click beside the menu.
+  function G.showmenu(str)
+    if not G.open then return 0 end
+    -- Where it shows: gfx.x, gfx.y within the window, the window where gfx.init put it.
+    local menu = { text = str, items = {}, window = G.name, x = (G.xpos or 0) + G.x,
+      y = (G.ypos or 0) + G.y }
+    F.menus[#F.menus + 1] = menu
+    local number = 0
+    for field in (str .. "|"):gmatch("([^|]*)|") do
+      local flags, label = field:match("^([#!<>]*)(.*)$")
+      if label ~= "" and not flags:find(">", 1, true) then
+        number = number + 1
+        menu.items[#menu.items + 1] = { number = number, label = label:gsub("&(.)", "%1"),
+          greyed = flags:find("#", 1, true) ~= nil, checked = flags:find("!", 1, true) ~= nil }
+      end
+    end
+    local pick = table.remove(F.menu_picks, 1)
+    if not pick then return 0 end
+    for _, item in ipairs(menu.items) do
+      if item.label == pick then
+        assert(not item.greyed, "fake: the greyed item '" .. pick .. "' cannot be chosen")
+        menu.chosen = pick
+        return item.number
+      end
+    end
+    error("fake: no menu item '" .. pick .. "' in " .. str)
+  end
   return G
 end
 
@@ -655,7 +705,8 @@ function F.dump()
   return encode({ arity = arity, tracks = tracks, undo_open = F.undo.open, undo_blocks = F.undo.blocks,
     messages = F.messages, exec = F.exec, calls = calls, extstate = F.extstate, projext = F.projext,
     registered = F.registered, kb = F.kb, toggles = F.toggles, drawn = F.drawn, windows = windows,
-    left = #F.deferred, clock = F.clock, notes = F.notes or {} })
+    left = #F.deferred, clock = F.clock, notes = F.notes or {}, menus = F.menus,
+    dialogs = F.dialogs })
 end
 
 return F

@@ -239,8 +239,9 @@ function M.submit(config, plan, options)
   if options.stems and options.stems ~= "" then
     args[#args + 1] = "--stems"; args[#args + 1] = options.stems
   end
-  if options.model and options.model ~= "" then
-    args[#args + 1] = "--model"; args[#args + 1] = options.model
+  -- "a+b" in the model field is an ensemble: one --model each.
+  for _, name in ipairs(core.model_names(options.model)) do
+    args[#args + 1] = "--model"; args[#args + 1] = name
   end
   if options.preset and options.preset ~= "" then
     args[#args + 1] = "--preset"; args[#args + 1] = options.preset
@@ -564,16 +565,101 @@ function M.options_from_state()
   }
 end
 
+-- Choosing models --------------------------------------------------------------------------
+
+--- The installed models (`stembridge models list --json --installed`): a list of
+-- {name, family, stems, members}, or nil and a message.
+function M.installed_models(config)
+  return core.installed_models(M.run(config, { "models", "list", "--json", "--installed" }))
+end
+
+-- Menu text shows a field's flags (#!<>) at its start and "&" as an access key.
+local function menu_text(text)
+  text = text:gsub("&", "&&")
+  if text:match("^[#!<>]") then return " " .. text end
+  return text
+end
+
+--- The gfx.showmenu string for choosing among `models` (nil: `problem` is shown, greyed),
+-- with those `named` already checked and, for a routed stem (`stem`), only the models that
+-- give it; single models first, then named ensembles. Returns it and the model name of
+-- each item number. A name holding "|" (the item separator) cannot be shown.
+function M.model_menu(models, problem, named, stem)
+  if not models then
+    return "#" .. menu_text((problem:match("^[^\n]*"):gsub("|", "/"))), {}
+  end
+  local checked = {}
+  for _, name in ipairs(named) do checked[name] = true end
+  local fields, names = {}, {}
+  for _, ensembles in ipairs({ false, true }) do
+    local first = true
+    for _, model in ipairs(models) do
+      local gives = not stem
+      for _, source in ipairs(model.stems) do gives = gives or source == stem end
+      local shown = gives and not model.name:find("|", 1, true)
+      if (model.family == "ensemble") == ensembles and shown then
+        if first and #fields > 0 then fields[#fields + 1] = "" end -- a separator
+        first = false
+        local label = model.name .. " (" .. table.concat(model.stems, ", ") .. ")"
+        if ensembles then label = label .. ": " .. table.concat(model.members, " + ") end
+        fields[#fields + 1] = (checked[model.name] and "!" or "") .. menu_text(label)
+        names[#names + 1] = model.name
+      end
+    end
+  end
+  if #names == 0 then
+    return stem and "#No installed model gives " .. menu_text(stem)
+      or "#No models installed: run stembridge models install (or models import) first", {}
+  end
+  return table.concat(fields, "|"), names
+end
+
+--- `field` with its first "?" replaced by the installed model the user picks from a menu
+-- at the mouse (nothing, when the menu is closed without a choice). In the stems field
+-- ("vocals@?") the menu offers the models that give that stem.
+function M.pick_model(field, is_stems)
+  local at = field:find("?", 1, true)
+  local before, after = field:sub(1, at - 1), field:sub(at + 1)
+  local stem = is_stems and before:match("([^;,@%s]+)%s*@%s*$") or nil
+  local models, problem
+  local config, missing = M.load_config()
+  if config then models, problem = M.installed_models(config) else problem = missing end
+  local named = is_stems and {} or core.model_names(field)
+  local menu, names = M.model_menu(models, problem, named, stem)
+  -- A window of its own, at the mouse: REAPER before 6.82 showed no menu without one.
+  local x, y = reaper.GetMousePosition()
+  gfx.init("StemBridge: models", 0, 0, 0, x, y)
+  gfx.x, gfx.y = 0, 0
+  local choice = gfx.showmenu(menu)
+  gfx.quit()
+  return before .. (names[choice] or "") .. after
+end
+
+M.DIALOG_TITLE = "StemBridge: separate selected items"
+-- GetUserInputs splits its fields at commas, so the stems are given with ";" here.
+M.DIALOG_CAPTIONS = "Stems (a;b  vocals@model;b),Model (a+b: ensemble  ?: list),Preset," ..
+  "Mute originals (y/n),extrawidth=160"
+
+--- Ask for stems, model and preset (remembered in ExtState). A "?" in the model field, or
+-- after "<stem>@" in the stems field, shows the installed models to pick from, then the
+-- dialog again. Returns the options, or nil when cancelled.
 function M.ask_options()
   local options = M.options_from_state()
-  local defaults = table.concat({ options.stems:gsub(",", ";"), options.model, options.preset,
-    options.mute and "y" or "n" }, ",")
-  local ok, answer = reaper.GetUserInputs("StemBridge: separate selected items", 4,
-    "Stems (a;b or vocals;instrumental),Model,Preset,Mute originals (y/n),extrawidth=120", defaults)
-  if not ok then return nil end
-  local stems, model, preset, mute = answer:match("^([^,]*),([^,]*),([^,]*),([^,]*)$")
-  if not stems then return nil end
-  options = { stems = stems:gsub(";", ","), model = model, preset = preset, mute = mute ~= "n" }
+  local fields = { (options.stems:gsub(",", ";")), options.model, options.preset,
+    options.mute and "y" or "n" }
+  while true do
+    local ok, answer = reaper.GetUserInputs(M.DIALOG_TITLE, 4, M.DIALOG_CAPTIONS,
+      table.concat(fields, ","))
+    if not ok then return nil end
+    local stems, model, preset, mute = answer:match("^([^,]*),([^,]*),([^,]*),([^,]*)$")
+    if not stems then return nil end
+    fields = { stems, model, preset, mute }
+    local asked = model:find("?", 1, true) and 2 or stems:find("?", 1, true) and 1
+    if not asked then break end
+    fields[asked] = M.pick_model(fields[asked], asked == 1)
+  end
+  options = { stems = (fields[1]:gsub(";", ",")), model = fields[2], preset = fields[3],
+    mute = fields[4] ~= "n" }
   reaper.SetExtState(M.SECTION, "stems", options.stems, true)
   reaper.SetExtState(M.SECTION, "model", options.model, true)
   reaper.SetExtState(M.SECTION, "preset", options.preset, true)
