@@ -323,3 +323,211 @@ out("@command", config.command[1])
 """
     # Then the library works, with the config beside it
     assert run_lua(ardour_lua, body, tmp_path) == ["@command\tC:\\StemBridge\\stembridge.exe"]
+
+
+# --- choosing models in the dialog ---------------------------------------------------------
+
+#: Lua: ``dump(fields)`` prints each LuaDialog field: type, key, title, default, and a
+#: dropdown's values as "label=value" (sorted, as Ardour sorts them), a line each.
+DUMP_FIELDS = r"""
+local function dump(fields)
+  for _, field in ipairs(fields) do
+    local values = {}
+    for label, value in pairs(field.values or {}) do
+      values[#values + 1] = type(label) .. ":" .. label .. "=" .. type(value) .. ":"
+        .. tostring(value)
+    end
+    table.sort(values)
+    out("@field", field.type, tostring(field.key), (field.title:gsub("\n", "\\n")),
+      tostring(field.default),
+      table.concat(values, "|"))
+  end
+end
+"""
+
+
+def dialog(lines: list[str]) -> list[dict[str, object]]:
+    """The dumped fields, checked against what Ardour 7's LuaDialog needs of them
+    (gtk2_ardour/luadialog.cc): a type and a title, a key for what returns a value; a
+    dropdown's labels and values are strings (a table would make a submenu), and its
+    default is one of the labels (else the first label, sorted, is what it shows)."""
+    fields = []
+    for line in lines:
+        kind, key, title, default, values = line.split("\t")[1:]
+        title = title.replace("\\n", "\n")
+        field: dict[str, object] = {"type": kind, "key": key, "title": title, "default": default}
+        assert kind in ("dropdown", "entry", "checkbox", "label") and title, line
+        if kind != "label":
+            assert key != "nil", line
+        if kind == "dropdown":
+            pairs = [item.split("=", 1) for item in values.split("|")]
+            assert all(a.startswith("string:") and b.startswith("string:") for a, b in pairs)
+            choices = {a.removeprefix("string:"): b.removeprefix("string:") for a, b in pairs}
+            assert default in choices, line
+            field["values"] = choices
+        fields.append(field)
+    return fields
+
+
+def python_command() -> str:
+    """Lua: a config that runs this checkout's stembridge."""
+    return (
+        "{ command = { "
+        + ", ".join(long_string(arg) for arg in (sys.executable, "-m", "bridge"))
+        + " } }"
+    )
+
+
+def test_the_dialog_offers_the_installed_models_with_their_stems(
+    ardour_lua: str, tmp_path: Path, model_dir: Path
+) -> None:
+    # Given the tiny demucs models installed
+    body = (
+        DUMP_FIELDS
+        + f"""
+local models, problem = lib.installed_models({python_command()})
+out("@problem", tostring(problem))
+dump(lib.dialog_fields(models, problem))
+"""
+    )
+    lines = run_lib(ardour_lua, body, tmp_path)
+    assert lines[0] == "@problem\tnil"
+    fields = dialog(lines[1:])
+    # Then the dialog asks for stems (a choice or words), a model (an installed one or
+    # names), a preset and the mute choice, and says how to route and ensemble
+    assert [(f["type"], f["key"]) for f in fields] == [
+        ("dropdown", "stems"),
+        ("entry", "stem_words"),
+        ("dropdown", "model"),
+        ("entry", "models"),
+        ("label", "nil"),
+        ("entry", "preset"),
+        ("checkbox", "mute"),
+    ]
+    assert "vocals@bs_roformer_viperx_1297,drums,bass,other" in str(fields[4]["title"])
+    # and the models' menu holds each installed model, "_" doubled (GTK reads a single
+    # one as the underline of an access key), the default (stems decide) chosen
+    demucs = "(drums, bass, other, vocals)"
+    assert fields[2]["values"] == {
+        "Default: htdemucs (htdemucs__6s for 6 stems)": "",
+        f"htdemucs {demucs}": "htdemucs",
+        f"htdemucs__ft {demucs}": "htdemucs_ft",
+        "htdemucs__6s (drums, bass, other, vocals, guitar, piano)": "htdemucs_6s",
+        f"hdemucs__mmi {demucs}": "hdemucs_mmi",
+    }
+    assert fields[2]["default"] == "Default: htdemucs (htdemucs__6s for 6 stems)"
+    assert fields[0]["values"]["6 stems: + guitar, piano (htdemucs__6s)"] == (  # type: ignore[index]
+        "drums,bass,other,vocals,guitar,piano"
+    )
+
+
+def test_the_dialog_says_why_the_models_could_not_be_listed(
+    ardour_lua: str, tmp_path: Path
+) -> None:
+    gone = long_string(tmp_path / "gone" / "stembridge")
+    body = (
+        DUMP_FIELDS + f"dump(lib.dialog_fields(lib.installed_models({{ command = {{ {gone} }} }})))"
+    )
+    fields = dialog(run_lib(ardour_lua, body, tmp_path))
+    (told,) = [
+        f["title"] for f in fields if f["type"] == "label" and "could not" in str(f["title"])
+    ]
+    assert str(told).startswith(
+        "Installed models could not be listed: stembridge models list failed"
+    )
+    assert "not found" in str(told) and "\n" not in str(told)
+    (models,) = [f for f in fields if f["key"] == "model"]
+    assert list(models["values"]) == ["Default: htdemucs (htdemucs__6s for 6 stems)"]  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("answer", "stems", "models"),
+    [
+        ({"stems": "vocals,instrumental"}, "vocals,instrumental", ["htdemucs"]),
+        ({"stems": "drums,bass,other,vocals,guitar,piano"}, None, ["htdemucs_6s"]),
+        ({"stems": "vocals,instrumental", "model": "vocals-best"}, None, ["vocals-best"]),
+        (
+            {"stem_words": " vocals@hdemucs_mmi,drums,bass,other ", "model": "htdemucs_ft"},
+            "vocals@hdemucs_mmi,drums,bass,other",
+            ["htdemucs_ft"],
+        ),
+        (
+            {"model": "htdemucs_ft", "models": "htdemucs + htdemucs_ft"},
+            None,
+            ["htdemucs", "htdemucs_ft"],
+        ),
+    ],
+    ids=["default", "6-stems", "dropdown", "routed", "ensemble"],
+)
+def test_what_the_dialog_answers_is_what_submit_gets(
+    ardour_lua: str, tmp_path: Path, answer: dict[str, str], stems: str | None, models: list[str]
+) -> None:
+    # Given an answer of the dialog (the dropdowns' values, the entries as typed)
+    full = {
+        "stems": "vocals,instrumental",
+        "stem_words": "",
+        "model": "",
+        "models": "",
+        "preset": "clean",
+        **answer,
+    }
+    fields = ", ".join(f"{key} = {long_string(value)}" for key, value in full.items())
+    body = f"""
+local options = lib.dialog_options({{ {fields}, mute = true }})
+local plan = {{ name = "r", id = "1", path = "/a.wav", start = 0, length = 10, position = 0,
+  rate = 10 }}
+out("@args", table.concat(lib.submit_args(plan, options, "/s"), "\\31"))
+"""
+    (line,) = run_lib(ardour_lua, body, tmp_path)
+    args = line.split("\t", 1)[1].split("\x1f")
+    # Then typed stems and models win over the dropdowns, and "+" makes one --model each
+    assert args[args.index("--stems") + 1] == (stems or full["stems"])
+    assert [args[i + 1] for i, arg in enumerate(args) if arg == "--model"] == models
+
+
+def test_the_action_asks_with_the_installed_models_and_stops_when_cancelled(
+    ardour_lua: str, tmp_path: Path, model_dir: Path
+) -> None:
+    # Given the action installed with this checkout's stembridge, and one region selected
+    home = tmp_path / "config"
+    scripts = default_scripts_path(system="Linux", env={"XDG_CONFIG_HOME": str(home)})
+    install(scripts, command=[sys.executable, "-m", "bridge"])
+    body = f"""
+ACTION = {long_string(scripts / "stembridge_separate.lua")}
+{DUMP_FIELDS}
+function ardour(descriptor) end
+LuaDialog = {{ MessageType = {{ Info = 0 }}, ButtonType = {{ Close = 0 }} }}
+function LuaDialog.Message(title, text)
+  return {{ run = function () out("@told", (text:gsub("\\n", " "))) end }}
+end
+-- The user reads the dialog and cancels it
+function LuaDialog.Dialog(title, fields)
+  out("@dialog", title)
+  dump(fields)
+  return {{ run = function () return nil end }}
+end
+local one = {{ iter = function ()
+  local given = false
+  return function () if not given then given = true return {{}} end end
+end }}
+local regions = {{ regionlist = function () return one end }}
+Editor = {{ get_selection = function () return {{ regions = regions }} end }}
+assert(loadfile(ACTION))()
+load(string.dump(factory))()()
+out("@done")
+"""
+    env = {"XDG_CONFIG_HOME": str(home), "ARDOUR_LUA_PATH": ""}
+    lines = run_lua(ardour_lua, body, tmp_path, env)
+    # Then the dialog it showed is the library's, with the installed models in it, and
+    # nothing more happened
+    assert lines[0] == "@dialog\tStemBridge: separate selected regions"
+    fields = dialog(lines[1:-1])
+    (models,) = [f for f in fields if f["key"] == "model"]
+    assert set(models["values"].values()) == {  # type: ignore[attr-defined]
+        "",
+        "htdemucs",
+        "htdemucs_ft",
+        "htdemucs_6s",
+        "hdemucs_mmi",
+    }
+    assert lines[-1] == "@done"

@@ -6,8 +6,8 @@
 -- with `stembridge submit`, poll the job's status file until the daemon is done, then make
 -- one track per stem named "<region> – <stem>" in one route group, put each stem's
 -- region exactly where the original is, and (optionally) mute the original.
--- Everything that needs Ardour's GUI (the import itself, dialogs) stays in the action
--- script; what is here runs in `ardour7-lua` too.
+-- Everything that needs Ardour's GUI (the import itself, showing dialogs) stays in the
+-- action script; what is here (the dialog's fields too) runs in `ardour7-lua` as well.
 
 local M = {}
 
@@ -184,6 +184,75 @@ function M.prepare(region, plan, session_folder)
   return true
 end
 
+-- The dialog --------------------------------------------------------------------------------
+
+--- The stems dropdown: what each choice asks for.
+M.STEM_CHOICES = {
+  ["Vocals + instrumental"] = "vocals,instrumental",
+  ["4 stems: drums, bass, other, vocals"] = "drums,bass,other,vocals",
+  ["6 stems: + guitar, piano (htdemucs_6s)"] = "drums,bass,other,vocals,guitar,piano",
+}
+M.STEM_DEFAULT = "Vocals + instrumental"
+--- The model stems need when none is chosen (the rest: M.DEFAULTS.model).
+M.STEM_MODELS = { ["drums,bass,other,vocals,guitar,piano"] = "htdemucs_6s" }
+M.MODEL_DEFAULT = "Default: htdemucs (htdemucs_6s for 6 stems)"
+M.DIALOG_HELP = "Stems as on the command line; <stem>@<model> takes one from another model:\n" ..
+  "vocals@bs_roformer_viperx_1297,drums,bass,other. Models joined with + run as an ensemble."
+
+--- The installed models (`stembridge models list --json --installed`): a list of
+-- {name, family, stems, members}, or nil and a message.
+function M.installed_models(config)
+  return core.installed_models(M.run(config, { "models", "list", "--json", "--installed" }))
+end
+
+-- A dropdown's items are GTK mnemonic labels: "_" underlines the next character, "__" is
+-- one "_" (model names are full of them). Ardour shows the chosen label on the button as
+-- it is, "__" and all. Its values must be plain: a table value would become a sub-menu.
+local function item_label(text)
+  return (text:gsub("_", "__"))
+end
+
+--- The fields of the LuaDialog that asks how to separate: stems (a choice, or stem words),
+-- model (an installed one, or names joined with "+"), preset, mute. `models` are the
+-- installed ones; without them, `problem` says why.
+function M.dialog_fields(models, problem)
+  local choices = { [item_label(M.MODEL_DEFAULT)] = "" }
+  for _, model in ipairs(models or {}) do
+    local label = model.name .. " (" .. table.concat(model.stems, ", ") .. ")"
+    if #model.members > 0 then label = label .. " = " .. table.concat(model.members, " + ") end
+    choices[item_label(label)] = model.name
+  end
+  local stems = {}
+  for label, words in pairs(M.STEM_CHOICES) do stems[item_label(label)] = words end
+  local fields = {
+    { type = "dropdown", key = "stems", title = "Stems", values = stems,
+      default = item_label(M.STEM_DEFAULT) },
+    { type = "entry", key = "stem_words", title = "or stems", default = "" },
+    { type = "dropdown", key = "model", title = "Model", values = choices,
+      default = item_label(M.MODEL_DEFAULT) },
+    { type = "entry", key = "models", title = "or models", default = "" },
+    { type = "label", title = M.DIALOG_HELP, align = "left" },
+  }
+  if not models then
+    fields[#fields + 1] = { type = "label", title = "Installed models could not be listed: " ..
+      problem:gsub("\n", " "), align = "left" }
+  end
+  fields[#fields + 1] = { type = "entry", key = "preset", title = "Effects preset",
+    default = M.DEFAULTS.preset }
+  fields[#fields + 1] = { type = "checkbox", key = "mute", title = "Mute the original regions",
+    default = M.DEFAULTS.mute }
+  return fields
+end
+
+--- The options the dialog's `answer` asks for: typed stems and models over the dropdowns'.
+function M.dialog_options(answer)
+  local function typed(text) return (text or ""):match("^%s*(.-)%s*$") end
+  local stems = typed(answer.stem_words) ~= "" and typed(answer.stem_words) or answer.stems
+  local model = typed(answer.models) ~= "" and typed(answer.models) or answer.model
+  if model == "" then model = M.STEM_MODELS[stems] or M.DEFAULTS.model end
+  return { stems = stems, model = model, preset = answer.preset, mute = answer.mute }
+end
+
 -- Submitting and following jobs ------------------------------------------------------------
 
 local function seconds(samples, rate)
@@ -201,11 +270,18 @@ function M.submit_args(plan, options, output)
     (plan.id:gsub("[^%w]", "")), plan.position, plan.length)
   local args = { "submit", plan.path, "--start", seconds(plan.start, plan.rate),
     "--length", seconds(plan.length, plan.rate), "-o", output, "--origin", origin, "--json" }
-  for _, key in ipairs({ "stems", "model", "preset" }) do
-    if options[key] and options[key] ~= "" then
-      args[#args + 1] = "--" .. key
-      args[#args + 1] = options[key]
-    end
+  if options.stems and options.stems ~= "" then
+    args[#args + 1] = "--stems"
+    args[#args + 1] = options.stems
+  end
+  -- "a+b" is an ensemble: one --model each.
+  for _, name in ipairs(core.model_names(options.model)) do
+    args[#args + 1] = "--model"
+    args[#args + 1] = name
+  end
+  if options.preset and options.preset ~= "" then
+    args[#args + 1] = "--preset"
+    args[#args + 1] = options.preset
   end
   return args
 end

@@ -2,9 +2,10 @@ ardour {
   ["type"] = "EditorAction",
   name = "StemBridge: separate selected regions",
   author = "StemBridge",
-  description = [[Separates each selected audio region into stems (HT Demucs, through the
-StemBridge daemon) and puts every stem on a new track, "<region> – <stem>", at the region's
-exact position, all in one route group per region; the original can be muted.
+  description = [[Separates each selected audio region into stems (HT Demucs or another
+installed model, alone or as an ensemble, through the StemBridge daemon) and puts every stem
+on a new track, "<region> – <stem>", at the region's exact position, all in one route group
+per region; the original can be muted.
 Needs StemBridge installed and `stembridge ardour install` run once.]]
 }
 
@@ -15,14 +16,6 @@ Needs StemBridge installed and `stembridge ardour install` run once.]]
 -- Ardour keeps the factory as bytecode (string.dump), which drops upvalues: everything
 -- the action uses is defined inside it.
 function factory () return function ()
-  -- Dropdown values must be plain: a table value would become a sub-menu.
-  local CHOICES = {
-    ["Vocals + instrumental"] = "vocals,instrumental",
-    ["4 stems: drums, bass, other, vocals"] = "drums,bass,other,vocals",
-    ["6 stems: + guitar, piano (htdemucs_6s)"] = "drums,bass,other,vocals,guitar,piano",
-  }
-  local MODELS = { ["drums,bass,other,vocals,guitar,piano"] = "htdemucs_6s" }
-
   local function tell(text)
     LuaDialog.Message("StemBridge", text, LuaDialog.MessageType.Info, LuaDialog.ButtonType.Close):run()
   end
@@ -64,14 +57,11 @@ function factory () return function ()
   for region in Editor:get_selection().regions:regionlist():iter() do regions[#regions + 1] = region end
   if #regions == 0 then tell("Select one or more audio regions first.") return end
 
-  local answer = LuaDialog.Dialog("StemBridge: separate selected regions", {
-    { type = "dropdown", key = "stems", title = "Stems", values = CHOICES, default = "Vocals + instrumental" },
-    { type = "entry", key = "preset", title = "Effects preset", default = lib.DEFAULTS.preset },
-    { type = "checkbox", key = "mute", title = "Mute the original regions", default = lib.DEFAULTS.mute },
-  }):run()
+  -- The model dropdown offers the installed models; it says so when they cannot be listed.
+  local answer = LuaDialog.Dialog("StemBridge: separate selected regions",
+    lib.dialog_fields(lib.installed_models(config))):run()
   if not answer then return end
-  local options = { stems = answer.stems, model = MODELS[answer.stems] or lib.DEFAULTS.model,
-    preset = answer.preset }
+  local options = lib.dialog_options(answer)
 
   local problems, jobs, daemon = {}, {}, true
   for _, region in ipairs(regions) do
@@ -136,7 +126,7 @@ function factory () return function ()
           if not ok then problems[#problems + 1] = why end
         end
       end
-      if answer.mute then job.region:set_muted(true) end
+      if options.mute then job.region:set_muted(true) end
     end
     ::next_job::
   end
