@@ -15,6 +15,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -367,6 +368,33 @@ def test_pipe_that_takes_commands_but_never_answers_times_out(tmp_path: Path) ->
         assert time.monotonic() - began < 5
     finally:
         os.close(reader)
+
+
+def test_reply_pipe_made_after_the_command_pipe_is_waited_for(tmp_path: Path) -> None:
+    # Given a server that, as Audacity starting up, reads commands before its reply pipe exists
+    paths = PipePaths(tmp_path / "to", tmp_path / "from")
+    os.mkfifo(paths.to_server)
+    reader = os.open(paths.to_server, os.O_RDONLY | os.O_NONBLOCK)
+
+    def serve() -> None:
+        time.sleep(0.5)
+        os.mkfifo(paths.from_server)
+        writer = os.open(paths.from_server, os.O_WRONLY)  # waits for the client's end
+        with os.fdopen(reader, "rb") as commands, os.fdopen(writer, "wb", buffering=0) as out:
+            while (line := commands.readline()) == b"":
+                time.sleep(0.05)
+            marker = line.split(b'"')[1]
+            out.write(marker + b"\nBatchCommand finished: OK\n\n")
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        # When connecting
+        # Then the connection waits for the reply pipe instead of calling scripting disabled
+        with ScriptPipe(paths, connect_timeout_seconds=10, running=lambda: True):
+            pass
+    finally:
+        server.join(timeout=10)
 
 
 @pytest.mark.parametrize(

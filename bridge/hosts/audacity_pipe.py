@@ -111,8 +111,17 @@ class ScriptPipe:
         self.paths = paths or default_pipe_paths()
         self.command_timeout_seconds = command_timeout_seconds
         deadline = time.monotonic() + connect_timeout_seconds
+        reconnecting = False
         while True:
-            self._transport = _open_transport(self.paths, deadline, running)
+            try:
+                self._transport = _open_transport(self.paths, deadline, running)
+            except (AudacityNotRunning, ScriptingDisabled):
+                # Audacity replaces its pipes while it starts: a pipe that was there a
+                # moment ago may be missing for the next connection.
+                if not reconnecting or time.monotonic() >= deadline:
+                    raise
+                time.sleep(_POLL_SECONDS)
+                continue
             try:
                 self._synchronise(min(deadline, time.monotonic() + _SYNC_ATTEMPT_SECONDS))
                 return
@@ -122,6 +131,7 @@ class ScriptPipe:
                 self.close()
                 if time.monotonic() >= deadline:
                     raise
+                reconnecting = True
                 log.debug("Audacity did not answer yet; connecting again")
             except BaseException:
                 self.close()
@@ -235,11 +245,20 @@ class _FifoTransport:
                 if time.monotonic() >= deadline:
                     raise _not_answering(paths, "nobody reads") from None
                 time.sleep(_POLL_SECONDS)
-        try:
-            self._from = os.open(paths.from_server, os.O_RDONLY | os.O_NONBLOCK)
-        except BaseException:
-            os.close(self._to)
-            raise
+        while True:
+            try:
+                self._from = os.open(paths.from_server, os.O_RDONLY | os.O_NONBLOCK)
+                break
+            except FileNotFoundError:
+                # The reply pipe is made just after the command pipe at start-up.
+                if time.monotonic() < deadline:
+                    time.sleep(_POLL_SECONDS)
+                    continue
+                os.close(self._to)
+                raise
+            except BaseException:
+                os.close(self._to)
+                raise
         # Until Audacity opens its end of the reply FIFO, reads see end-of-file.
         self._server_opened_replies = False
 
