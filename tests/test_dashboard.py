@@ -30,6 +30,9 @@ from bridge.dashboard.server import (
 )
 from bridge.errors import BrokerError, ConfigError
 from bridge.jobs.store import Job, JobStore
+from bridge.models.catalog import MODELS
+from bridge.models.lineup import make_lineup
+from bridge.models.registry import registry_path
 from bridge.pictures import draw_stem_pictures
 from bridge.pipeline.spec import JobSpec
 from bridge.watch.watcher import FolderHealth
@@ -102,7 +105,9 @@ def test_pages_and_scripts_are_served_with_security_headers(
     for path, kind in [
         ("/", "text/html"),
         ("/job/abc", "text/html"),
+        ("/models", "text/html"),
         ("/static/common.js", "javascript"),
+        ("/static/models.js", "javascript"),
         ("/static/style.css", "text/css"),
     ]:
         response = client.get(path)
@@ -135,6 +140,7 @@ def test_jobs_list_and_job_page_on_loopback_need_no_token(tmp_path: Path, store:
         },
         "loudness_lufs": None,
         "silent": False,
+        "made_by": [],  # the test's manifest names no model
     }
     assert client.get("/api/jobs/ffffff").status_code == 404
 
@@ -167,6 +173,157 @@ def test_folders_and_workers(tmp_path: Path, store: JobStore) -> None:
     unreachable, _ = client_for(tmp_path, store, workers=down)
     response = unreachable.get("/api/workers")
     assert response.status_code == 503 and "cannot be reached" in response.json()["error"]
+
+
+# Models
+
+
+def test_models_lists_every_model_with_the_installed_ones_marked(
+    model_dir: Path, tmp_path: Path, store: JobStore
+) -> None:
+    # Given the tiny demucs models in the model folder
+    client, _ = client_for(tmp_path, store)
+    # When the models are read
+    response = client.get("/api/models")
+    # Then every catalog model is listed, those four installed, the others not
+    assert response.status_code == 200
+    rows = {row["name"]: row for row in response.json()["models"]}
+    assert set(rows) == set(MODELS)
+    assert {name for name, row in rows.items() if row["installed"]} == {
+        "htdemucs",
+        "htdemucs_ft",
+        "htdemucs_6s",
+        "hdemucs_mmi",
+    }
+    assert rows["htdemucs_6s"]["stems"] == ["drums", "bass", "other", "vocals", "guitar", "piano"]
+    assert rows["htdemucs"]["size_bytes"] > 0 and rows["htdemucs"]["licence"] == "MIT"
+    # And a named ensemble comes with its models, not installed while they are not
+    best = rows["vocals-best"]
+    assert (best["family"], best["installed"]) == ("ensemble", False)
+    assert best["members"] == ["bs_roformer_viperx_1297", "mdx23c_instvoc_hq"]
+    assert rows["bs_roformer_viperx_1297"]["scores"][0]["sdr_db"] > 0
+
+
+def test_models_with_an_unreadable_registry_say_which_file_to_delete(
+    tmp_path: Path, store: JobStore
+) -> None:
+    registry_path().parent.mkdir(parents=True, exist_ok=True)
+    registry_path().write_text("{not json")
+    client, _ = client_for(tmp_path, store)
+    response = client.get("/api/models")
+    assert response.status_code == 500
+    assert str(registry_path()) in response.json()["error"]
+    assert "import the folders again" in response.json()["error"]
+
+
+def job_with_model(store: JobStore, tmp_path: Path, model: object, stems: list[object]) -> Job:
+    """A finished job whose manifest holds ``model`` and these stems' ``sources``."""
+    job = done_job(store, tmp_path)
+    path = Path(job.manifest)  # type: ignore[arg-type]
+    manifest = json.loads(path.read_text())
+    manifest["model"] = model
+    for entry, sources in zip(manifest["stems"], stems, strict=True):
+        entry["sources"] = sources
+    path.write_text(json.dumps(manifest))
+    return job
+
+
+def test_each_stem_says_which_models_gave_it(tmp_path: Path, store: JobStore) -> None:
+    # Given a job whose vocals came from hdemucs_mmi and whose other stem sums three
+    # sources of a weighted ensemble, as the manifest records it
+    lineup = make_lineup(
+        ("htdemucs", "htdemucs_ft"),
+        algorithm="avg_spec",
+        weights=(2.0, 1.0),
+        routes=[("vocals", "hdemucs_mmi")],
+    )
+    model = {"name": lineup.name, "stems_from": lineup.describe()}
+    job = job_with_model(store, tmp_path, model, [["vocals"], ["drums", "bass", "other"]])
+    client, _ = client_for(tmp_path, store)
+    # When the job is read
+    stems = client.get(f"/api/jobs/{job.id}").json()["stems"]
+    # Then each stem names its models, the ensemble's once for all three sources
+    assert [stem["made_by"] for stem in stems] == [
+        [{"sources": ["vocals"], "models": ["hdemucs_mmi"], "ensemble": None, "weights": None}],
+        [
+            {
+                "sources": ["drums", "bass", "other"],
+                "models": ["htdemucs", "htdemucs_ft"],
+                "ensemble": "avg_spec",
+                "weights": [2.0, 1.0],
+            }
+        ],
+    ]
+
+
+def test_a_stem_from_sources_of_two_models_names_both(tmp_path: Path, store: JobStore) -> None:
+    lineup = make_lineup("htdemucs", routes=[("drums", "hdemucs_mmi")])
+    model = {"name": lineup.name, "stems_from": lineup.describe()}
+    job = job_with_model(store, tmp_path, model, [["vocals"], ["drums", "bass", "other"]])
+    client, _ = client_for(tmp_path, store)
+    stems = client.get(f"/api/jobs/{job.id}").json()["stems"]
+    assert [(g["sources"], g["models"]) for g in stems[1]["made_by"]] == [
+        (["drums"], ["hdemucs_mmi"]),
+        (["bass", "other"], ["htdemucs"]),
+    ]
+
+
+def test_one_model_gave_every_stem_when_the_manifest_names_only_it(
+    tmp_path: Path, store: JobStore
+) -> None:
+    job = job_with_model(store, tmp_path, {"name": "htdemucs"}, [["vocals"], ["bass"]])
+    client, _ = client_for(tmp_path, store)
+    stems = client.get(f"/api/jobs/{job.id}").json()["stems"]
+    assert [stem["made_by"] for stem in stems] == [
+        [{"sources": [name], "models": ["htdemucs"], "ensemble": None, "weights": None}]
+        for name in ("vocals", "bass")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("model", "sources", "made_by"),
+    [
+        ("htdemucs", ["vocals"], []),
+        ({"name": 5}, ["vocals"], []),
+        ({"name": "htdemucs"}, "vocals", [{"sources": [], "models": ["htdemucs"]}]),
+        ({"name": "a + b", "stems_from": "a"}, ["vocals"], []),
+        ({"stems_from": ["vocals"]}, ["vocals"], []),
+        ({"stems_from": {"vocals": {"models": "htdemucs"}}}, ["vocals"], []),
+        ({"stems_from": {"vocals": {"models": [1, None]}}}, ["vocals"], []),
+        ({"stems_from": {"vocals": "htdemucs"}}, ["vocals", 3, ["x"]], []),
+        (
+            {"stems_from": {"vocals": {"models": ["a", 3], "ensemble": 7, "weights": [1, "x"]}}},
+            ["vocals", "bass"],
+            [{"sources": ["vocals"], "models": ["a"]}],
+        ),
+        (
+            {"stems_from": {"vocals": {"models": ["a", "b"], "weights": [float("nan"), 1]}}},
+            ["vocals"],
+            [{"sources": ["vocals"], "models": ["a", "b"]}],
+        ),
+        (
+            {"stems_from": {"vocals": {"models": ["a", "b"], "weights": [True, 1]}}},
+            ["vocals"],
+            [{"sources": ["vocals"], "models": ["a", "b"]}],
+        ),
+    ],
+)
+def test_a_hand_edited_model_entry_gives_what_can_be_read(
+    tmp_path: Path,
+    store: JobStore,
+    model: object,
+    sources: object,
+    made_by: list[dict[str, object]],
+) -> None:
+    # Given a manifest whose model entry someone edited
+    job = job_with_model(store, tmp_path, model, [sources, ["bass"]])
+    client, _ = client_for(tmp_path, store)
+    # When the job is read
+    response = client.get(f"/api/jobs/{job.id}")
+    # Then it is answered, with only what could be read of the first stem's models
+    assert response.status_code == 200
+    expected = [{"ensemble": None, "weights": None, **giver} for giver in made_by]
+    assert response.json()["stems"][0]["made_by"] == expected
 
 
 # Files
@@ -438,7 +595,13 @@ def test_beyond_loopback_every_read_needs_the_token(tmp_path: Path, store: JobSt
     token = create_token(tmp_path / "state")
     client, _ = client_for(tmp_path, store, host=STUDIO_HOST)
     # Without the token, or with a bad one: no data, no files, no CSRF secret
-    for path in ("/api/jobs", f"/api/jobs/{job.id}", "/api/folders", f"/files/{job.id}/vocals.wav"):
+    for path in (
+        "/api/jobs",
+        f"/api/jobs/{job.id}",
+        "/api/folders",
+        "/api/models",
+        f"/files/{job.id}/vocals.wav",
+    ):
         assert client.get(path).status_code == 401, path
         assert client.get(path, headers={"authorization": "Bearer nope"}).status_code == 401
     session = client.get("/api/session").json()
@@ -448,6 +611,7 @@ def test_beyond_loopback_every_read_needs_the_token(tmp_path: Path, store: JobSt
     # With the token everything is readable
     bearer = {"authorization": f"Bearer {token}"}
     assert client.get("/api/jobs", headers=bearer).status_code == 200
+    assert client.get("/api/models", headers=bearer).status_code == 200
     assert client.get(f"/files/{job.id}/vocals.wav", headers=bearer).status_code == 200
     # And loopback names are not accepted as Host there
     assert (

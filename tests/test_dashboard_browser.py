@@ -1,5 +1,6 @@
 """The dashboard in a real headless Chromium against a real daemon: a job appears, its
-progress moves, it finishes, and its page shows the stems' pictures."""
+progress moves, it finishes, its page shows the stems' pictures and the model that gave
+them, and the models page lists the installed models."""
 
 from __future__ import annotations
 
@@ -164,5 +165,33 @@ def test_a_job_appears_progresses_finishes_and_shows_its_pictures(
         browser.save_screenshot(str(screenshot))
         print(f"dashboard screenshots: {screenshot} and {tmp_path / 'dashboard-queue.png'}")
         assert screenshot.stat().st_size > 10_000
+        # And each stem says which model gave it
+        made_by = browser.execute_script(
+            "return [...document.querySelectorAll('.stem .made-by')].map(s => s.textContent);"
+        )
+        assert made_by == [" — htdemucs"] * 4
+
+        # When the models page is opened from the header
+        browser.find_element(By.LINK_TEXT, "Models").click()
+
+        # Then it lists the models, the installed tiny ones first
+        def model_rows() -> list[list[str]] | None:
+            rows: list[list[str]] | None = browser.execute_script(
+                "const rows = [...document.querySelectorAll('#models tr[data-model]')];"
+                "return rows.length && rows.map(r => [r.dataset.model, r.dataset.installed,"
+                " r.cells[3].textContent]);"
+            )
+            return rows
+
+        rows = wait_for(model_rows, what="the models to be listed")
+        installed = ["htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi"]
+        assert [name for name, _, _ in rows[:4]] == installed
+        assert all(flag == "true" and text.startswith("yes") for _, flag, text in rows[:4])
+        assert rows[4][1:] == ["false", "no"]
+        # And "installed only" leaves those, and no named ensemble
+        browser.find_element(By.ID, "installed-only").click()
+        wait_for(lambda: len(model_rows() or []) == 4, what="only the installed models")
+        assert browser.find_element(By.ID, "no-ensembles").is_displayed()
+        browser.save_screenshot(str(tmp_path / "dashboard-models.png"))
     finally:
         assert daemon.stop() == 0, daemon.output()

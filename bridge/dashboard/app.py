@@ -1,10 +1,12 @@
-"""The dashboard's routes: two pages, a JSON API the pages poll, and the stems' files.
+"""The dashboard's routes: three pages, a JSON API the pages poll, and the stems' files.
 
 Pages (plain HTML/JS from ``static/``, no build step): ``/`` (queue, watched
-folders, workers) and ``/job/<id>`` (one job with its stems, pictures and players).
+folders, workers), ``/job/<id>`` (one job with its stems, which models gave each,
+pictures and players) and ``/models`` (the models, installed or not).
 API: ``GET /api/session``, ``POST /api/login``, ``GET /api/jobs``,
 ``GET /api/jobs/<id>``, ``POST /api/jobs/<id>/retry``, ``POST /api/jobs/<id>/cancel``,
-``GET /api/folders``, ``GET /api/workers``; files: ``GET /files/<id>/<name>``, only
+``GET /api/folders``, ``GET /api/workers``, ``GET /api/models`` (read without torch,
+:mod:`bridge.models.listing`); files: ``GET /files/<id>/<name>``, only
 for the stems and pictures the job's manifest lists, opened once inside the job's
 stem folder and never through a link (:mod:`bridge.dashboard.files`). Access rules:
 :mod:`bridge.dashboard.auth`.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -31,10 +34,11 @@ from bridge.broker.channel import WorkerInfo
 from bridge.dashboard.auth import CSRF_HEADER, Guard
 from bridge.dashboard.files import OpenFileResponse, Refusal, StemFolder, open_folder
 from bridge.documents import parse_json
-from bridge.errors import BrokerError, JobError, JobNotFound, OutputError
+from bridge.errors import BrokerError, JobError, JobNotFound, ModelError, OutputError
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import Job, JobStore
 from bridge.manifest import read_manifest
+from bridge.models.listing import model_rows
 from bridge.watch.watcher import FolderHealth
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,7 @@ def create_app(
         routes=[
             Route("/", lambda request: FileResponse(STATIC / "index.html")),
             Route("/job/{job_id}", lambda request: FileResponse(STATIC / "job.html")),
+            Route("/models", lambda request: FileResponse(STATIC / "models.html")),
             Mount("/static", StaticFiles(directory=STATIC)),
             Route("/api/session", api.session),
             Route("/api/login", api.login, methods=["POST"]),
@@ -81,6 +86,7 @@ def create_app(
             Route("/api/jobs/{job_id}/cancel", api.cancel, methods=["POST"]),
             Route("/api/folders", api.folders),
             Route("/api/workers", api.workers),
+            Route("/api/models", api.models),
             Route("/files/{job_id}/{name:path}", api.file),
         ],
     )
@@ -159,6 +165,7 @@ class _Api:
                     "pictures": {kind: _file_url(job, n) for kind, n in _pictures(stem).items()},
                     "loudness_lufs": stem.get("loudness_lufs"),
                     "silent": stem.get("silent", False),
+                    "made_by": _made_by((manifest or {}).get("model"), stem.get("sources")),
                 }
             )
         return JSONResponse(
@@ -208,6 +215,14 @@ class _Api:
         except BrokerError as exc:
             return _error(503, str(exc))
         return JSONResponse({"broker": True, "workers": [dataclasses.asdict(w) for w in found]})
+
+    def models(self, request: Request) -> Response:
+        """Every model StemBridge knows, installed or not (``stembridge models list``)."""
+        try:
+            return JSONResponse({"models": model_rows()})
+        except ModelError as exc:
+            log.info("dashboard: the models cannot be listed: %s", exc)
+            return _error(500, str(exc))
 
     def file(self, request: Request) -> Response:
         """A stem or picture the job's manifest lists, from inside the job's stem folder.
@@ -342,6 +357,53 @@ def _listed_in(folder: StemFolder, manifest_path: Path) -> set[str]:
 def _stays_inside(name: str) -> bool:
     forms = (PurePosixPath(name), PureWindowsPath(name))
     return bool(name) and "\0" not in name and not any(p.anchor or ".." in p.parts for p in forms)
+
+
+def _made_by(model: object, sources: object) -> list[dict[str, Any]]:
+    """Which models gave a stem, from the manifest's ``model``: one entry per model or
+    ensemble, with the stem's sources it gave (an instrumental sums several sources, which
+    routed stems may take from different models), in the stem's order.
+
+    ``model.stems_from`` says it when several models ran (:meth:`Lineup.describe
+    <bridge.models.lineup.Lineup.describe>`); without it ``model.name`` gave every source.
+    A manifest edited by hand may hold anything there: what cannot be read is left out.
+    """
+    if not isinstance(model, dict):
+        return []
+    names = [s for s in sources if isinstance(s, str)] if isinstance(sources, list) else []
+    if "stems_from" not in model:
+        name = model.get("name")
+        if not isinstance(name, str):
+            return []
+        return [{"sources": names, "models": [name], "ensemble": None, "weights": None}]
+    stems_from = model["stems_from"]
+    made_by: dict[str, dict[str, Any]] = {}
+    for source in names:
+        entry = stems_from.get(source) if isinstance(stems_from, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("models"), list):
+            continue
+        ensemble = entry.get("ensemble")
+        giver: dict[str, Any] = {
+            "models": [m for m in entry["models"] if isinstance(m, str)],
+            "ensemble": ensemble if isinstance(ensemble, str) else None,
+            "weights": _weights(entry.get("weights")),
+        }
+        if not giver["models"]:
+            continue
+        # The sources one model (or ensemble) gave are one entry.
+        same = made_by.setdefault(json.dumps(giver), {"sources": [], **giver})
+        same["sources"].append(source)
+    return list(made_by.values())
+
+
+def _weights(value: object) -> list[float] | None:
+    """An ensemble's weights, or ``None`` (none given, or not finite numbers: JSON
+    responses cannot hold NaN)."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    ):
+        return None
+    return [float(v) for v in value]
 
 
 def _pictures(stem: dict[str, Any]) -> dict[str, str]:

@@ -14,17 +14,34 @@
     return value == null ? "" : Number(value).toFixed(2) + " s";
   }
 
+  // "htdemucs + htdemucs_ft (avg_spec, weights 2, 1)"; with the sources each gave when
+  // several models gave one stem's (an instrumental's, with a routed stem among them).
+  function madeBy(givers) {
+    return givers
+      .map((giver) => {
+        const weights = giver.weights && "weights " + giver.weights.join(", ");
+        const how = [giver.ensemble, weights].filter(Boolean);
+        const sources = givers.length > 1 ? ` for ${giver.sources.join(", ")}` : "";
+        return giver.models.join(" + ") + (how.length ? ` (${how.join(", ")})` : "") + sources;
+      })
+      .join("; ");
+  }
+
   function stemBlock(stem) {
     const pictures = el("div", { class: "pictures" });
     for (const kind of ["waveform", "spectrogram"]) {
       if (stem.pictures[kind])
         pictures.append(el("img", { src: stem.pictures[kind], alt: `${stem.name} ${kind}`, class: kind }));
     }
-    const title = stem.name + (stem.loudness_lufs != null ? `  (${stem.loudness_lufs} LUFS)` : "");
+    const heading = el("h4", {}, stem.name);
+    if (stem.made_by.length)
+      heading.append(el("span", { class: "made-by", text: " — " + madeBy(stem.made_by) }));
+    if (stem.loudness_lufs != null) heading.append(`  (${stem.loudness_lufs} LUFS)`);
+    if (stem.silent) heading.append(" (silent)");
     return el(
       "div",
       { class: "stem", "data-stem": stem.name },
-      el("h4", { text: title + (stem.silent ? " (silent)" : "") }),
+      heading,
       pictures,
       el("audio", { controls: "", preload: "none", src: stem.audio }),
     );
