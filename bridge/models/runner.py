@@ -7,7 +7,7 @@ import ctypes
 import ctypes.util
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -152,6 +152,20 @@ class TorchRunner:
             if self.precision in _DTYPES
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, _flush_denormals(self.device):
             out = self._networks[member](tensor)
         return out.float().cpu().numpy()
+
+
+@contextlib.contextmanager
+def _flush_denormals(device: torch.device) -> Iterator[None]:
+    """Subnormal floats as zero while a network runs on the CPU, as audio DSP code does:
+    near-silent input and decaying attention weights make them, and each costs the FPU
+    tens of cycles (a small BS-RoFormer's chunk ran 4.4x slower with them)."""
+    if device.type != "cpu" or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
