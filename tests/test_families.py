@@ -68,8 +68,16 @@ def write_msst(folder: Path, name: str, text: str, build: Any, seed: int) -> Pat
     return folder / f"{name}.ckpt"
 
 
-def bs_roformer(folder: Path, name: str = "tiny_bs_roformer") -> Path:
-    """A single-target (vocals) BS-RoFormer."""
+def bs_roformer(
+    folder: Path,
+    name: str = "tiny_bs_roformer",
+    *,
+    n_fft: int = 2048,
+    hop: int = HOP,
+    bands: tuple[int, ...] = BANDS,
+    dim_t: int = DIM_T,
+) -> Path:
+    """A single-target (vocals) BS-RoFormer (``bands`` split the ``n_fft // 2 + 1`` bins)."""
     model = {
         "dim": 16,
         "depth": 1,
@@ -77,18 +85,19 @@ def bs_roformer(folder: Path, name: str = "tiny_bs_roformer") -> Path:
         "num_stems": 1,
         "time_transformer_depth": 1,
         "freq_transformer_depth": 1,
-        "freqs_per_bands": BANDS,
+        "freqs_per_bands": bands,
         "dim_head": 8,
         "heads": 2,
-        "stft_n_fft": 2048,
-        "stft_hop_length": HOP,
-        "stft_win_length": 2048,
+        "stft_n_fft": n_fft,
+        "stft_hop_length": hop,
+        "stft_win_length": n_fft,
         "mask_estimator_depth": 1,
     }
     text = msst_yaml(
         model,
         {"instruments": ["vocals", "other"], "target_instrument": "vocals"},
-        {"hop_length": HOP, "n_fft": 2048, "dim_t": DIM_T},
+        {"hop_length": hop, "n_fft": n_fft, "dim_t": dim_t, "chunk_size": hop * (dim_t - 1)},
+        dim_t=dim_t,
     )
 
     def build(config: Path) -> torch.nn.Module:
