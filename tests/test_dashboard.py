@@ -326,6 +326,24 @@ def test_a_hand_edited_model_entry_gives_what_can_be_read(
     assert response.json()["stems"][0]["made_by"] == expected
 
 
+def test_numbers_json_cannot_hold_are_given_as_null(tmp_path: Path, store: JobStore) -> None:
+    # Given a manifest edited to hold NaN and an infinity (Python's json reads them)
+    job = done_job(store, tmp_path)
+    path = Path(job.manifest)  # type: ignore[arg-type]
+    manifest = json.loads(path.read_text())
+    manifest["stems"][0]["loudness_lufs"] = float("nan")
+    manifest["timings"] = {"total_seconds": float("inf"), "passes": [1.5, float("-inf")]}
+    path.write_text(json.dumps(manifest))
+    client, _ = client_for(tmp_path, store)
+    # When the job is read
+    response = client.get(f"/api/jobs/{job.id}")
+    # Then it is answered, those numbers as null
+    assert response.status_code == 200
+    body = response.json()
+    assert body["stems"][0]["loudness_lufs"] is None
+    assert body["timings"] == {"total_seconds": None, "passes": [1.5, None]}
+
+
 # Files
 
 

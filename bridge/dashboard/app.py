@@ -163,7 +163,7 @@ class _Api:
                     "name": stem["name"],
                     "audio": _file_url(job, stem["path"]),
                     "pictures": {kind: _file_url(job, n) for kind, n in _pictures(stem).items()},
-                    "loudness_lufs": stem.get("loudness_lufs"),
+                    "loudness_lufs": _finite(stem.get("loudness_lufs")),
                     "silent": stem.get("silent", False),
                     "made_by": _made_by((manifest or {}).get("model"), stem.get("sources")),
                 }
@@ -172,7 +172,7 @@ class _Api:
             {
                 **_summary(job),
                 "spec": json.loads(job.spec.to_json()),
-                "timings": (manifest or {}).get("timings", {}),
+                "timings": _finite((manifest or {}).get("timings", {})),
                 "stems": stems,
             }
         )
@@ -412,6 +412,18 @@ def _pictures(stem: dict[str, Any]) -> dict[str, str]:
     if not isinstance(pictures, dict):
         return {}
     return {kind: name for kind, name in pictures.items() if isinstance(name, str)}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None``: a manifest edited by hand may hold
+    them, and JSON has no such numbers (the response could not be written)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _error(status: int, message: str) -> JSONResponse:
