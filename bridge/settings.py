@@ -154,7 +154,7 @@ class SeparationSettings:
                 metavar="FRACTION",
                 help="segment overlap",
                 left_out="for the model's own (Demucs 0.25, MDX-Net 0.25, RoFormer and "
-                "MDX23C 8 windows, i.e. 0.875)",
+                "MDX23C the yaml's num_overlap windows, else 8, i.e. 0.875)",
             ),
         ]
         | None

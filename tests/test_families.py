@@ -178,13 +178,14 @@ def no_progress_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def reference_mdxc(separator: Any, checkpoint: Path, mix: np.ndarray) -> dict[str, np.ndarray]:
-    """python-audio-separator's MDXC separator (its defaults: 8 windows, the yaml's dim_t)."""
+    """python-audio-separator's MDXC separator at its defaults (the yaml's num_overlap and
+    dim_t)."""
     model_data = yaml.load(checkpoint.with_suffix(".yaml").read_text(), Loader=yaml.FullLoader)
     arch = {
         "segment_size": 256,
         "override_model_segment_size": False,
         "batch_size": 1,
-        "overlap": 8,
+        "overlap": None,
         "pitch_shift": 0,
     }
     with warnings.catch_warnings():

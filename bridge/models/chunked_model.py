@@ -6,9 +6,10 @@ They run as python-audio-separator runs them (:mod:`bridge.models.chunks`):
 
 * RoFormers: chunks of ``stft_hop_length * (dim_t - 1)`` samples (``inference.dim_t``
   of the yaml), one every ``chunk / overlap``, the last ending at the end of the mix,
-  a Hamming window; ``overlap`` is 8 windows unless the settings say otherwise;
+  a Hamming window; ``overlap`` windows cover each sample: the yaml's
+  ``inference.num_overlap``, else 8, unless the settings say otherwise;
 * MDX23C: chunks of ``hop_length * (dim_t - 1)``, the mix padded with zeros, no window,
-  divided by the overlap (8 windows);
+  divided by the overlap (windows as for the RoFormers);
 * MDX-Net: see :mod:`bridge.models.families.mdx_net` (overlap 0.25).
 
 ``--segment`` sets the chunk (in seconds, rounded to whole STFT frames), ``--overlap``
@@ -39,7 +40,8 @@ from bridge.settings import SeparationSettings
 
 log = logging.getLogger(__name__)
 
-#: python-audio-separator's default overlap for the RoFormers and MDX23C: windows per sample.
+#: python-audio-separator's overlap for the RoFormers and MDX23C whose yaml has no
+#: ``inference.num_overlap``: windows per sample.
 DEFAULT_WINDOWS = 8
 
 
@@ -221,6 +223,7 @@ class _Msst:
             self._padded = False
         self._frames = config.inference.dim_t or config.audio.dim_t
         self._chunk = config.chunk_size
+        self._windows = config.inference.num_overlap or DEFAULT_WINDOWS
         self.samplerate = config.audio.sample_rate
         self.width = config.audio.num_channels
         stems = msst_sources(config.training.instruments, config.training.target_instrument)
@@ -235,7 +238,7 @@ class _Msst:
 
     def plan(self, length: int, settings: SeparationSettings) -> ChunkPlan:
         chunk = self._chunk_size(settings)
-        windows = DEFAULT_WINDOWS if settings.overlap is None else _windows(settings.overlap)
+        windows = self._windows if settings.overlap is None else _windows(settings.overlap)
         if self._padded:
             return padded_plan(length, chunk=chunk, overlap=windows)
         return tail_aligned_plan(length, chunk=chunk, overlap=windows)
