@@ -16,8 +16,6 @@ import hashlib
 import os
 import socket
 
-import psutil
-
 
 def owner_id() -> str:
     """This process, as ``host:pid:start``."""
@@ -59,6 +57,8 @@ def _host_hash() -> str:
 
 def _start(pid: int) -> str:
     """The start time of process ``pid`` in milliseconds, or ``"0"`` when it is gone."""
+    import psutil  # here: status, jobs and submit answer host scripts and must start fast
+
     try:
         return str(round(psutil.Process(pid).create_time() * 1000))
     except (psutil.Error, ValueError, OverflowError):
