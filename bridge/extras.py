@@ -4,15 +4,16 @@ A plain ``pip install stembridge`` separates files (``separate``), runs the daem
 without its dashboard (``serve --no-dashboard``, ``watch``) and answers host scripts
 (``submit``, ``status``, ``jobs``, ``cancel``). The extras add the rest:
 
-=========  =========================  ==============================================
-extra      packages                   what needs them
-=========  =========================  ==============================================
-pictures   Pillow                     each stem's waveform and spectrogram PNGs
-dashboard  Starlette, uvicorn         ``serve``'s web dashboard (with ``pictures``)
-studio     Dramatiq, Redis            ``--broker``, ``worker``, ``workers``
-onnx       onnxruntime                UVR's MDX-Net models (``.onnx`` files)
-all        every extra above          ``pip install 'stembridge[all]'``
-=========  =========================  ==============================================
+=========  ====================================  ========================================
+extra      packages                              what needs them
+=========  ====================================  ========================================
+pictures   Pillow                                each stem's waveform and spectrogram PNGs
+dashboard  Starlette, uvicorn                    ``serve``'s web dashboard (with ``pictures``)
+studio     Dramatiq, Redis                       ``--broker``, ``worker``, ``workers``
+onnx       onnxruntime                           UVR's MDX-Net models (``.onnx`` files)
+evaluate   museval, musdb, stempeg, matplotlib   ``evaluate``: BSSEval, MUSDB18, the plots
+all        every extra above                     ``pip install 'stembridge[all]'``
+=========  ====================================  ========================================
 
 Whether an extra is there is found out by importing its modules when a command is
 about to need them, never at import time, so a lean install fails with one line
@@ -52,6 +53,11 @@ EXTRAS: dict[str, Extra] = {
     "dashboard": Extra("dashboard", ("starlette", "uvicorn"), ("starlette", "uvicorn")),
     "studio": Extra("studio", ("dramatiq", "redis"), ("dramatiq", "redis")),
     "onnx": Extra("onnx", ("onnxruntime",), ("onnxruntime",)),
+    "evaluate": Extra(
+        "evaluate",
+        ("museval", "musdb", "stempeg", "matplotlib"),
+        ("museval", "musdb", "stempeg", "matplotlib"),
+    ),
 }
 
 

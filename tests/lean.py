@@ -15,7 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 #: The packages behind every extra (bridge/extras.py): a plain ``pip install stembridge``.
-ALL_EXTRAS = ("PIL", "starlette", "uvicorn", "dramatiq", "redis", "onnxruntime")
+ALL_EXTRAS = (
+    "PIL",
+    "starlette",
+    "uvicorn",
+    "dramatiq",
+    "redis",
+    "onnxruntime",
+    "museval",
+    "musdb",
+    "stempeg",
+    "matplotlib",
+)
 
 LAUNCHER = """\
 import sys
