@@ -13,7 +13,8 @@ One tree, so callers can catch as broadly or as narrowly as they need::
     │   └── ModelCorrupt       a weights file fails its checksum or cannot be parsed
     ├── AudioError             an input file cannot be used
     │   ├── UnreadableAudio    missing, unreadable, empty, not audio or truncated
-    │   └── RangeOutsideAudio  the requested range lies (partly) outside the file
+    │   ├── RangeOutsideAudio  the requested range lies (partly) outside the file
+    │   └── DatasetError       an evaluation dataset, track or estimate cannot be scored
     ├── EffectError            an effect or plugin failed (crashed, hung) while processing
     ├── OutputError            results cannot be written where they should go
     ├── HostError              a host integration cannot be installed or reached
@@ -133,6 +134,11 @@ class UnsupportedName(AudioError):
 
 class RangeOutsideAudio(AudioError):
     """The requested time range is not inside the file."""
+
+
+class DatasetError(AudioError):
+    """An evaluation dataset has no tracks, or a track, reference or estimate cannot be
+    scored (missing, or its length or rate differs from what it is compared with)."""
 
 
 class EffectError(StemBridgeError):

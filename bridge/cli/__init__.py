@@ -1,6 +1,6 @@
 """The ``stembridge`` command: parse, call the library, print.
 
-One module per group of commands (``separate``, ``models``, ``presets``,
+One module per group of commands (``separate``, ``evaluate``, ``models``, ``presets``,
 ``effects``, ``jobs`` for the host-facing submit/status/jobs/cancel, ``daemon`` for
 serve/watch/service, ``dashboard`` for the web dashboard's token); exit
 codes are documented in :mod:`bridge.cli.common`. Heavy modules (numpy,
@@ -24,6 +24,7 @@ from bridge.cli import (
     daemon,
     dashboard,
     effects,
+    evaluate,
     jobs,
     models,
     presets,
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     for module in (
         separate,
+        evaluate,
         jobs,
         daemon,
         dashboard,

@@ -1,0 +1,229 @@
+"""An evaluation run: each track separated once per candidate, then scored, in order.
+
+Per track: its references are checked against the mixture (a bad track is skipped
+before any model runs), each lineup that has no finished separation of it in the cache
+separates it (:mod:`bridge.evaluate.candidates`), and every candidate's stems are read
+and scored (:mod:`bridge.evaluate.scoring`). A lineup's scores are cached beside its
+stems (``REPORT_DIR/scores/<key>/<track>.json``, written atomically), so a run that was
+stopped resumes where it was without separating or scoring a track twice. Only one
+track's audio is in memory at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bridge.atomic import write_bytes
+from bridge.errors import AudioError, DatasetError
+from bridge.evaluate.candidates import Candidate, Separator
+from bridge.evaluate.dataset import (
+    Dataset,
+    Skipped,
+    Track,
+    check_references,
+    decoded_mixture,
+    estimate_files,
+    read_estimates,
+    read_references,
+)
+from bridge.evaluate.scoring import LeftOut, Score, score_track
+from bridge.names import folder_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackProgress:
+    """Where a run is: ``done`` of ``total`` tracks, and what happens to ``track`` now
+    (``checking``, ``separating <model>``, ``scoring``, ``done``, ``skipped``)."""
+
+    done: int
+    total: int
+    track: str
+    stage: str
+
+
+@dataclass(frozen=True)
+class Unscored:
+    """A candidate's stems of one track that could not be scored, and why."""
+
+    track: str
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelLeftOut:
+    """A stem left out of a candidate's scores (see :class:`~bridge.evaluate.scoring.LeftOut`)."""
+
+    model: str
+    stem: str
+    reason: str
+
+
+@dataclass
+class Evaluation:
+    """What a run found.
+
+    Attributes:
+        dataset: What was scored.
+        candidates: In the order given.
+        scores: Every value: track x model x stem x metric.
+        skipped: Tracks not scored at all (no mixture, a stem missing, a bad reference).
+        unscored: A candidate's track that could not be scored (its estimate missing
+            or not matching the references).
+        left_out: Stems a candidate or the dataset has that the other cannot make.
+        separated: Separations run now, per candidate key (cached ones not counted).
+        separation_seconds: Time spent separating (this run).
+        scoring_seconds: Time spent reading stems and scoring (this run).
+    """
+
+    dataset: Dataset
+    candidates: tuple[Candidate, ...]
+    scores: list[Score] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    unscored: list[Unscored] = field(default_factory=list)
+    left_out: list[ModelLeftOut] = field(default_factory=list)
+    separated: dict[str, int] = field(default_factory=dict)
+    separation_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+
+    @property
+    def tracks(self) -> list[str]:
+        """The tracks with at least one score, in dataset order."""
+        scored = {score.track for score in self.scores}
+        return [track.name for track in self.dataset.tracks if track.name in scored]
+
+
+def evaluate(
+    dataset: Dataset,
+    candidates: tuple[Candidate, ...],
+    report_dir: Path,
+    *,
+    separate: Separator,
+    on_progress: Callable[[TrackProgress], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Evaluation:
+    """Separate and score every track of ``dataset`` for every candidate.
+
+    Args:
+        dataset: The tracks.
+        candidates: Lineups to separate, folders of estimates to score.
+        report_dir: Holds the cache (``estimates/``, ``scores/``, ``decoded/``).
+        separate: Runs one separation (:func:`~bridge.evaluate.candidates.pipeline_separator`).
+        on_progress: Told as each track advances.
+        clock: Seconds, for the split between separating and scoring.
+
+    Raises:
+        StemBridgeError: A separation failed for another reason than its track's audio
+            (a model that cannot load, a device): every track would fail the same way.
+    """
+    result = Evaluation(dataset, candidates, skipped=list(dataset.skipped))
+    result.separated = {candidate.key: 0 for candidate in candidates}
+    report = on_progress or (lambda progress: None)
+    left_out: dict[tuple[str, str], str] = {}
+    total = len(dataset.tracks)
+    for done, track in enumerate(dataset.tracks):
+        report(TrackProgress(done, total, track.name, "checking"))
+        try:
+            check_references(track)
+            for candidate in candidates:
+                settings = candidate.settings
+                if settings is not None and not candidate.separated(report_dir, track.name):
+                    report(TrackProgress(done, total, track.name, f"separating {candidate.name}"))
+                    started = clock()
+                    mixture = decoded_mixture(track, report_dir / "decoded")
+                    separate(mixture, candidate.folder(report_dir, track.name), settings)
+                    result.separation_seconds += clock() - started
+                    result.separated[candidate.key] += 1
+            report(TrackProgress(done, total, track.name, "scoring"))
+            started = clock()
+            _score(track, candidates, report_dir, result, left_out)
+            result.scoring_seconds += clock() - started
+        except AudioError as exc:  # this track's files (a DatasetError, or its mixture)
+            log.info("%s: skipped: %s", track.name, exc)
+            result.skipped.append(Skipped(track.name, str(exc)))
+            report(TrackProgress(done + 1, total, track.name, "skipped"))
+            continue
+        if track.packed:
+            # The decoded mixture was only the separations' input; the .stem.mp4 stays.
+            (report_dir / "decoded" / f"{track.name}.wav").unlink(missing_ok=True)
+        report(TrackProgress(done + 1, total, track.name, "done"))
+    result.left_out = [ModelLeftOut(m, s, reason) for (m, s), reason in left_out.items()]
+    return result
+
+
+def _score(
+    track: Track,
+    candidates: tuple[Candidate, ...],
+    report_dir: Path,
+    result: Evaluation,
+    left_out: dict[tuple[str, str], str],
+) -> None:
+    """Score ``track`` for every candidate into ``result`` (the references are read once,
+    and only when some candidate's scores are not cached)."""
+    references = None
+    for candidate in candidates:
+        cache = report_dir / "scores" / candidate.key / f"{folder_name(track.name)}.json"
+        cached = _read_cache(cache) if candidate.settings is not None else None
+        if cached is None:
+            files = estimate_files(candidate.folder(report_dir, track.name))
+            if not files:
+                result.unscored.append(
+                    Unscored(
+                        track.name,
+                        candidate.name,
+                        f"{candidate.folder(report_dir, track.name)}: no estimates of this "
+                        "track; put <stem>.wav files there",
+                    )
+                )
+                continue
+            references = references or read_references(track)
+            try:
+                estimates = read_estimates(files, references, track=track.name)
+            except DatasetError as exc:
+                log.info("%s: %s not scored: %s", track.name, candidate.name, exc)
+                result.unscored.append(Unscored(track.name, candidate.name, str(exc)))
+                continue
+            scores, missing = score_track(
+                track.name,
+                candidate.name,
+                references.audio,
+                estimates,
+                sample_rate=references.sample_rate,
+            )
+            if candidate.settings is not None:
+                _write_cache(cache, scores, missing)
+        else:
+            scores, missing = cached
+        result.scores.extend(scores)
+        for item in missing:
+            left_out.setdefault((candidate.name, item.stem), item.reason)
+
+
+def _write_cache(path: Path, scores: list[Score], left_out: tuple[LeftOut, ...]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "scores": [asdict(score) for score in scores],
+        "left_out": [asdict(item) for item in left_out],
+    }
+    write_bytes(path, json.dumps(document).encode())
+
+
+def _read_cache(path: Path) -> tuple[list[Score], tuple[LeftOut, ...]] | None:
+    """Scores written by an earlier run; ``None`` when there are none (or they cannot be
+    read: then the track is scored again)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        scores = [Score(**entry) for entry in document["scores"]]
+        return scores, tuple(LeftOut(**entry) for entry in document["left_out"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: cached scores unreadable (%s); scoring again", path, exc)
+        return None
