@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from bridge.settings import SeparationSettings
 
 from evaluation_data import SOURCES, estimates, folders_dataset, musdb18hq, sources, write_track
 from lean import ALL_EXTRAS, run_without
+from processes import wait_for
 from programs import required_program
 from signals import write_audio
 
@@ -207,6 +210,41 @@ def test_an_interrupted_run_resumes_without_separating_a_track_twice(
     assert result.separated == {candidates[0].key: 1, candidates[1].key: 2}
     assert result.tracks == ["Song 1", "Song 2", "Song 3"]
     assert {s.model for s in result.scores} == {"htdemucs", "htdemucs_ft"}
+
+
+def test_a_killed_run_resumes_without_separating_a_track_twice(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    # Given an evaluation of three tracks running in a process of its own
+    songs = folders_dataset(tmp_path / "songs", 3, DUO)
+    report = tmp_path / "report"
+    argv = ["evaluate", str(songs), "--model", "htdemucs", "-o", str(report), "--json"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bridge", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # When it is killed (SIGKILL) once its first track is separated
+    try:
+        wait_for(
+            lambda: any(report.glob("estimates/*/*/manifest.json")) or child.poll() is not None,
+            timeout=120,
+            what="the first separation",
+        )
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    finished = {p.parent.name for p in report.glob("estimates/*/*/manifest.json")}
+    assert finished and len(finished) < 3, "the run must be killed part way"
+    # And run again to its end
+    assert main(argv) == EXIT_OK
+    # Then only the tracks it had not finished were separated, each into its own folder
+    document = results(report)
+    assert document["models"][0]["separated_now"] == 3 - len(finished)
+    assert document["tracks"] == ["Song 1", "Song 2", "Song 3"]
+    (cache,) = (report / "estimates").iterdir()
+    assert sorted(p.name for p in cache.iterdir()) == ["Song 1", "Song 2", "Song 3"]
+    assert not [p for p in report.rglob("*") if ".stembridge-" in p.name and p.is_file()]
 
 
 def test_bad_tracks_are_skipped_and_named_and_the_rest_is_scored(
