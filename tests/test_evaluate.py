@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bridge.cli import EXIT_INPUT, EXIT_OK, EXIT_USAGE, main
-from bridge.evaluate.candidates import lineup_candidate, pipeline_separator
+from bridge.evaluate.candidates import estimates_candidate, lineup_candidate, pipeline_separator
 from bridge.evaluate.dataset import find_dataset
 from bridge.evaluate.metrics import METRICS
 from bridge.evaluate.run import evaluate
@@ -210,6 +210,41 @@ def test_an_interrupted_run_resumes_without_separating_a_track_twice(
     assert result.separated == {candidates[0].key: 1, candidates[1].key: 2}
     assert result.tracks == ["Song 1", "Song 2", "Song 3"]
     assert {s.model for s in result.scores} == {"htdemucs", "htdemucs_ft"}
+
+
+def test_scoring_processes_give_what_scoring_in_line_gives(model_dir: Path, tmp_path: Path) -> None:
+    # Given three tracks, one lineup and a folder of estimates, one track without a stem
+    songs = folders_dataset(tmp_path / "songs", 3, DUO)
+    true = estimates(tmp_path / "true", songs)
+    (songs / "Song 2" / "vocals.wav").unlink()
+    dataset = find_dataset(songs)
+    candidates = (
+        lineup_candidate(SeparationSettings(model="htdemucs")),
+        estimates_candidate(true),
+    )
+    real = pipeline_separator(ModelCache().model)
+    # When the tracks are scored in line, and by two scoring processes as they separate
+    inline = evaluate(dataset, candidates, tmp_path / "inline", separate=real)
+    pooled = evaluate(dataset, candidates, tmp_path / "pooled", separate=real, scorers=2)
+    # Then both give the same scores (up to BLAS rounding: a scoring process has fewer
+    # threads), skip the same track and say the same
+    keys = [(s.track, s.model, s.stem, s.metric) for s in inline.scores]
+    assert [(s.track, s.model, s.stem, s.metric) for s in pooled.scores] == keys and keys
+    assert [s.value for s in pooled.scores] == pytest.approx(
+        [s.value for s in inline.scores], rel=1e-6, abs=1e-6, nan_ok=True
+    )
+    assert [s.track for s in pooled.skipped] == [s.track for s in inline.skipped] == ["Song 2"]
+    assert (pooled.unscored, pooled.left_out) == (inline.unscored, inline.left_out)
+    assert pooled.separated == inline.separated == {candidates[0].key: 2, candidates[1].key: 0}
+    assert pooled.scoring_seconds > 0
+
+
+def test_scorers_must_be_a_whole_number_from_one(tmp_path: Path) -> None:
+    songs = folders_dataset(tmp_path / "songs", 1, DUO)
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", str(songs), "--scorers", "0", "-o", str(tmp_path / "report")])
+    assert stopped.value.code == EXIT_USAGE
+    assert not (tmp_path / "report").exists()
 
 
 def test_a_killed_run_resumes_without_separating_a_track_twice(

@@ -9,6 +9,7 @@ makes all the ``--model`` one ensemble, exactly as ``stembridge separate`` does.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +67,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_model_options(parser, defaults=False)
     parser.add_argument(
+        "--scorers",
+        type=_positive,
+        default=max(1, min(4, (os.cpu_count() or 1) - 1)),
+        metavar="N",
+        help="processes scoring tracks while the next ones separate (default: the cores "
+        "but one, at most 4; each holds one track; 1 scores after each track)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print results.json on stdout, no progress bars"
     )
     parser.set_defaults(command=run)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use a whole number from 1")
+    return int(text)
 
 
 def lineups(args: argparse.Namespace) -> list[SeparationSettings]:
@@ -178,7 +193,14 @@ def _evaluate(
 
     separate = pipeline_separator(ModelCache().model, on_progress=on_job)
     with bars:
-        return evaluate(dataset, candidates, report_dir, separate=separate, on_progress=on_track)
+        return evaluate(
+            dataset,
+            candidates,
+            report_dir,
+            separate=separate,
+            on_progress=on_track,
+            scorers=args.scorers,
+        )
 
 
 def _print_summary(evaluation: Any, files: dict[str, Path], err: Console) -> None:

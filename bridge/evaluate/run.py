@@ -3,23 +3,31 @@
 Per track: its references are checked against the mixture (a bad track is skipped
 before any model runs), each lineup that has no finished separation of it in the cache
 separates it (:mod:`bridge.evaluate.candidates`), and every candidate's stems are read
-and scored (:mod:`bridge.evaluate.scoring`). A lineup's scores are cached beside its
+and scored (:mod:`bridge.evaluate.scoring`), here or, with ``scorers``, in processes
+of their own while the next tracks separate. A lineup's scores are cached beside its
 stems (``REPORT_DIR/scores/<key>/<track>.json``, written atomically), so a run that was
 stopped resumes where it was without separating or scoring a track twice. Only one
-track's audio is in memory at a time.
+track's audio is in memory at a time per scoring process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
+import multiprocessing
+import os
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bridge.atomic import write_bytes
 from bridge.errors import AudioError, DatasetError
+from bridge.evaluate import scorer_process
 from bridge.evaluate.candidates import Candidate, Separator
 from bridge.evaluate.dataset import (
     Dataset,
@@ -107,7 +115,7 @@ def evaluate(
     *,
     separate: Separator,
     on_progress: Callable[[TrackProgress], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    scorers: int = 1,
 ) -> Evaluation:
     """Separate and score every track of ``dataset`` for every candidate.
 
@@ -117,7 +125,10 @@ def evaluate(
         report_dir: Holds the cache (``estimates/``, ``scores/``, ``decoded/``).
         separate: Runs one separation (:func:`~bridge.evaluate.candidates.pipeline_separator`).
         on_progress: Told as each track advances.
-        clock: Seconds, for the split between separating and scoring.
+        scorers: Processes that score tracks while the next ones separate (BSSEval takes
+            about a second per second of audio on one core, more than a GPU separation);
+            1 scores each track here, after its separations. At most this many tracks
+            wait to be scored, so memory stays bounded.
 
     Raises:
         StemBridgeError: A separation failed for another reason than its track's audio
@@ -128,82 +139,129 @@ def evaluate(
     report = on_progress or (lambda progress: None)
     left_out: dict[tuple[str, str], str] = {}
     total = len(dataset.tracks)
-    for done, track in enumerate(dataset.tracks):
-        report(TrackProgress(done, total, track.name, "checking"))
-        try:
-            check_references(track)
-            for candidate in candidates:
-                settings = candidate.settings
-                if settings is not None and not candidate.separated(report_dir, track.name):
-                    report(TrackProgress(done, total, track.name, f"separating {candidate.name}"))
-                    started = clock()
-                    mixture = decoded_mixture(track, report_dir / "decoded")
-                    separate(mixture, candidate.folder(report_dir, track.name), settings)
-                    result.separation_seconds += clock() - started
-                    result.separated[candidate.key] += 1
-            report(TrackProgress(done, total, track.name, "scoring"))
-            started = clock()
-            _score(track, candidates, report_dir, result, left_out)
-            result.scoring_seconds += clock() - started
-        except AudioError as exc:  # this track's files (a DatasetError, or its mixture)
-            log.info("%s: skipped: %s", track.name, exc)
-            result.skipped.append(Skipped(track.name, str(exc)))
-            report(TrackProgress(done + 1, total, track.name, "skipped"))
-            continue
-        if track.packed:
-            # The decoded mixture was only the separations' input; the .stem.mp4 stays.
-            (report_dir / "decoded" / f"{track.name}.wav").unlink(missing_ok=True)
-        report(TrackProgress(done + 1, total, track.name, "done"))
+    waiting: deque[tuple[str, Future[TrackScores]]] = deque()
+    finished = 0
+
+    def collect(track: str, scored: TrackScores) -> None:
+        nonlocal finished
+        finished += 1
+        result.scoring_seconds += scored.seconds
+        if scored.skipped is not None:
+            log.info("%s: skipped: %s", track, scored.skipped)
+            result.skipped.append(Skipped(track, scored.skipped))
+            report(TrackProgress(finished, total, track, "skipped"))
+            return
+        result.scores.extend(scored.scores)
+        result.unscored.extend(scored.unscored)
+        for item in scored.left_out:
+            left_out.setdefault((item.model, item.stem), item.reason)
+        report(TrackProgress(finished, total, track, "done"))
+
+    with _scoring_pool(scorers) as pool:
+        for track in dataset.tracks:
+            report(TrackProgress(finished, total, track.name, "checking"))
+            try:
+                check_references(track)
+                for candidate in candidates:
+                    settings = candidate.settings
+                    if settings is not None and not candidate.separated(report_dir, track.name):
+                        stage = f"separating {candidate.name}"
+                        report(TrackProgress(finished, total, track.name, stage))
+                        started = time.monotonic()
+                        mixture = decoded_mixture(track, report_dir / "decoded")
+                        separate(mixture, candidate.folder(report_dir, track.name), settings)
+                        result.separation_seconds += time.monotonic() - started
+                        result.separated[candidate.key] += 1
+            except AudioError as exc:  # this track's files (a DatasetError, or its mixture)
+                collect(track.name, TrackScores(skipped=str(exc)))
+                continue
+            if track.packed:
+                # The decoded mixture was only the separations' input; the .stem.mp4 stays.
+                (report_dir / "decoded" / f"{track.name}.wav").unlink(missing_ok=True)
+            if pool is None:
+                report(TrackProgress(finished, total, track.name, "scoring"))
+                collect(track.name, score_track_of(track, candidates, report_dir))
+                continue
+            while len(waiting) >= scorers:
+                name, future = waiting.popleft()
+                collect(name, future.result())
+            waiting.append((track.name, pool.submit(score_track_of, track, candidates, report_dir)))
+        for name, future in waiting:
+            collect(name, future.result())
     result.left_out = [ModelLeftOut(m, s, reason) for (m, s), reason in left_out.items()]
     return result
 
 
-def _score(
-    track: Track,
-    candidates: tuple[Candidate, ...],
-    report_dir: Path,
-    result: Evaluation,
-    left_out: dict[tuple[str, str], str],
-) -> None:
-    """Score ``track`` for every candidate into ``result`` (the references are read once,
-    and only when some candidate's scores are not cached)."""
+@dataclass(frozen=True)
+class TrackScores:
+    """One track's scores for every candidate, or why it was skipped."""
+
+    scores: list[Score] = field(default_factory=list)
+    unscored: list[Unscored] = field(default_factory=list)
+    left_out: list[ModelLeftOut] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: str | None = None
+
+
+@contextlib.contextmanager
+def _scoring_pool(scorers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Processes to score in (started fresh: they need neither torch nor the models)."""
+    if scorers <= 1:
+        yield None
+        return
+    threads = max(1, (os.cpu_count() or 1) // (scorers + 1))  # a share left to separate
+    with ProcessPoolExecutor(
+        scorers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=scorer_process.start,
+        initargs=(threads,),
+    ) as pool:
+        yield pool
+
+
+def score_track_of(
+    track: Track, candidates: tuple[Candidate, ...], report_dir: Path
+) -> TrackScores:
+    """Score ``track`` for every candidate from the stems on disk (the references are read
+    once, and only when some candidate's scores are not cached). Runs in a scoring
+    process or in the caller's."""
+    started = time.monotonic()
+    scored = TrackScores()
     references = None
-    for candidate in candidates:
-        cache = report_dir / "scores" / candidate.key / f"{folder_name(track.name)}.json"
-        cached = _read_cache(cache) if candidate.settings is not None else None
-        if cached is None:
-            files = estimate_files(candidate.folder(report_dir, track.name))
-            if not files:
-                result.unscored.append(
-                    Unscored(
-                        track.name,
-                        candidate.name,
-                        f"{candidate.folder(report_dir, track.name)}: no estimates of this "
-                        "track; put <stem>.wav files there",
-                    )
+    try:
+        for candidate in candidates:
+            cache = report_dir / "scores" / candidate.key / f"{folder_name(track.name)}.json"
+            cached = _read_cache(cache) if candidate.settings is not None else None
+            if cached is None:
+                folder = candidate.folder(report_dir, track.name)
+                files = estimate_files(folder)
+                if not files:
+                    reason = f"{folder}: no estimates of this track; put <stem>.wav files there"
+                    scored.unscored.append(Unscored(track.name, candidate.name, reason))
+                    continue
+                references = references or read_references(track)
+                try:
+                    estimates = read_estimates(files, references, track=track.name)
+                except DatasetError as exc:
+                    log.info("%s: %s not scored: %s", track.name, candidate.name, exc)
+                    scored.unscored.append(Unscored(track.name, candidate.name, str(exc)))
+                    continue
+                scores, missing = score_track(
+                    track.name,
+                    candidate.name,
+                    references.audio,
+                    estimates,
+                    sample_rate=references.sample_rate,
                 )
-                continue
-            references = references or read_references(track)
-            try:
-                estimates = read_estimates(files, references, track=track.name)
-            except DatasetError as exc:
-                log.info("%s: %s not scored: %s", track.name, candidate.name, exc)
-                result.unscored.append(Unscored(track.name, candidate.name, str(exc)))
-                continue
-            scores, missing = score_track(
-                track.name,
-                candidate.name,
-                references.audio,
-                estimates,
-                sample_rate=references.sample_rate,
-            )
-            if candidate.settings is not None:
-                _write_cache(cache, scores, missing)
-        else:
-            scores, missing = cached
-        result.scores.extend(scores)
-        for item in missing:
-            left_out.setdefault((candidate.name, item.stem), item.reason)
+                if candidate.settings is not None:
+                    _write_cache(cache, scores, missing)
+            else:
+                scores, missing = cached
+            scored.scores.extend(scores)
+            scored.left_out.extend(ModelLeftOut(candidate.name, m.stem, m.reason) for m in missing)
+    except AudioError as exc:  # the references cannot be read
+        return TrackScores(seconds=time.monotonic() - started, skipped=str(exc))
+    return dataclasses.replace(scored, seconds=time.monotonic() - started)
 
 
 def _write_cache(path: Path, scores: list[Score], left_out: tuple[LeftOut, ...]) -> None:
