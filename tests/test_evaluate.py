@@ -247,6 +247,33 @@ def test_scorers_must_be_a_whole_number_from_one(tmp_path: Path) -> None:
     assert not (tmp_path / "report").exists()
 
 
+def test_a_track_whose_files_changed_is_separated_and_scored_again(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    # Given an evaluation of two tracks, done
+    songs = folders_dataset(tmp_path / "songs", 2, DUO)
+    report = tmp_path / "report"
+    argv = ["evaluate", str(songs), "--model", "htdemucs", "-o", str(report), "--json"]
+    assert main(argv) == EXIT_OK
+    first = results(report)
+    # When one track's files are replaced by another song's and the evaluation runs again
+    write_track(songs / "Song 1", sources(7, DUO))
+    assert main(argv) == EXIT_OK
+    # Then that track alone is separated again, and its new scores replace the old
+    document = results(report)
+    assert document["models"][0]["separated_now"] == 1
+    assert values_of(document, "Song 1") != values_of(first, "Song 1")
+    assert values_of(document, "Song 2") == values_of(first, "Song 2")
+
+
+def values_of(document: dict, track: str) -> dict[tuple[str, str], float]:
+    return {
+        (row["stem"], row["metric"]): row["value"]
+        for row in document["scores"]
+        if row["track"] == track
+    }
+
+
 def test_a_killed_run_resumes_without_separating_a_track_twice(
     model_dir: Path, tmp_path: Path
 ) -> None:
@@ -278,7 +305,7 @@ def test_a_killed_run_resumes_without_separating_a_track_twice(
     assert document["models"][0]["separated_now"] == 3 - len(finished)
     assert document["tracks"] == ["Song 1", "Song 2", "Song 3"]
     (cache,) = (report / "estimates").iterdir()
-    assert sorted(p.name for p in cache.iterdir()) == ["Song 1", "Song 2", "Song 3"]
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == ["Song 1", "Song 2", "Song 3"]
     assert not [p for p in report.rglob("*") if ".stembridge-" in p.name and p.is_file()]
 
 

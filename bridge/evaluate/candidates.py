@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bridge.atomic import write_bytes
 from bridge.manifest import MANIFEST_NAME
 from bridge.names import folder_name
 from bridge.pipeline.progress import OnProgress
@@ -27,6 +28,7 @@ from bridge.pipeline.spec import JobSpec
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
 
 if TYPE_CHECKING:
+    from bridge.evaluate.dataset import Track
     from bridge.pipeline.run import ModelFor
 
 #: Separates ``mixture`` with ``settings`` into the stem folder ``folder``.
@@ -59,10 +61,29 @@ class Candidate:
             return self.estimates / track
         return report_dir / "estimates" / self.key / folder_name(track)
 
-    def separated(self, report_dir: Path, track: str) -> bool:
+    def separated(self, report_dir: Path, track: Track) -> bool:
         """Whether ``track`` needs no separation: estimates made elsewhere, or a finished
-        one in the cache."""
-        return self.settings is None or (self.folder(report_dir, track) / MANIFEST_NAME).is_file()
+        one in the cache, made from the track's files as they are now."""
+        if self.settings is None:
+            return True
+        folder = self.folder(report_dir, track.name)
+        try:
+            made_from = _source_record(folder).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+        return (folder / MANIFEST_NAME).is_file() and made_from == track.fingerprint()
+
+    def separating(self, report_dir: Path, track: Track) -> None:
+        """Record which files of ``track`` the separation about to start is made from
+        (before it starts: its manifest then says it finished)."""
+        folder = self.folder(report_dir, track.name)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(_source_record(folder), track.fingerprint().encode("utf-8"))
+
+
+def _source_record(folder: Path) -> Path:
+    """Beside a cached separation: the fingerprint of the track files it was made from."""
+    return folder.with_name(f"{folder.name}.source")
 
 
 def lineup_candidate(settings: SeparationSettings) -> Candidate:

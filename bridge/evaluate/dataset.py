@@ -17,6 +17,8 @@ when the track is read, naming the file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +65,25 @@ class Track:
     def packed(self) -> bool:
         """Whether mixture and stems are streams of one ``.stem.mp4``."""
         return self.mixture.name.endswith(STEM_MP4)
+
+    def fingerprint(self) -> str:
+        """The track's files as they are now (path, size, modification time), so that
+        separations and scores cached for other files are not taken for these.
+
+        Raises:
+            DatasetError: A file is gone or cannot be read.
+        """
+        files = [self.mixture, *(p for p in self.references.values() if isinstance(p, Path))]
+        seen = []
+        for path in files:
+            try:
+                status = path.stat()
+            except OSError as exc:
+                raise DatasetError(
+                    f"{path}: cannot be read ({exc.strerror}); put the file back", path=path
+                ) from exc
+            seen.append([str(path), status.st_size, status.st_mtime_ns])
+        return hashlib.sha256(json.dumps(seen).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

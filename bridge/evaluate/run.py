@@ -164,10 +164,11 @@ def evaluate(
                 check_references(track)
                 for candidate in candidates:
                     settings = candidate.settings
-                    if settings is not None and not candidate.separated(report_dir, track.name):
+                    if settings is not None and not candidate.separated(report_dir, track):
                         stage = f"separating {candidate.name}"
                         report(TrackProgress(finished, total, track.name, stage))
                         started = time.monotonic()
+                        candidate.separating(report_dir, track)
                         mixture = decoded_mixture(track, report_dir / "decoded")
                         separate(mixture, candidate.folder(report_dir, track.name), settings)
                         result.separation_seconds += time.monotonic() - started
@@ -229,9 +230,10 @@ def score_track_of(
     scored = TrackScores()
     references = None
     try:
+        source = track.fingerprint()
         for candidate in candidates:
             cache = report_dir / "scores" / candidate.key / f"{folder_name(track.name)}.json"
-            cached = _read_cache(cache) if candidate.settings is not None else None
+            cached = _read_cache(cache, source) if candidate.settings is not None else None
             if cached is None:
                 folder = candidate.folder(report_dir, track.name)
                 files = estimate_files(folder)
@@ -254,7 +256,7 @@ def score_track_of(
                     sample_rate=references.sample_rate,
                 )
                 if candidate.settings is not None:
-                    _write_cache(cache, scores, missing)
+                    _write_cache(cache, source, scores, missing)
             else:
                 scores, missing = cached
             scored.scores.extend(scores)
@@ -264,24 +266,31 @@ def score_track_of(
     return dataclasses.replace(scored, seconds=time.monotonic() - started)
 
 
-def _write_cache(path: Path, scores: list[Score], left_out: tuple[LeftOut, ...]) -> None:
+def _write_cache(
+    path: Path, source: str, scores: list[Score], left_out: tuple[LeftOut, ...]
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
+        "source": source,
         "scores": [asdict(score) for score in scores],
         "left_out": [asdict(item) for item in left_out],
     }
     write_bytes(path, json.dumps(document).encode())
 
 
-def _read_cache(path: Path) -> tuple[list[Score], tuple[LeftOut, ...]] | None:
-    """Scores written by an earlier run; ``None`` when there are none (or they cannot be
-    read: then the track is scored again)."""
+def _read_cache(path: Path, source: str) -> tuple[list[Score], tuple[LeftOut, ...]] | None:
+    """Scores an earlier run wrote for the track's files as they are now (``source``);
+    ``None`` when there are none, they were for other files, or they cannot be read:
+    then the track is scored again."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("source") != source:
+            log.info("%s: scored for other files of the track; scoring again", path)
+            return None
         scores = [Score(**entry) for entry in document["scores"]]
         return scores, tuple(LeftOut(**entry) for entry in document["left_out"])
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("%s: cached scores unreadable (%s); scoring again", path, exc)
         return None
