@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bridge.errors import AudioError, JobCancelled
+from bridge.errors import JobCancelled
+from bridge.models.engine import InputWindow
 from bridge.models.groups import ChannelGroup
 
 #: ``run_batch(batch)`` maps ``(B, width, chunk)`` float32 input to
@@ -107,54 +108,6 @@ def _hamming(size: int) -> np.ndarray:
     return (0.54 - 0.46 * np.cos(2 * np.pi * n / (size - 1))).astype(np.float32)
 
 
-class _Input:
-    """The channel groups over a sliding stretch of the mix, zero outside it."""
-
-    def __init__(
-        self,
-        blocks: Iterator[np.ndarray],
-        *,
-        length: int,
-        groups: Sequence[ChannelGroup],
-        width: int,
-    ) -> None:
-        self._blocks = blocks
-        self._length = length
-        self._groups = groups
-        self._width = width
-        self._base = 0
-        self._data = np.zeros((len(groups), width, 0), dtype=np.float32)
-
-    def read(self, group: int, start: int, size: int) -> np.ndarray:
-        self._fill(min(max(start + size, 0), self._length))
-        out = np.zeros((self._width, size), dtype=np.float32)
-        lo = max(start, self._base)
-        hi = min(start + size, self._base + self._data.shape[-1])
-        if hi > lo:
-            out[:, lo - start : hi - start] = self._data[
-                group, :, lo - self._base : hi - self._base
-            ]
-        return out
-
-    def drop_before(self, position: int) -> None:
-        cut = min(max(0, position - self._base), self._data.shape[-1])
-        if cut:
-            self._data = self._data[..., cut:].copy()
-            self._base += cut
-
-    def _fill(self, until: int) -> None:
-        while self._base + self._data.shape[-1] < until:
-            block = next(self._blocks, None)
-            if block is None:
-                raise AudioError(
-                    f"the mix ended after {self._base + self._data.shape[-1]} of "
-                    f"{self._length} frames; the input changed while it was being separated; "
-                    "run again once it is complete"
-                )
-            expanded = np.stack([group.expand(block, self._width) for group in self._groups])
-            self._data = np.concatenate([self._data, expanded.astype(np.float32)], axis=-1)
-
-
 class _Blend:
     """The weighted sum of chunk outputs over a moving stretch of one channel group."""
 
@@ -231,7 +184,7 @@ def separate_chunks(
     """
     work = [(index, g) for index in range(len(plan.starts)) for g in range(len(groups))]
     total = len(work)
-    mix = _Input(iter(blocks), length=plan.length, groups=groups, width=width)
+    mix = InputWindow(iter(blocks), length=plan.length, groups=groups, stats=None, width=width)
     blends = [_Blend(sources, width, plan) for _ in groups]
     wanted = list(wanted_sources)
     emitted = done = 0

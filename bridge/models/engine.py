@@ -177,8 +177,10 @@ class _OverlapAdd:
         return out
 
 
-class _InputWindow:
-    """The normalised groups over a sliding stretch of the mix, zero outside it."""
+class InputWindow:
+    """The channel groups over a sliding stretch of the mix, zero outside it: normalised
+    by each group's ``stats``, or as they are when there are none (the chunked families
+    take the mix as it is, :mod:`bridge.models.chunks`)."""
 
     def __init__(
         self,
@@ -186,14 +188,15 @@ class _InputWindow:
         *,
         length: int,
         groups: Sequence[ChannelGroup],
-        stats: Sequence[MixStats],
+        stats: Sequence[MixStats] | None,
         width: int,
     ) -> None:
         self._blocks = blocks
         self._length = length
         self._groups = groups
-        self._mean = [np.float32(s.mean) for s in stats]
-        self._std = [np.float32(s.std) for s in stats]
+        self._stats = (
+            None if stats is None else [(np.float32(s.mean), np.float32(s.std)) for s in stats]
+        )
         self._width = width
         self._base = 0
         self._data = np.zeros((len(groups), width, 0), dtype=np.float32)
@@ -223,13 +226,12 @@ class _InputWindow:
                     f"{self._length} frames; the input changed while it was being separated; "
                     "run again once it is complete"
                 )
-            normalised = np.stack(
-                [
-                    (group.expand(block, self._width) - self._mean[g]) / self._std[g]
-                    for g, group in enumerate(self._groups)
-                ]
-            ).astype(np.float32, copy=False)
-            self._data = np.concatenate([self._data, normalised], axis=-1)
+            expanded = [group.expand(block, self._width) for group in self._groups]
+            if self._stats is not None:
+                pairs = zip(expanded, self._stats, strict=True)
+                expanded = [(group - mean) / std for group, (mean, std) in pairs]
+            added = np.stack(expanded).astype(np.float32, copy=False)
+            self._data = np.concatenate([self._data, added], axis=-1)
 
 
 def separate_stream(
@@ -287,7 +289,7 @@ def separate_stream(
         batch_size=batch_size,
         rng=rng or random.Random(0),
     )
-    window = _InputWindow(iter(blocks), length=length, groups=groups, stats=stats, width=width)
+    window = InputWindow(iter(blocks), length=length, groups=groups, stats=stats, width=width)
     adders = [_OverlapAdd(sources, width) for _ in layout.passes]
     windows = {m: triangular_window(member.segment_length) for m, member in enumerate(members)}
     offsets_left = [
