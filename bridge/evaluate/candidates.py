@@ -28,7 +28,6 @@ from bridge.pipeline.spec import JobSpec
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
 
 if TYPE_CHECKING:
-    from bridge.evaluate.dataset import Track
     from bridge.pipeline.run import ModelFor
 
 #: Separates ``mixture`` with ``settings`` into the stem folder ``folder``.
@@ -61,24 +60,25 @@ class Candidate:
             return self.estimates / track
         return report_dir / "estimates" / self.key / folder_name(track)
 
-    def separated(self, report_dir: Path, track: Track) -> bool:
+    def separated(self, report_dir: Path, track: str, source: str) -> bool:
         """Whether ``track`` needs no separation: estimates made elsewhere, or a finished
-        one in the cache, made from the track's files as they are now."""
+        one in the cache, made from the track's files as they are now (``source``, their
+        :meth:`~bridge.evaluate.dataset.Track.fingerprint`)."""
         if self.settings is None:
             return True
-        folder = self.folder(report_dir, track.name)
+        folder = self.folder(report_dir, track)
         try:
             made_from = _source_record(folder).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return False
-        return (folder / MANIFEST_NAME).is_file() and made_from == track.fingerprint()
+        return (folder / MANIFEST_NAME).is_file() and made_from == source
 
-    def separating(self, report_dir: Path, track: Track) -> None:
-        """Record which files of ``track`` the separation about to start is made from
-        (before it starts: its manifest then says it finished)."""
-        folder = self.folder(report_dir, track.name)
+    def separating(self, report_dir: Path, track: str, source: str) -> None:
+        """Record which files of ``track`` (``source``) the separation about to start is
+        made from (before it starts: its manifest then says it finished)."""
+        folder = self.folder(report_dir, track)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(_source_record(folder), track.fingerprint().encode("utf-8"))
+        write_bytes(_source_record(folder), source.encode("utf-8"))
 
 
 def _source_record(folder: Path) -> Path:

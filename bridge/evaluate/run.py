@@ -162,13 +162,16 @@ def evaluate(
             report(TrackProgress(finished, total, track.name, "checking"))
             try:
                 check_references(track)
+                source = track.fingerprint()
                 for candidate in candidates:
                     settings = candidate.settings
-                    if settings is not None and not candidate.separated(report_dir, track):
+                    if settings is not None and not candidate.separated(
+                        report_dir, track.name, source
+                    ):
                         stage = f"separating {candidate.name}"
                         report(TrackProgress(finished, total, track.name, stage))
                         started = time.monotonic()
-                        candidate.separating(report_dir, track)
+                        candidate.separating(report_dir, track.name, source)
                         mixture = decoded_mixture(track, report_dir / "decoded")
                         separate(mixture, candidate.folder(report_dir, track.name), settings)
                         result.separation_seconds += time.monotonic() - started
@@ -181,12 +184,13 @@ def evaluate(
                 (report_dir / "decoded" / f"{track.name}.wav").unlink(missing_ok=True)
             if pool is None:
                 report(TrackProgress(finished, total, track.name, "scoring"))
-                collect(track.name, score_track_of(track, candidates, report_dir))
+                collect(track.name, score_track_of(track, source, candidates, report_dir))
                 continue
             while len(waiting) >= scorers:
                 name, future = waiting.popleft()
                 collect(name, future.result())
-            waiting.append((track.name, pool.submit(score_track_of, track, candidates, report_dir)))
+            scoring = pool.submit(score_track_of, track, source, candidates, report_dir)
+            waiting.append((track.name, scoring))
         for name, future in waiting:
             collect(name, future.result())
     result.left_out = [ModelLeftOut(m, s, reason) for (m, s), reason in left_out.items()]
@@ -221,16 +225,15 @@ def _scoring_pool(scorers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 
 def score_track_of(
-    track: Track, candidates: tuple[Candidate, ...], report_dir: Path
+    track: Track, source: str, candidates: tuple[Candidate, ...], report_dir: Path
 ) -> TrackScores:
     """Score ``track`` for every candidate from the stems on disk (the references are read
-    once, and only when some candidate's scores are not cached). Runs in a scoring
-    process or in the caller's."""
+    once, and only when some candidate's scores are not cached for its files as they
+    are, ``source``). Runs in a scoring process or in the caller's."""
     started = time.monotonic()
     scored = TrackScores()
     references = None
     try:
-        source = track.fingerprint()
         for candidate in candidates:
             cache = report_dir / "scores" / candidate.key / f"{folder_name(track.name)}.json"
             cached = _read_cache(cache, source) if candidate.settings is not None else None
