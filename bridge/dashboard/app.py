@@ -163,18 +163,20 @@ class _Api:
                     "name": stem["name"],
                     "audio": _file_url(job, stem["path"]),
                     "pictures": {kind: _file_url(job, n) for kind, n in _pictures(stem).items()},
-                    "loudness_lufs": _finite(stem.get("loudness_lufs")),
+                    "loudness_lufs": stem.get("loudness_lufs"),
                     "silent": stem.get("silent", False),
                     "made_by": _made_by((manifest or {}).get("model"), stem.get("sources")),
                 }
             )
         return JSONResponse(
-            {
-                **_summary(job),
-                "spec": json.loads(job.spec.to_json()),
-                "timings": _finite((manifest or {}).get("timings", {})),
-                "stems": stems,
-            }
+            _finite(
+                {
+                    **_summary(job),
+                    "spec": json.loads(job.spec.to_json()),
+                    "timings": (manifest or {}).get("timings", {}),
+                    "stems": stems,
+                }
+            )
         )
 
     def retry(self, request: Request) -> Response:
