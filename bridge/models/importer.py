@@ -60,7 +60,12 @@ from bridge.models.registry import (
     record,
     registry_path,
 )
-from bridge.models.weights import find_in_folder, install_folder, verify_network_file
+from bridge.models.weights import (
+    find_in_folder,
+    install_folder,
+    require_folder,
+    verify_network_file,
+)
 
 #: UVR's table gives these for an MDX-Net model; its other keys (``is_karaoke``,
 #: ``is_bv_model``...) steer its own post-processing, which a sidecar does not take.
@@ -169,13 +174,12 @@ def import_folder(
         OutputError: A copy, a link or the registry cannot be written.
     """
     folder = folder.expanduser()
-    if not folder.is_dir():
-        problem = "is not a folder" if folder.exists() else "does not exist"
-        raise ModelNotFound(
-            f"{folder}: the folder to import {problem}; give a model folder, such as UVR's "
-            "models folder or python-audio-separator's /tmp/audio-separator-models",
-            path=folder,
-        )
+    require_folder(
+        folder,
+        "import",
+        "give a model folder, such as UVR's models folder or python-audio-separator's "
+        "/tmp/audio-separator-models",
+    )
     registry = registry_path() if registry is None else registry
     read_registry(registry)  # refuse a damaged registry before anything is linked or copied
     scan = _Scan(folder.resolve())

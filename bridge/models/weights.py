@@ -569,6 +569,17 @@ def verify_checkpoint(path: Path) -> None:
         )
 
 
+def require_folder(folder: Path, purpose: str, fix: str) -> None:
+    """Refuse a model folder given by the user that is missing or not a folder.
+
+    Raises:
+        ModelNotFound: Naming ``folder``, what it was given for, and ``fix``.
+    """
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise ModelNotFound(f"{folder}: the folder to {purpose} {problem}; {fix}", path=folder)
+
+
 def install_from(
     source: Path, *, names: Sequence[str] | None = None, target: Path | None = None
 ) -> list[WeightFiles | ModelFiles]:
@@ -589,13 +600,11 @@ def install_from(
         ModelNotFound: ``source`` is not a folder, or holds none of the requested models.
         ModelCorrupt: A file fails its checksum.
     """
-    if not source.is_dir():
-        problem = "is not a folder" if source.exists() else "does not exist"
-        raise ModelNotFound(
-            f"{source}: the folder to install from {problem}; give the folder that holds "
-            "the downloaded model files (e.g. --from ~/Downloads/htdemucs)",
-            path=source,
-        )
+    require_folder(
+        source,
+        "install from",
+        "give the folder that holds the downloaded model files (e.g. --from ~/Downloads/htdemucs)",
+    )
     target = install_folder() if target is None else target
     wanted = _installable(names)
     found = [files for spec in wanted if (files := _in_folder(spec, source)) is not None]
