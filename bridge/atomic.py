@@ -15,6 +15,11 @@ removed once its writer is gone.
 A set of files (stems, pictures, then the manifest) is renamed into place through a
 :class:`Journal` naming each published file by its identity on disk, so that what a
 killed or failing writer put in place, and only that, can be taken back.
+
+On Windows a rename onto a file another program holds open (a DAW playing last run's
+stem) fails with ``PermissionError`` until it lets go: :class:`Replacer` tries again for
+:data:`REPLACE_RETRY_SECONDS`, then names the file and the fix; the temporary is
+removed whichever way it ends.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.documents import parse_json
+from bridge.errors import OutputError
 from bridge.owners import process_tag, tag_gone
 
 TEMP_PREFIX = ".stembridge-"
@@ -36,6 +43,9 @@ _JOURNAL_END = f"-set{TEMP_SUFFIX}"
 #: A temporary of a writer on another machine (whose liveness cannot be checked) is taken
 #: as abandoned after this long: writing a status or config file takes milliseconds.
 ABANDONED_SECONDS = 3600.0
+#: How long a rename refused with ``PermissionError`` is tried again: long enough for a DAW
+#: to close a stem it was playing, short enough for a job to fail with the reason.
+REPLACE_RETRY_SECONDS = 10.0
 
 
 def temp_path_for(final: Path, *, tag: str | None = None) -> Path:
@@ -112,10 +122,53 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def commit(temp: Path, final: Path) -> None:
-    """Flush ``temp`` and rename it over ``final`` in one step."""
+@dataclass(frozen=True)
+class Replacer:
+    """Renames a temporary over its final name, trying again while the target is held open.
+
+    Attributes:
+        rename: The rename itself (``os.replace``; tests inject one that refuses).
+        sleep: How the wait between attempts passes.
+        retry_seconds: How long a ``PermissionError`` is tried again.
+    """
+
+    rename: Callable[[Path, Path], None] = os.replace
+    sleep: Callable[[float], None] = time.sleep
+    retry_seconds: float = REPLACE_RETRY_SECONDS
+
+    def __call__(self, temp: Path, final: Path) -> None:
+        """Rename ``temp`` over ``final``.
+
+        Raises:
+            OutputError: Still refused after ``retry_seconds`` (``temp`` is left for the
+                caller, who removes it).
+        """
+        waited, delay = 0.0, 0.05
+        while True:
+            try:
+                self.rename(temp, final)
+                return
+            except PermissionError as exc:
+                if waited >= self.retry_seconds:
+                    raise OutputError(
+                        f"{final}: cannot be replaced, another program holds it open ({exc}); "
+                        "close it there (or remove it from the DAW's project) and run the job "
+                        "again",
+                        path=final,
+                    ) from exc
+            self.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 1.0)
+
+
+#: The rename everything uses unless told otherwise.
+REPLACE = Replacer()
+
+
+def commit(temp: Path, final: Path, *, replace: Replacer = REPLACE) -> None:
+    """Flush ``temp`` and rename it over ``final`` in one step (see :class:`Replacer`)."""
     fsync_file(temp)
-    os.replace(temp, final)
+    replace(temp, final)
     fsync_dir(final.parent)
 
 
@@ -147,11 +200,22 @@ def link_temp(source: Path, final: Path, *, tag: str | None = None) -> Path:
     return temp
 
 
-def write_bytes(final: Path, data: bytes, *, mode: int = 0o644, tag: str | None = None) -> None:
-    """Write ``data`` to ``final`` atomically with permission bits ``mode``."""
+def write_bytes(
+    final: Path,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    tag: str | None = None,
+    replace: Replacer = REPLACE,
+) -> None:
+    """Write ``data`` to ``final`` atomically with permission bits ``mode``.
+
+    Raises:
+        OutputError: ``final`` stays held open by another program (see :class:`Replacer`).
+    """
     temp = write_temp(final, data, tag=tag, mode=mode)
     try:
-        commit(temp, final)
+        commit(temp, final, replace=replace)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -199,27 +263,44 @@ class Journal:
         tag: The writer (a job attempt).
         key: What the set is (the job's identity): a later run keeps a set whose
             manifest records this key, even if the journal outlived the last rename.
+        replace: How a file is renamed into place.
     """
 
-    def __init__(self, folder: Path, *, tag: str, key: str) -> None:
+    def __init__(self, folder: Path, *, tag: str, key: str, replace: Replacer = REPLACE) -> None:
         self.path = journal_path(folder, tag)
         self._tag = tag
         self._key = key
+        self._replace = replace
         self._files: list[dict[str, object]] = []
 
     def publish(self, pairs: Iterable[tuple[Path, Path]]) -> None:
-        """Rename each ``(temporary, final)`` pair into place, recorded first."""
+        """Rename each ``(temporary, final)`` pair into place, recorded first.
+
+        Raises:
+            OutputError: A final name stays held open by another program; the pairs'
+                temporaries not yet renamed are removed (:meth:`undo` takes back the rest).
+        """
         pairs = list(pairs)
-        for temp, final in pairs:
-            fsync_file(temp)
-            stat = temp.stat()
-            self._files.append(
-                {"name": final.name, "dev": stat.st_dev, "ino": stat.st_ino, "size": stat.st_size}
-            )
-        record = json.dumps({"key": self._key, "files": self._files}).encode("utf-8")
-        write_bytes(self.path, record, mode=0o600, tag=self._tag)
-        for temp, final in pairs:
-            os.replace(temp, final)
+        try:
+            for temp, final in pairs:
+                fsync_file(temp)
+                stat = temp.stat()
+                self._files.append(
+                    {
+                        "name": final.name,
+                        "dev": stat.st_dev,
+                        "ino": stat.st_ino,
+                        "size": stat.st_size,
+                    }
+                )
+            record = json.dumps({"key": self._key, "files": self._files}).encode("utf-8")
+            write_bytes(self.path, record, mode=0o600, tag=self._tag, replace=self._replace)
+            for temp, final in pairs:
+                self._replace(temp, final)
+        except BaseException:
+            for temp, _ in pairs:
+                temp.unlink(missing_ok=True)
+            raise
         fsync_dir(self.path.parent)
 
     def write(self, final: Path, data: bytes) -> None:

@@ -5,20 +5,26 @@ jobs a dead process left running, start the worker thread (or, for a studio with
 a broker, the dispatcher that hands jobs to GPU workers), the watchers, then the
 dashboard (when enabled).
 Loop: supervise the watchers (restart dead observers, queue finished files) and
-recover jobs of processes that died. Stop (SIGTERM, SIGINT): stop the watchers
-first so no new work arrives, then the worker, whose running job is cancelled at
-its next step and queued again, then release the lock. The dashboard stops
-first of all.
+recover jobs of processes that died. Stop (SIGTERM, SIGINT; on Windows also
+Ctrl-Break, closing the console, logging off, and a stop request file, which is how
+a Task Scheduler service is stopped: :func:`stop_signals`, :func:`request_stop`):
+stop the watchers first so no new work arrives, then the worker, whose running job
+is cancelled at its next step and queued again, then release the lock. The
+dashboard stops first of all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bridge.config import Config
 from bridge.extras import require
@@ -37,6 +43,15 @@ log = logging.getLogger(__name__)
 
 #: How often jobs left running by dead processes are looked for.
 RECOVER_EVERY_SECONDS = 10.0
+#: A file in the state folder asking the daemon serving it to stop as on SIGTERM (Windows
+#: has no signal another process can send a console-less daemon).
+STOP_NAME = "daemon.stop"
+#: The signals that stop the daemon gracefully, where the platform has them (SIGBREAK:
+#: Ctrl-Break on Windows).
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGBREAK")
+#: How long Windows waits for a console handler on close, log-off or shutdown before it
+#: ends the process (5 s), less a margin.
+CONSOLE_CLOSE_SECONDS = 4.5
 
 
 class Daemon:
@@ -72,6 +87,8 @@ class Daemon:
             JobError: Another daemon serves the same state folder.
         """
         with DaemonLock(self.config.daemon.state_dir):
+            # A request left by a stop that came while no daemon ran is not for this one.
+            (self.config.daemon.state_dir / STOP_NAME).unlink(missing_ok=True)
             recovered = self.store.recover(owner_alive)
             if recovered:
                 log.warning("queued again %d job(s) left running: %s", len(recovered), recovered)
@@ -96,11 +113,17 @@ class Daemon:
                 watcher.stop()
                 worker_stop.set()
                 thread.join()
+                (self.config.daemon.state_dir / STOP_NAME).unlink(missing_ok=True)
                 log.info("stopped")
 
     def _supervise(self, watcher: FolderWatcher, stop: threading.Event) -> None:
         next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+        stop_file = self.config.daemon.state_dir / STOP_NAME
         while not stop.is_set():
+            if stop_file.exists():
+                log.info("stop requested through %s", stop_file)
+                stop.set()
+                break
             try:
                 watcher.supervise()
                 if time.monotonic() >= next_recover:
@@ -115,15 +138,20 @@ class Daemon:
         settings = self.config.dashboard
         if not settings.enabled:
             return nullcontext()
+        from bridge.dashboard.intake import JobDefaults
         from bridge.dashboard.server import dashboard_server
 
         broker = self.config.daemon.broker
+        config = self.config
         return dashboard_server(
             settings,
-            state_dir=self.config.daemon.state_dir,
+            state_dir=config.daemon.state_dir,
             store=self.store,
             folders=watcher.health,
             workers=None if broker is None else _live_workers(broker),
+            defaults=JobDefaults(
+                separation=config.separation, output=config.output, effects=config.effects
+            ),
         )
 
     def _work_loop(self) -> Callable[[threading.Event], None]:
@@ -139,6 +167,75 @@ class Daemon:
         # Before the worker thread starts (see its docstring), and only for CPU work.
         keep_freed_memory_for(self.config.separation.device)
         return Worker(self.store, models=self._models, owner=self._owner).run
+
+
+def request_stop(state_dir: Path) -> None:
+    """Ask the daemon serving ``state_dir`` to stop as on SIGTERM: its running job is
+    queued again. It sees the request within its poll interval."""
+    from bridge import atomic
+
+    atomic.write_bytes(state_dir / STOP_NAME, b"stop\n", mode=0o600)
+
+
+@contextlib.contextmanager
+def stop_signals(
+    stop: threading.Event, *, signals: Any = signal, platform: str = sys.platform
+) -> Iterator[None]:
+    """Set ``stop`` on the platform's graceful-stop signals while the block runs.
+
+    SIGTERM and SIGINT everywhere, SIGBREAK (Ctrl-Break) on Windows; on Windows also
+    a console handler for closing the console, logging off and shutting down, which
+    waits (as long as Windows allows) for the block to end so the job is queued again.
+    Handlers are put back afterwards.
+
+    Args:
+        stop: Set when a stop is asked for.
+        signals: The ``signal`` module (tests pass a stand-in).
+        platform: ``sys.platform``.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    installed = [getattr(signals, name) for name in STOP_SIGNALS if hasattr(signals, name)]
+    previous = {number: signals.signal(number, handler) for number in installed}
+    finished = threading.Event()
+    console = _console_handler(stop, finished) if platform == "win32" else nullcontext()
+    try:
+        with console:
+            yield
+    finally:
+        finished.set()
+        for number, old in previous.items():
+            signals.signal(number, old)
+
+
+@contextlib.contextmanager
+def _console_handler(stop: threading.Event, finished: threading.Event) -> Iterator[None]:
+    """Windows: close, log-off and shutdown events (Ctrl-C and Ctrl-Break come as signals)."""
+    if sys.platform != "win32":  # for mypy: ctypes.WinDLL exists only there
+        yield
+        return
+    import ctypes
+    from ctypes import wintypes
+
+    close_events = {2, 5, 6}  # CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT
+
+    @ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)
+    def on_event(event: int) -> bool:
+        if event not in close_events:
+            return False  # the C runtime turns Ctrl-C and Ctrl-Break into signals
+        stop.set()
+        finished.wait(CONSOLE_CLOSE_SECONDS)  # Windows ends the process when this returns
+        return True
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    if not kernel32.SetConsoleCtrlHandler(on_event, True):
+        log.debug("no console handler: error %d", ctypes.get_last_error())
+    try:
+        yield
+    finally:
+        kernel32.SetConsoleCtrlHandler(on_event, False)
 
 
 def _live_workers(url: BrokerUrl) -> Callable[[], Sequence[WorkerInfo]]:

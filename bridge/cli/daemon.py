@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 
 from rich.console import Console
 from rich.markup import escape
@@ -67,12 +65,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     service = commands.add_parser("service", help="run the daemon at login")
     actions = service.add_subparsers(title="service commands", required=True, metavar="ACTION")
     install = actions.add_parser(
-        "install", help="install a systemd user unit (Linux) or launchd agent (macOS)"
+        "install",
+        help="install and start a systemd user unit (Linux), launchd agent (macOS) or "
+        "Task Scheduler log-on task (Windows)",
     )
     install.add_argument("--print", action="store_true", help="show it, install nothing")
     install.add_argument("--force", action="store_true", help="replace a different one")
     add_config_option(install)
     install.set_defaults(command=run_service_install)
+    uninstall = actions.add_parser(
+        "uninstall", help="stop the service (its running job is queued again) and remove it"
+    )
+    uninstall.add_argument("--print", action="store_true", help="show what it runs, do nothing")
+    add_config_option(uninstall)
+    uninstall.set_defaults(command=run_service_uninstall)
+    state = actions.add_parser("status", help="whether the service is installed and running")
+    state.add_argument("--print", action="store_true", help="show the query, run nothing")
+    add_config_option(state)
+    state.set_defaults(command=run_service_status)
 
 
 def run_serve(args: argparse.Namespace, err: Console) -> int:
@@ -108,23 +118,14 @@ def run_watch(args: argparse.Namespace, err: Console) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace, err: Console) -> int:
-    from bridge.daemon import Daemon
+    from bridge.daemon import Daemon, stop_signals
 
     daemon = Daemon(config)  # refuses a missing extra before anything is said or started
     if config.daemon.broker is None:  # with one, the daemon says where jobs go
         err.print(escape(f"separating with {_models_and_devices(config)}"), highlight=False)
     stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        with progress_lines(err, enabled=not args.verbose):
-            daemon.run(stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_signals(stop), progress_lines(err, enabled=not args.verbose):
+        daemon.run(stop)
     return EXIT_OK
 
 
@@ -202,6 +203,67 @@ def run_service_install(args: argparse.Namespace, err: Console) -> int:
         return EXIT_OK
     changed = install(service, force=args.force)
     state = "installed" if changed else "already installed"
-    print(f"{state}: {service.path}")
-    err.print(f"start it now and at every login with: {escape(service.enable)}", highlight=False)
+    print(f"{state} and started ({service.manager}): {service.path}")
+    return EXIT_OK
+
+
+def run_service_uninstall(args: argparse.Namespace, err: Console) -> int:
+    """Stop and remove the service; on Windows the daemon is first asked to stop."""
+    import shlex
+
+    from bridge.daemon import request_stop
+    from bridge.hosts.service import service_file, uninstall
+    from bridge.jobs.lock import daemon_running
+
+    config = config_from(args)
+    service = service_file(config=args.config)
+    if args.print:
+        for command in service.stop:
+            print(shlex.join(command))
+        print(f"rm {shlex.quote(str(service.path))}")
+        return EXIT_OK
+    state_dir = config.daemon.state_dir
+
+    def stop_daemon() -> None:
+        import time
+
+        from bridge.hosts.service import STOP_SECONDS
+
+        if not daemon_running(state_dir):
+            return
+        request_stop(state_dir)
+        deadline = time.monotonic() + STOP_SECONDS
+        while daemon_running(state_dir) and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    if uninstall(service, stop_daemon=stop_daemon):
+        print(f"stopped and removed ({service.manager}): {service.path}")
+    else:
+        print(f"not installed: {service.path}")
+    return EXIT_OK
+
+
+def run_service_status(args: argparse.Namespace, err: Console) -> int:
+    """Say whether the service is installed, what its manager says, and whether a daemon
+    serves the config's state folder."""
+    import shlex
+
+    from bridge.hosts.service import service_file, status
+    from bridge.jobs.lock import daemon_running
+
+    config = config_from(args)
+    service = service_file(config=args.config)
+    if args.print:
+        print(shlex.join(service.query))
+        return EXIT_OK
+    found = status(service)
+    print(
+        f"{service.manager}: {'installed' if found.installed else 'not installed'} ({service.path})"
+    )
+    print(
+        f"manager: {'loaded' if found.loaded else 'not loaded'}"
+        + (f" ({found.manager_says})" if found.manager_says else "")
+    )
+    running = daemon_running(config.daemon.state_dir)
+    print(f"daemon: {'running' if running else 'not running'} on {config.daemon.state_dir}")
     return EXIT_OK

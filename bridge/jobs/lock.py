@@ -1,25 +1,38 @@
 """One daemon per job store: an exclusive lock file in the state folder.
 
-``submit`` and ``status`` ask :func:`daemon_running` (a shared, non-blocking lock
-attempt) to know whether queued jobs will be picked up; no torch here.
+The lock is ``filelock``'s (``flock`` on POSIX, ``msvcrt.locking`` on Windows), taken
+on ``daemon.lock``; the daemon's owner id (:func:`bridge.owners.owner_id`) goes in
+``daemon.owner`` beside it, since Windows locks the lock file's bytes against readers.
+``submit`` and ``status`` ask :func:`daemon_running` (a non-blocking attempt, released
+at once) to know whether queued jobs will be picked up; no torch here, and filelock is
+imported only when a lock is touched.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-import time
+import contextlib
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
+from bridge import atomic
 from bridge.errors import JobError
+from bridge.owners import owner_id
 from bridge.permissions import private_folder
 
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
 LOCK_NAME = "daemon.lock"
+OWNER_NAME = "daemon.owner"
+
+#: How long a starting daemon keeps trying for the lock: a ``daemon_running`` probe holds
+#: it for microseconds, which must not make the daemon give up.
+ACQUIRE_SECONDS = 2.0
 
 
 class DaemonLock:
-    """An exclusive lock on ``<state_dir>/daemon.lock``, holding the daemon's pid.
+    """An exclusive lock on ``<state_dir>/daemon.lock``; ``daemon.owner`` names the holder.
 
     Raises:
         JobError: (on enter) Another daemon holds it.
@@ -27,22 +40,24 @@ class DaemonLock:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / LOCK_NAME
-        self._fd: int | None = None
+        self._lock: BaseFileLock | None = None
 
     def __enter__(self) -> DaemonLock:
+        from filelock import Timeout
+
         private_folder(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        if not _lock_exclusive(fd):
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+        lock = _file_lock(self.path)
+        try:
+            lock.acquire(timeout=ACQUIRE_SECONDS, poll_interval=0.01)
+        except Timeout:
             raise JobError(
-                f"another StemBridge daemon (pid {holder}) already serves {self.path.parent}; "
-                "stop it first, or give this one another [daemon] state_dir",
+                f"another StemBridge daemon ({_holder(self.path.parent)}) already serves "
+                f"{self.path.parent}; stop it first, or give this one another [daemon] "
+                "state_dir",
                 path=self.path,
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+        atomic.write_bytes(self.path.parent / OWNER_NAME, owner_id().encode("utf-8"))
+        self._lock = lock
         return self
 
     def __exit__(
@@ -51,40 +66,44 @@ class DaemonLock:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
-#: How long a starting daemon keeps trying for the lock: a ``daemon_running`` probe holds
-#: it (shared) for microseconds, which must not make the daemon give up.
-ACQUIRE_SECONDS = 2.0
-
-
-def _lock_exclusive(fd: int) -> bool:
-    """Take the exclusive lock on ``fd``; ``False`` when another process keeps it."""
-    deadline = time.monotonic() + ACQUIRE_SECONDS
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
+        if self._lock is not None:
+            (self.path.parent / OWNER_NAME).unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None
 
 
 def daemon_running(state_dir: Path) -> bool:
-    """Whether a daemon holds the lock of ``state_dir`` (without disturbing it)."""
+    """Whether a daemon holds the lock of ``state_dir`` (the probe's own hold lasts
+    microseconds; a starting daemon waits that out)."""
     path = state_dir / LOCK_NAME
     if not path.exists():
         return False
-    fd = os.open(path, os.O_RDONLY)
+    from filelock import Timeout
+
+    lock = _file_lock(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+        lock.acquire(timeout=0)
+    except Timeout:
         return True
-    finally:
-        os.close(fd)
+    except OSError:  # a state folder this user may not write: no daemon of theirs there
+        return False
+    lock.release()
     return False
+
+
+def _file_lock(path: Path) -> BaseFileLock:
+    from filelock import FileLock
+
+    # One lock object per use, not filelock's per-thread reentrancy: a second DaemonLock in
+    # the same process must be refused like another process's.
+    return FileLock(path, mode=0o600, thread_local=False)
+
+
+def _holder(state_dir: Path) -> str:
+    """``pid N`` of the daemon holding the lock, as far as its owner file says."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        owner = (state_dir / OWNER_NAME).read_text(encoding="utf-8")
+        pid = owner.split(":")[1:2]
+        if pid and pid[0].isdigit():
+            return f"pid {pid[0]}"
+    return "pid unknown"
