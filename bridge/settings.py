@@ -65,6 +65,8 @@ class SeparationSettings:
         segment_seconds: Segment length; ``None`` means the model's own.
         batch_size: Segments per forward pass; ``None`` picks one for the device.
         precision: ``fp32``; ``fp16`` or ``bf16`` on CUDA only.
+        wiener_iterations: Open-Unmix's Wiener filter steps; ``None`` means its 1.
+        residual: Open-Unmix: Wiener-filter with the mix minus the targets too.
     """
 
     model: Annotated[
@@ -153,8 +155,8 @@ class SeparationSettings:
                 flag="--overlap",
                 metavar="FRACTION",
                 help="segment overlap",
-                left_out="for the model's own (Demucs 0.25, MDX-Net 0.25, RoFormer and "
-                "MDX23C the yaml's num_overlap windows, else 8, i.e. 0.875)",
+                left_out="for the model's own (Demucs 0.25, MDX-Net 0.25, Open-Unmix 0.1, "
+                "RoFormer and MDX23C the yaml's num_overlap windows, else 8, i.e. 0.875)",
             ),
         ]
         | None
@@ -189,6 +191,28 @@ class SeparationSettings:
     precision: Annotated[
         Literal["fp32", "fp16", "bf16"], Setting(flag="--precision", help="fp16/bf16 need CUDA")
     ] = "fp32"
+    wiener_iterations: (
+        Annotated[
+            int,
+            Meta(ge=0, le=10),
+            Setting(
+                flag="--wiener-iterations",
+                metavar="N",
+                help="Open-Unmix: expectation-maximisation steps of its multichannel Wiener "
+                "filter (0: the networks' magnitudes with the mix's phase)",
+                left_out="for the reference's 1",
+            ),
+        ]
+        | None
+    ) = None
+    residual: Annotated[
+        bool,
+        Setting(
+            flag="--residual",
+            help="Open-Unmix: filter with the mix minus its targets as one more source, as "
+            "the reference's --residual (exact-sum puts that residual into one stem)",
+        ),
+    ] = False
 
     def __post_init__(self) -> None:
         schema.check(self)

@@ -154,8 +154,11 @@ def _build_with(kind: type[Any], name: str, value: Any) -> Any:
     return kind(**{**required, name: value})
 
 
-def test_flags_are_made_from_the_declarations(capsys: pytest.CaptureFixture[str]) -> None:
-    # When separate's help is printed
+def test_flags_are_made_from_the_declarations(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When separate's help is printed (on one line: argparse also wraps after a "-")
+    monkeypatch.setenv("COLUMNS", "100000")
     with pytest.raises(SystemExit) as done:
         main(["separate", "--help"])
     assert done.value.code == EXIT_OK
@@ -219,7 +222,13 @@ def test_specs_stored_by_the_previous_version_load_with_their_identity() -> None
     spec = JobSpec.from_json(STORED)
     # Written again, it has the keys added since at their defaults
     stored = json.loads(STORED)
-    stored["separation"].update(ensemble=None, ensemble_weights=None, model_config=None)
+    stored["separation"].update(
+        ensemble=None,
+        ensemble_weights=None,
+        model_config=None,
+        wiener_iterations=None,
+        residual=False,
+    )
     assert json.loads(spec.to_json()) == stored
     assert spec.identity("ab" * 32, "cd" * 32) == STORED_IDENTITY
     # and one from before pictures and effects existed takes their defaults

@@ -11,10 +11,16 @@ UVR's table or a sidecar, see :mod:`bridge.models.families.uvr_params`).
 
 Families:
 
-* ``demucs``: HT Demucs and Hybrid Demucs, through the ``demucs`` package's networks;
+* ``demucs``: HT Demucs, Hybrid Demucs and the time-domain Demucs (v2/v3), through the
+  ``demucs`` package's networks: every demucs 4.1 pretrained name (bags of networks with
+  per-source weights; ``_q``: DiffQ-quantized) and each network alone by its signature;
 * ``bs_roformer``, ``mel_band_roformer``, ``mdx23c``: MSST's ``.ckpt`` + ``.yaml``
   (:mod:`bridge.models.families.roformer`, :mod:`bridge.models.families.mdx23c`);
 * ``mdx_net``: UVR's MDX-Net ONNX models (:mod:`bridge.models.families.mdx_net`);
+* ``openunmix``: Open-Unmix, one ``<target>-<hash>.pth`` state dict per target
+  (:mod:`bridge.models.families.openunmix`);
+* ``spleeter``: Spleeter's release folders (TensorFlow checkpoints), read and run in
+  torch without TensorFlow (:mod:`bridge.models.families.spleeter`);
 * ``ensemble``: a named ensemble, several of the above whose stems are combined
   (:mod:`bridge.models.lineup`, :mod:`bridge.models.ensemble`).
 
@@ -34,7 +40,16 @@ from typing import Literal
 
 from bridge.errors import ModelCorrupt, SettingsError
 
-Family = Literal["demucs", "bs_roformer", "mel_band_roformer", "mdx23c", "mdx_net", "ensemble"]
+Family = Literal[
+    "demucs",
+    "bs_roformer",
+    "mel_band_roformer",
+    "mdx23c",
+    "mdx_net",
+    "openunmix",
+    "spleeter",
+    "ensemble",
+]
 #: How an ensemble combines its models' same stem (see :mod:`bridge.models.ensemble`).
 Algorithm = Literal[
     "avg_wave", "median_wave", "min_wave", "max_wave", "avg_spec", "max_spec", "min_spec"
@@ -49,14 +64,26 @@ FOUR_SOURCES = ("drums", "bass", "other", "vocals")
 SIX_SOURCES = ("drums", "bass", "other", "vocals", "guitar", "piano")
 VOCALS_INSTRUMENTAL = ("vocals", "instrumental")
 
-#: Where demucs' own downloader fetches the original ``.th`` checkpoints.
-CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"
+#: demucs' legacy checkpoint site (``demucs.pretrained.ROOT_URL``): ``<folder>/<file>.th``.
+DEMUCS_URL = "https://dl.fbaipublicfiles.com/demucs/"
+#: Where demucs' own downloader fetches the original HT Demucs ``.th`` checkpoints.
+CHECKPOINT_URL = DEMUCS_URL + "hybrid_transformer/"
 #: UVR's public model releases (weights; MSST configs under mdx_model_data/mdx_c_configs).
 UVR_MODELS_URL = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
 #: python-audio-separator's own model releases (tried after UVR's, as it does).
 SEPARATOR_MODELS_URL = (
     "https://github.com/nomadkaraoke/python-audio-separator/releases/download/model-configs/"
 )
+#: Where the ``openunmix`` package downloads its weights: ``<record>/files/<file>``.
+ZENODO_URL = "https://zenodo.org/records/"
+#: Open-Unmix's targets, in the order its separators give them.
+UNMIX_SOURCES = ("vocals", "drums", "bass", "other")
+#: Open-Unmix's Wiener iterations unless the settings say (its CLI's ``--niter``).
+UNMIX_WIENER_ITERATIONS = 1
+#: Spleeter's release (``GithubModelProvider``: ``<name>.tar.gz`` and ``checksum.json``).
+SPLEETER_URL = "https://github.com/deezer/spleeter/releases/download/v1.4.0/"
+#: The files of a Spleeter release folder StemBridge reads (``model.meta`` is not read).
+SPLEETER_FILES = ("checkpoint", "model.index", "model.data-00000-of-00001")
 #: demucs' own overlap, used when the settings leave it to the model.
 DEMUCS_OVERLAP = 0.25
 #: The file types a path given as ``--model`` may have.
@@ -70,12 +97,28 @@ class ModelFile:
     Attributes:
         name: The file's name (also what is looked for in the model folders).
         urls: Where it is downloaded from, tried in order.
-        sha256: Its published checksum, where one is published.
+        sha256: Its published checksum, where one is published (or the first hex
+            digits of it that the file's name carries, as torch.hub names do).
     """
 
     name: str
     urls: tuple[str, ...]
     sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A published archive holding a model's files.
+
+    Attributes:
+        url: Where the ``.tar.gz`` is downloaded from.
+        checksums: A JSON object of published sha256 checksums, by ``key``.
+        key: The archive's entry in ``checksums``.
+    """
+
+    url: str
+    checksums: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -103,13 +146,19 @@ class ModelSpec:
         description: One line for ``stembridge models list``.
         family: How it is loaded and run (see the module docstring).
         checkpoints: Demucs: official checkpoint file names,
-            ``<signature>-<sha256 prefix>.th``, one per network in the bag, in bag order.
+            ``<signature>-<sha256 prefix>.th``, one per network in the bag, in bag order
+            (a signature twice where the bag file lists it twice).
         hf_repo: Demucs: the Hugging Face repository holding ``<name>.yaml`` and
-            ``<signature>.safetensors`` files.
+            ``<signature>.safetensors`` files; empty for a single signature, which
+            demucs fetches from its legacy site only.
+        checkpoint_folder: Demucs: the legacy site's folder holding the checkpoints
+            (``demucs/remote/files.txt``'s ``root:``).
         files: Other families: the weights, then the config (MSST), with their download
             locations.
         scores: Published quality figures.
         licence: The weights' licence as their publisher states it.
+        licence_notice: The licence limits use (non-commercial): the first download
+            says so.
         size_mb: The weights' size.
         max_segment_seconds: The longest segment the networks accept (transformer
             models cannot look further than their training segment); ``None`` if any.
@@ -121,6 +170,9 @@ class ModelSpec:
         members: A named ensemble: its models' names.
         algorithm: A named ensemble: how it combines them.
         weights: A named ensemble: its members' weights (``None``: equal).
+        archive: The published archive (``.tar.gz``) that holds :attr:`files` under
+            their base names, with the index of published checksums beside it
+            (Spleeter's release folders); ``None`` when each file is published alone.
     """
 
     name: str
@@ -129,9 +181,11 @@ class ModelSpec:
     family: Family = "demucs"
     checkpoints: tuple[str, ...] = ()
     hf_repo: str = ""
+    checkpoint_folder: str = "hybrid_transformer"
     files: tuple[ModelFile, ...] = ()
     scores: tuple[Score, ...] = ()
     licence: str = "MIT"
+    licence_notice: bool = False
     size_mb: float | None = None
     max_segment_seconds: float | None = 7.8
     aliases: tuple[str, ...] = ()
@@ -141,6 +195,7 @@ class ModelSpec:
     members: tuple[str, ...] = ()
     algorithm: Algorithm | None = None
     weights: tuple[float, ...] | None = None
+    archive: Archive | None = None
 
     @property
     def signatures(self) -> tuple[str, ...]:
@@ -166,6 +221,21 @@ def _uvr(name: str, *, config: str | None = None) -> tuple[ModelFile, ...]:
         uvr = f"{UVR_MODELS_URL}mdx_model_data/mdx_c_configs/{config}"
         files.append(ModelFile(config, (uvr, SEPARATOR_MODELS_URL + config)))
     return tuple(files)
+
+
+def _zenodo(
+    record: int, targets: tuple[str, ...], prefixes: tuple[str, ...], *, joint: str = "-"
+) -> tuple[ModelFile, ...]:
+    """An Open-Unmix model's files: ``<target><joint><sha256 prefix>.pth`` per target in
+    the Zenodo record the ``openunmix`` package's hub code downloads them from."""
+    return tuple(
+        ModelFile(
+            f"{target}{joint}{prefix}.pth",
+            (f"{ZENODO_URL}{record}/files/{target}{joint}{prefix}.pth",),
+            sha256=prefix,
+        )
+        for target, prefix in zip(targets, prefixes, strict=True)
+    )
 
 
 def _measured(**sdr: float) -> tuple[Score, ...]:
@@ -214,6 +284,105 @@ MODELS: dict[str, ModelSpec] = {
             description="Hybrid Demucs v3 retrained on extra data, 4 stems",
             checkpoints=("75fc33f5-1941ce65.th",),
             hf_repo="adefossez/Demucs-hdemucs_mmi",
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="mdx",
+            sources=FOUR_SOURCES,
+            description="Demucs v3 MDX 2021 track A: 2 time-domain + 2 hybrid networks, "
+            "per-source weights",
+            checkpoints=(
+                "0d19c1c6-0f06f20e.th",
+                "7ecf8ec1-70f50cc9.th",
+                "c511e2ab-fe698775.th",
+                "7d865c68-3d5dd56b.th",
+            ),
+            hf_repo="adefossez/Demucs-mdx",
+            checkpoint_folder="mdx_final",
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="mdx_extra",
+            sources=FOUR_SOURCES,
+            description="Demucs v3 MDX 2021 track B (trained with extra data), 4 networks",
+            checkpoints=(
+                "e51eebcc-c1b80bdd.th",
+                "a1d90b5c-ae9d2452.th",
+                "5d2d6c55-db83574e.th",
+                "cfa93e08-61801ae1.th",
+            ),
+            hf_repo="adefossez/Demucs-mdx_extra",
+            checkpoint_folder="mdx_final",
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="mdx_q",
+            sources=FOUR_SOURCES,
+            description="mdx quantized with DiffQ (smaller download; needs the diffq extra)",
+            checkpoints=(
+                "6b9c2ca1-3fd82607.th",
+                "b72baf4e-8778635e.th",
+                "42e558d4-196e0e1b.th",
+                "305bc58f-18378783.th",
+            ),
+            hf_repo="adefossez/Demucs-mdx_q",
+            checkpoint_folder="mdx_final",
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="mdx_extra_q",
+            sources=FOUR_SOURCES,
+            description="mdx_extra quantized with DiffQ (smaller download; needs the diffq extra)",
+            checkpoints=(
+                "83fc094f-4a16d450.th",
+                "464b36d7-e5a9386e.th",
+                "14fc6a69-a89dd0ee.th",
+                "7fd6ef75-a905dd85.th",
+            ),
+            hf_repo="adefossez/Demucs-mdx_extra_q",
+            checkpoint_folder="mdx_final",
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="repro_mdx_a",
+            sources=FOUR_SOURCES,
+            description="mdx retrained by demucs' grids (2 time-domain + 2 hybrid networks)",
+            checkpoints=(
+                "9a6b4851-03af0aa6.th",
+                "1ef250f1-592467ce.th",
+                "fa0cb7f9-100d8bf4.th",
+                "902315c2-b39ce9c9.th",
+            ),
+            hf_repo="adefossez/Demucs-repro_mdx_a",
+            checkpoint_folder="mdx_final",
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="repro_mdx_a_time_only",
+            sources=FOUR_SOURCES,
+            description="repro_mdx_a's two time-domain Demucs networks alone",
+            checkpoints=(
+                "9a6b4851-03af0aa6.th",
+                "9a6b4851-03af0aa6.th",
+                "1ef250f1-592467ce.th",
+                "1ef250f1-592467ce.th",
+            ),
+            hf_repo="adefossez/Demucs-repro_mdx_a_time_only",
+            checkpoint_folder="mdx_final",
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="repro_mdx_a_hybrid_only",
+            sources=FOUR_SOURCES,
+            description="repro_mdx_a's two hybrid (HDemucs) networks alone",
+            checkpoints=(
+                "fa0cb7f9-100d8bf4.th",
+                "902315c2-b39ce9c9.th",
+                "fa0cb7f9-100d8bf4.th",
+                "902315c2-b39ce9c9.th",
+            ),
+            hf_repo="adefossez/Demucs-repro_mdx_a_hybrid_only",
+            checkpoint_folder="mdx_final",
             max_segment_seconds=None,
         ),
         ModelSpec(
@@ -376,6 +545,48 @@ MODELS: dict[str, ModelSpec] = {
             max_segment_seconds=None,
             aliases=("UVR_MDXNET_KARA_2.onnx",),
         ),
+        ModelSpec(
+            name="umxhq",
+            sources=UNMIX_SOURCES,
+            description="Open-Unmix trained on MUSDB18-HQ, 4 stems (LSTM + Wiener filter)",
+            family="openunmix",
+            files=_zenodo(3370489, UNMIX_SOURCES, ("b62c91ce", "9619578f", "8d85a5bd", "b52fbbf7")),
+            licence="as stated on Zenodo record 3370489",
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="umx",
+            sources=UNMIX_SOURCES,
+            description="Open-Unmix trained on MUSDB18 (compressed audio), 4 stems",
+            family="openunmix",
+            files=_zenodo(3370486, UNMIX_SOURCES, ("c8df74a5", "5a48008b", "646024d3", "f8e132cc")),
+            licence="as stated on Zenodo record 3370486",
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="umxl",
+            sources=UNMIX_SOURCES,
+            description="Open-Unmix large, trained on extra data (openunmix's default), 4 stems",
+            family="openunmix",
+            files=_zenodo(5069601, UNMIX_SOURCES, ("bccbd9aa", "69e0ebd4", "2ca1ce51", "c8c5b3e6")),
+            scores=tuple(
+                Score(stem, sdr, "open-unmix README (MUSDB18 test set)")
+                for stem, sdr in zip(UNMIX_SOURCES, (7.21, 7.15, 6.02, 4.89), strict=True)
+            ),
+            licence="CC BY-NC-SA 4.0 (non-commercial use only)",
+            licence_notice=True,
+            max_segment_seconds=None,
+        ),
+        ModelSpec(
+            name="umxse",
+            sources=("speech", "noise"),
+            description="Open-Unmix speech enhancement (16 kHz): speech apart from noise",
+            family="openunmix",
+            files=_zenodo(3786908, ("speech", "noise"), ("f5e0d9f9", "04a6fc2d"), joint="_"),
+            licence="as stated on Zenodo record 3786908",
+            max_segment_seconds=None,
+            samplerate=16000,
+        ),
     )
 }
 
@@ -416,8 +627,71 @@ ENSEMBLES: dict[str, ModelSpec] = {
 }
 MODELS.update(ENSEMBLES)
 
+
+def _spleeter_specs() -> dict[str, ModelSpec]:
+    """Spleeter's six configurations (spleeter 2.4.2's ``resources/*.json``); a -16kHz
+    one reads the same release folder with a higher frequency cut-off (1536 bins, about
+    16.5 kHz, instead of 1024, 11 kHz)."""
+    models = (
+        ("2stems", ("vocals", "accompaniment"), "vocals and accompaniment"),
+        ("4stems", ("vocals", "drums", "bass", "other"), "vocals, drums, bass, other"),
+        ("5stems", ("vocals", "piano", "drums", "bass", "other"), "4stems and piano"),
+    )
+    # Measured with spleeter's multichannel Wiener filter (--mwf), which StemBridge does
+    # not apply (spleeter's default is off too).
+    where = "Spleeter paper (MUSDB18 test set), 4stems with spleeter's --mwf Wiener filter"
+    scores = tuple(
+        Score(stem, sdr, where)
+        for stem, sdr in (("vocals", 6.86), ("drums", 6.71), ("bass", 5.51), ("other", 4.55))
+    )
+    specs: dict[str, ModelSpec] = {}
+    for folder, sources, what in models:
+        archive = Archive(f"{SPLEETER_URL}{folder}.tar.gz", f"{SPLEETER_URL}checksum.json", folder)
+        files = tuple(ModelFile(f"{folder}/{name}", (archive.url,)) for name in SPLEETER_FILES)
+        for suffix, cutoff in (("", "11 kHz"), ("-16kHz", "16.5 kHz")):
+            name = f"spleeter:{folder}{suffix}"
+            specs[name] = ModelSpec(
+                name=name,
+                sources=sources,
+                description=f"Spleeter (Deezer) U-Net, {what}; masks up to {cutoff}",
+                family="spleeter",
+                files=files,
+                scores=scores if folder == "4stems" and not suffix else (),
+                max_segment_seconds=None,
+                archive=archive,
+            )
+    return specs
+
+
+MODELS.update(_spleeter_specs())
+
 DEFAULT_MODEL = "htdemucs"
 _BY_ALIAS = {alias: spec for spec in MODELS.values() for alias in spec.aliases}
+
+
+def _signature_specs() -> dict[str, ModelSpec]:
+    """Each network of the demucs bags as a model of its own (``--model 955717e8``), as
+    ``demucs -n <signature>`` loads it: its own segment, no bag file, from the legacy site."""
+    specs: dict[str, ModelSpec] = {}
+    for bag in MODELS.values():
+        if bag.family != "demucs":
+            continue
+        for checkpoint, signature in zip(bag.checkpoints, bag.signatures, strict=True):
+            if signature in specs:
+                continue
+            specs[signature] = ModelSpec(
+                name=signature,
+                sources=bag.sources,
+                description=f"demucs network {signature} alone (one of {bag.name}'s)",
+                checkpoints=(checkpoint,),
+                checkpoint_folder=bag.checkpoint_folder,
+                max_segment_seconds=bag.max_segment_seconds,
+            )
+    return specs
+
+
+#: Every network of the demucs bags, by signature (what ``demucs/remote/files.txt`` lists).
+DEMUCS_SIGNATURES = _signature_specs()
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -431,6 +705,8 @@ def get_spec(name: str) -> ModelSpec:
         return MODELS[name]
     if name in _BY_ALIAS:
         return _BY_ALIAS[name]
+    if name in DEMUCS_SIGNATURES:
+        return DEMUCS_SIGNATURES[name]
     imported = _imported(name)
     if imported is not None:
         return imported

@@ -1,6 +1,6 @@
 """The families that take whole chunks, loaded once on their device: BS-RoFormer,
-Mel-Band RoFormer and MDX23C (MSST's ``.ckpt`` + ``.yaml``, run with torch) and UVR's
-MDX-Net (``.onnx``, run with onnxruntime).
+Mel-Band RoFormer and MDX23C (MSST's ``.ckpt`` + ``.yaml``, run with torch), UVR's
+MDX-Net (``.onnx``, run with onnxruntime) and Open-Unmix (``.pth`` per target, torch).
 
 They run as python-audio-separator runs them (:mod:`bridge.models.chunks`):
 
@@ -10,7 +10,11 @@ They run as python-audio-separator runs them (:mod:`bridge.models.chunks`):
   ``inference.num_overlap``, else 8, unless the settings say otherwise;
 * MDX23C: chunks of ``hop_length * (dim_t - 1)``, the mix padded with zeros, no window,
   divided by the overlap (windows as for the RoFormers);
-* MDX-Net: see :mod:`bridge.models.families.mdx_net` (overlap 0.25).
+* MDX-Net: see :mod:`bridge.models.families.mdx_net` (overlap 0.25);
+* Open-Unmix: chunks of 60 s (at least 30) cross-faded over 0.1 of a chunk, a mix no
+  longer than a chunk in one (see :mod:`bridge.models.families.openunmix`).
+* Spleeter: spleeter's own segments of 512 STFT frames, one after another, their inverse
+  STFTs added (no window, no overlap options; see :mod:`bridge.models.families.spleeter`).
 
 ``--segment`` sets the chunk (in seconds, rounded to whole STFT frames), ``--overlap``
 the overlap as a fraction (for the RoFormers and MDX23C turned into a number of windows:
@@ -126,6 +130,12 @@ class ChunkedModel:
         files = locate_files(spec, folders=folders, fetch=fetch, offline=offline)
         if spec.family == "mdx_net":
             network: _Network = _MdxNet(files, settings, device)
+        elif spec.family == "openunmix":
+            network = _OpenUnmix(files, settings, device)
+        elif spec.family == "spleeter":
+            from bridge.models.families.spleeter import SpleeterNetwork
+
+            network = SpleeterNetwork(files, settings, device)
         else:
             network = _Msst(files, settings, device)
         return cls(settings, spec, network)
@@ -288,6 +298,40 @@ class _MdxNet:
         if settings.overlap is None:
             return self._runner.plan(length)
         return self._runner.plan(length, overlap=settings.overlap)
+
+
+class _OpenUnmix:
+    """An Open-Unmix model's target networks and Wiener filter, on torch."""
+
+    def __init__(
+        self, files: ModelFiles, settings: SeparationSettings, device: torch.device
+    ) -> None:
+        from bridge.models.families import openunmix
+
+        iterations = settings.wiener_iterations
+        self._separator = openunmix.load_separator(
+            files.paths,
+            stft=openunmix.STFTS[files.spec.name],
+            iterations=openunmix.DEFAULT_WIENER_ITERATIONS if iterations is None else iterations,
+            residual=settings.residual,
+        )
+        self._openunmix = openunmix
+        self.samplerate = files.spec.samplerate
+        self.width = openunmix.WIDTH
+        self.outputs = files.spec.sources
+        self.complement: str | None = None
+        self.device = device
+        self._runner = TorchRunner([self._separator], device=device, precision=settings.precision)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._runner(0, batch)
+
+    def plan(self, length: int, settings: SeparationSettings) -> ChunkPlan:
+        chunk = self._openunmix.chunk_frames(
+            self.samplerate, segment_seconds=settings.segment_seconds
+        )
+        fade = self._openunmix.fade_frames(chunk, overlap=settings.overlap)
+        return self._openunmix.crossfade_plan(length, chunk=chunk, fade=fade)
 
 
 def _windows(overlap: float) -> int:

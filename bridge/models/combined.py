@@ -58,7 +58,8 @@ LoadMember = Callable[[ModelSpec], Member]
 
 def member_settings(settings: SeparationSettings, spec: ModelSpec) -> SeparationSettings:
     """The settings one model of a lineup runs under: the lineup's, for that model alone
-    (shifts are a Demucs option: the other families run without them)."""
+    (shifts are a Demucs option, the Wiener filter's an Open-Unmix one: the other families
+    run without them)."""
     own_config = spec.name == settings.lineup.primary.members[0].name
     return dataclasses.replace(
         settings,
@@ -68,6 +69,8 @@ def member_settings(settings: SeparationSettings, spec: ModelSpec) -> Separation
         ensemble=None,
         ensemble_weights=None,
         shifts=settings.shifts if spec.family == "demucs" else 0,
+        wiener_iterations=settings.wiener_iterations if spec.family == "openunmix" else None,
+        residual=settings.residual and spec.family == "openunmix",
     )
 
 

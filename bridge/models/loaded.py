@@ -199,7 +199,17 @@ def load_model(
         ModelNotFound: No weights and no way to download them.
         ModelCorrupt: The weights are damaged or not the model's.
         DeviceUnavailable: The device does not exist here.
+        SettingsError: An Open-Unmix option for a model of another family.
     """
-    if settings.lineup.one().family == "demucs":
+    family = settings.lineup.one().family
+    if family != "openunmix" and (settings.wiener_iterations is not None or settings.residual):
+        flag = "--residual" if settings.residual else "--wiener-iterations"
+        raise SettingsError(
+            f"{flag} is an Open-Unmix option; {settings.lineup.one().name} is a {family} "
+            f"model: leave {flag} out",
+            key="residual" if settings.residual else "wiener_iterations",
+            value=settings.residual or settings.wiener_iterations,
+        )
+    if family == "demucs":
         return LoadedModel.load(settings, folders=folders, download=download, offline=offline)
     return ChunkedModel.load(settings, folders=folders, fetch=fetch, offline=offline)

@@ -9,8 +9,14 @@ Weights are looked up, in order, in
 5. the folders ``stembridge models import`` registered (:mod:`bridge.models.registry`;
    last, so that a damaged registry only matters for a model found nowhere else),
 
-and only then downloaded from Hugging Face (``$HF_ENDPOINT``, else huggingface.co),
-unless ``STEMBRIDGE_OFFLINE`` or ``HF_HUB_OFFLINE`` is set. Before each file is
+and only then downloaded as demucs 4.1 downloads them: a named model from Hugging Face
+(``$HF_ENDPOINT``, else huggingface.co) first, and when that fails, from demucs' legacy
+checkpoint site (``dl.fbaipublicfiles.com/demucs/<folder>/<sig>-<sha8>.th``, or the
+mirror ``$STEMBRIDGE_DEMUCS_URL`` names; each file checked against the sha256 prefix in
+its name, into the install folder); a single signature from the legacy site only (demucs
+asks the hub for a ``Demucs-<signature>`` repository first, which does not exist). Nothing
+is downloaded
+when ``STEMBRIDGE_OFFLINE`` or ``HF_HUB_OFFLINE`` is set. Before each file is
 downloaded one TCP connection checks that the hub (or the proxy in front of it) can
 be reached at all: a machine without network learns so in a moment, once, instead
 of after ``huggingface_hub``'s retries. A folder holds a model in either official form:
@@ -49,7 +55,7 @@ import platformdirs
 
 from bridge import atomic
 from bridge.errors import ModelCorrupt, ModelNotFound
-from bridge.models.catalog import CHECKPOINT_URL, MODELS, ModelSpec, get_spec
+from bridge.models.catalog import DEMUCS_URL, MODELS, ModelSpec, get_spec
 from bridge.models.registry import ImportedModel, imported_models
 
 log = logging.getLogger(__name__)
@@ -153,6 +159,8 @@ def hf_cache_folder(env: Mapping[str, str] | None = None) -> Path:
 
 def find_in_hf_cache(spec: ModelSpec) -> WeightFiles | None:
     """The model's files in the local Hugging Face cache, without touching the network."""
+    if not spec.hf_repo:
+        return None
     from huggingface_hub import try_to_load_from_cache
 
     cache = hf_cache_folder()
@@ -186,20 +194,24 @@ def locate(
     *,
     folders: Sequence[Path] | None = None,
     download: Download | None = None,
+    fetch: Fetch | None = None,
     offline: bool | None = None,
 ) -> WeightFiles:
-    """Find the model's weights, downloading them only when nothing is on disk.
+    """Find the model's weights, downloading them only when nothing is on disk: from
+    Hugging Face, else from demucs' legacy site (as demucs 4.1 does).
 
     Args:
         spec: The model.
         folders: Folders to search (default :func:`search_folders`).
         download: Fetches one file of a Hugging Face repository (default
             ``huggingface_hub.hf_hub_download``).
+        fetch: Fetches one legacy checkpoint from its URL (default :func:`download_url`).
         offline: Never download (default: from ``STEMBRIDGE_OFFLINE``/``HF_HUB_OFFLINE``).
 
     Raises:
         ModelNotFound: Nothing on disk and no download possible; the message lists the
             exact files and the folder to put them in.
+        ModelCorrupt: A downloaded checkpoint does not hash to the prefix in its name.
     """
     found = _find_demucs(spec, folders)
     if found is not None:
@@ -209,18 +221,73 @@ def locate(
         offline = any(os.environ.get(var, "") not in ("", "0") for var in _OFFLINE_VARS)
     reason = "downloads are off (STEMBRIDGE_OFFLINE or HF_HUB_OFFLINE is set)"
     if not offline:
+        failures: list[str] = []
+        unreachable = True
+        if spec.hf_repo:
+            try:
+                return _download(spec, hub_download() if download is None else download)
+            except Exception as exc:  # demucs 4.1 falls back on any hub failure too
+                log.info("downloading %s from Hugging Face failed: %s", spec.name, exc)
+                failures.append(f"huggingface.co/{spec.hf_repo}: {exc}")
+                unreachable = isinstance(exc, HubUnreachable)
         try:
-            return _download(spec, hub_download() if download is None else download)
-        except HubUnreachable as exc:
-            log.info("not downloading %s: %s", spec.name, exc)
+            return _download_checkpoints(spec, download_url if fetch is None else fetch)
+        except (OSError, urllib.error.URLError) as exc:
+            log.info("downloading %s from the legacy site failed: %s", spec.name, exc)
+            failures.append(f"{_legacy_site(spec)}: {exc}")
+            unreachable = unreachable and isinstance(exc, HubUnreachable)
+        if unreachable:
             reason = (
-                f"it cannot be downloaded: {exc}. Without network, set STEMBRIDGE_OFFLINE=1 "
-                "to skip the download"
+                f"it cannot be downloaded: {'; '.join(failures)}. Without network, set "
+                "STEMBRIDGE_OFFLINE=1 to skip the download"
             )
-        except Exception as exc:  # any network or hub failure means "not available"
-            log.info("downloading %s failed: %s", spec.name, exc)
-            reason = f"the download from huggingface.co/{spec.hf_repo} failed ({exc})"
+        else:
+            reason = f"the download failed ({'; '.join(failures)})"
     raise ModelNotFound(missing_message(spec, folders, reason))
+
+
+def legacy_endpoint(env: Mapping[str, str] | None = None) -> str:
+    """demucs' legacy checkpoint site: ``$STEMBRIDGE_DEMUCS_URL`` (a mirror), read at call
+    time, or demucs' own ``dl.fbaipublicfiles.com/demucs/``."""
+    env = os.environ if env is None else env
+    url = env.get("STEMBRIDGE_DEMUCS_URL") or DEMUCS_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def checkpoint_urls(spec: ModelSpec) -> tuple[str, ...]:
+    """Where the legacy site serves each of the demucs model's checkpoints, in bag order."""
+    return tuple(f"{_legacy_site(spec)}/{name}" for name in spec.checkpoints)
+
+
+def _legacy_site(spec: ModelSpec) -> str:
+    return f"{legacy_endpoint()}{spec.checkpoint_folder}"
+
+
+def _download_checkpoints(spec: ModelSpec, fetch: Fetch) -> WeightFiles:
+    """Each ``<sig>-<sha8>.th`` from demucs' legacy site into the install folder, checked
+    against the prefix in its name (a damaged one is deleted); demucs' own bag file.
+
+    Raises:
+        HubUnreachable: The site takes no connection.
+        urllib.error.URLError: A file could not be fetched.
+        ModelCorrupt: A file does not hash to the prefix in its name.
+    """
+    target = install_folder()
+    target.mkdir(parents=True, exist_ok=True)
+    networks: list[Path] = []
+    for name, url in zip(spec.checkpoints, checkpoint_urls(spec), strict=True):
+        final = target / name
+        if final not in networks:
+            if not final.is_file():
+                _fetch_first([url], final, fetch)
+            try:
+                verify_checkpoint(final)
+            except ModelCorrupt:
+                final.unlink(missing_ok=True)
+                raise
+        networks.append(final)
+    log.info("downloaded %s from %s into %s", spec.name, _legacy_site(spec), target)
+    return WeightFiles(spec, f"downloaded from {_legacy_site(spec)}", None, tuple(networks))
 
 
 def _find_demucs(spec: ModelSpec, folders: Sequence[Path] | None) -> WeightFiles | None:
@@ -251,11 +318,14 @@ def missing_message(spec: ModelSpec, folders: Sequence[Path] | None, reason: str
 
 def expected_files(spec: ModelSpec) -> str:
     """The files of either official form, and where each comes from."""
-    safetensors = " + ".join(f"{signature}.safetensors" for signature in spec.signatures)
-    checkpoints = " + ".join(spec.checkpoints)
+    checkpoints = " + ".join(dict.fromkeys(spec.checkpoints))
+    legacy = f"{checkpoints} (from {_legacy_site(spec)}/)"
+    if not spec.hf_repo:
+        return legacy
+    signatures = dict.fromkeys(spec.signatures)
+    safetensors = " + ".join(f"{signature}.safetensors" for signature in signatures)
     return (
-        f"{spec.bag_file} + {safetensors} (from https://huggingface.co/{spec.hf_repo}) "
-        f"or {checkpoints} (from {CHECKPOINT_URL})"
+        f"{spec.bag_file} + {safetensors} (from https://huggingface.co/{spec.hf_repo}) or {legacy}"
     )
 
 
@@ -351,11 +421,26 @@ def locate_files(
             reason = f"the download failed ({exc})"
     where = "; ".join(f"{Path(f.name).name} from {' or '.join(f.urls)}" for f in spec.files)
     searched = ", ".join(str(folder) for folder in (folders or search_folders()))
+    partial = _partial(spec, folders)
+    if partial is not None:
+        raise ModelNotFound(partial + f" and {reason}; put it there ({where})")
     raise ModelNotFound(
         f"model {spec.name} is not installed and {reason}. Searched: {searched} and "
         f"{', '.join(map(str, other_tools_folders()))}. Put {names} into {install_folder()} "
         f"({where})"
     )
+
+
+def _partial(spec: ModelSpec, folders: Sequence[Path] | None) -> str | None:
+    """What a folder holding some of a model's files lacks (an Open-Unmix folder with
+    three of its four targets), or ``None`` when none holds part of it."""
+    searched = (*search_folders(), *other_tools_folders()) if folders is None else folders
+    for folder in searched:
+        have = [file for file in spec.files if (folder / file.name).is_file()]
+        if have and len(have) < len(spec.files):
+            lacking = [Path(f.name).name for f in spec.files if f not in have]
+            return f"{folder}: model {spec.name} lacks {', '.join(lacking)}"
+    return None
 
 
 def download_url(url: str, target: Path, *, timeout_seconds: float = 60.0) -> None:
@@ -387,6 +472,8 @@ def _download_files(spec: ModelSpec, fetch: Fetch) -> ModelFiles:
     for file in spec.files:
         final = target / Path(file.name).name
         if not final.is_file():
+            if spec.licence_notice:
+                log.warning("%s: its weights are licensed %s", spec.name, spec.licence)
             _fetch_first(file.urls, final, fetch)
         if file.sha256 is not None:
             _check_sha256(final, file.sha256)
@@ -413,7 +500,8 @@ def _check_sha256(path: Path, expected: str) -> None:
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
-    if digest.hexdigest() != expected:
+    # A torch.hub file name carries only the first hex digits of its sha256.
+    if not digest.hexdigest().startswith(expected):
         path.unlink(missing_ok=True)
         raise ModelCorrupt(
             f"{path}: checksum mismatch (published {expected}, downloaded "
@@ -482,9 +570,11 @@ def check_reachable(url: str, *, timeout_seconds: float = REACH_TIMEOUT_SECONDS)
 def _download(spec: ModelSpec, download: Download) -> WeightFiles:
     log.info("downloading %s from huggingface.co/%s", spec.name, spec.hf_repo)
     bag = Path(download(spec.hf_repo, spec.bag_file))
-    networks = tuple(
-        Path(download(spec.hf_repo, f"{signature}.safetensors")) for signature in spec.signatures
-    )
+    paths = {
+        signature: Path(download(spec.hf_repo, f"{signature}.safetensors"))
+        for signature in dict.fromkeys(spec.signatures)
+    }
+    networks = tuple(paths[signature] for signature in spec.signatures)
     return WeightFiles(spec, f"downloaded from huggingface.co/{spec.hf_repo}", bag, networks)
 
 

@@ -21,7 +21,7 @@ from bridge import schema
 from bridge.documents import parse_json
 from bridge.effects.plan import residual_taker
 from bridge.errors import JobError, SettingsError
-from bridge.models.catalog import DEMUCS_OVERLAP
+from bridge.models.catalog import DEMUCS_OVERLAP, UNMIX_WIENER_ITERATIONS
 from bridge.schema import Setting, Where
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings, TimeRange
 
@@ -100,7 +100,8 @@ class JobSpec:
         runs, not what it computes, and are left out. The preset counts by its
         content (``preset_sha256``), so editing a preset file invalidates reuse. A setting
         left to the model counts as the model's own value (demucs' 0.25 overlap, the
-        residual's ``other``, an ensemble's algorithm), so leaving it out and giving that
+        residual's ``other``, an ensemble's algorithm, Open-Unmix's one Wiener iteration;
+        its options count for no other family), so leaving it out and giving that
         value are the same job; a single model's job has the identity it had before
         ensembles existed.
         """
@@ -119,6 +120,11 @@ class JobSpec:
             del separation["ensemble"], separation["ensemble_weights"]
         if separation["model_config"] is None:
             del separation["model_config"]
+        if any(m.family == "openunmix" for m in lineup.models):
+            if separation["wiener_iterations"] is None:
+                separation["wiener_iterations"] = UNMIX_WIENER_ITERATIONS
+        else:
+            del separation["wiener_iterations"], separation["residual"]
         effects = dataclasses.asdict(self.effects)
         effects["residual_stem"] = residual_taker(self.effects.residual_stem, lineup.sources)
         output = dataclasses.asdict(self.output)
