@@ -11,27 +11,74 @@ Paths travel to host scripts in status files, one ``key=value`` per line, so a
 path holding a line break or control character cannot be carried:
 :func:`check_path_text` refuses them, Unicode's line and paragraph separators and
 NEL included (Python's ``str.splitlines`` breaks on those).
+
+Windows opens no path of 260 characters or more unless long paths are enabled
+(``LongPathsEnabled``; Python itself is marked long-path aware): :func:`inside`
+refuses a stem folder whose files would not fit, naming both fixes, rather than let
+a job fail half-written (:class:`PathLimit`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.errors import OutputError, UnsupportedName
 
 #: Characters Windows forbids in file names, and the separators of every platform.
 FORBIDDEN = frozenset('<>:"/\\|?*')
-#: Names Windows keeps for devices, with or without an extension.
+#: Names Windows keeps for devices, with or without an extension (the superscript digits
+#: count as digits there, and ``COM0``/``LPT0`` are refused by some of its APIs).
 RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL"}
-    | {f"COM{n}" for n in range(1, 10)}
-    | {f"LPT{n}" for n in range(1, 10)}
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in (*"0123456789", "¹", "²", "³")}
 )
 #: Longest folder name, in UTF-8 bytes: 255 is the common limit, and `` (99)`` must fit.
 MAX_NAME_BYTES = 240
 #: The name of a folder whose input's name has nothing usable left.
 FALLBACK = "untitled"
+
+
+#: Room left in a stem folder's path for the longest name put inside it: a picture's
+#: temporary, ``.stembridge-<tag>-<random>-<stem>.spectrogram.png.part``.
+LONGEST_INSIDE = 100
+#: Windows' MAX_PATH: 260 characters with the terminating NUL.
+WINDOWS_MAX_PATH = 259
+
+
+@dataclass(frozen=True)
+class PathLimit:
+    """The longest path this machine's programs can open.
+
+    Attributes:
+        max_chars: ``None`` where there is no practical limit (POSIX, Windows with long
+            paths enabled).
+    """
+
+    max_chars: int | None = None
+
+    @classmethod
+    def here(cls) -> PathLimit:
+        """This machine's: Windows' MAX_PATH unless ``LongPathsEnabled`` is set."""
+        if sys.platform != "win32":
+            return cls()
+        import winreg
+
+        try:
+            with winreg.OpenKey(
+                winreg.HKEY_LOCAL_MACHINE, r"SYSTEM\CurrentControlSet\Control\FileSystem"
+            ) as key:
+                enabled, _ = winreg.QueryValueEx(key, "LongPathsEnabled")
+        except OSError:
+            enabled = 0
+        return cls() if enabled == 1 else cls(WINDOWS_MAX_PATH)
+
+
+def windows_reserved(name: str) -> bool:
+    """Whether Windows takes the file name ``name`` for a device (``con.wav``, ``NUL``)."""
+    return name.split(".", 1)[0].rstrip(" ").upper() in RESERVED
 
 
 def breaks_lines(char: str) -> bool:
@@ -55,16 +102,18 @@ def folder_name(text: str) -> str:
         name = encoded[:MAX_NAME_BYTES].decode("utf-8", errors="ignore").rstrip(" .")
     if not name:
         return FALLBACK
-    if name.split(".", 1)[0].rstrip(" ").upper() in RESERVED:
+    if windows_reserved(name):
         return f"_{name}"
     return name
 
 
-def inside(root: Path, folder: Path) -> Path:
-    """``folder``, normalised, after checking that it lies strictly under ``root``.
+def inside(root: Path, folder: Path, *, limit: PathLimit | None = None) -> Path:
+    """``folder``, normalised, after checking that it lies strictly under ``root`` and
+    that the files put in it fit the path limit (default: this machine's).
 
     Raises:
-        OutputError: It does not (a template or name that climbs out of its root).
+        OutputError: It does not (a template or name that climbs out of its root), or
+            its files' paths would be too long to open.
     """
     base = Path(os.path.normpath(os.path.abspath(root)))
     target = Path(os.path.normpath(os.path.abspath(folder)))
@@ -72,6 +121,15 @@ def inside(root: Path, folder: Path) -> Path:
         raise OutputError(
             f"{target}: a stem folder must lie inside {base}; fix the output template or "
             "the output folder",
+            path=target,
+        )
+    limit = PathLimit.here() if limit is None else limit
+    if limit.max_chars is not None and len(str(target)) + LONGEST_INSIDE > limit.max_chars:
+        raise OutputError(
+            f"{target}: {len(str(target))} characters, and the files in it would pass "
+            f"Windows' {limit.max_chars + 1}-character path limit; choose a shorter output "
+            "folder, or enable long paths (LongPathsEnabled, in the Group Policy 'Enable "
+            "Win32 long paths') and sign in again",
             path=target,
         )
     return target
