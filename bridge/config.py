@@ -13,7 +13,8 @@ Layout (every section and key optional; ``examples/*.toml`` are commented sample
     [[rule]]          a watched folder: name, folder, recursive, patterns, ignore,
                       output (stem folder template), polling, and any [separation],
                       [output] or [effects] key to override for this folder
-    [dashboard]       enabled, host, port: the daemon's web page (see bridge.dashboard)
+    [dashboard]       enabled, host, port, upload_folder, upload_max_mb: the daemon's web
+                      page (see bridge.dashboard)
     [paths]           "daemon path" = "path on this machine" prefix pairs, for a
                       studio worker that mounts the share elsewhere ("/mnt/nas" = 'Z:\\')
 
@@ -115,6 +116,9 @@ class DashboardSettings:
         host: Address to listen on; anything but loopback needs a token
             (``stembridge dashboard token``).
         port: TCP port.
+        upload_folder: Where files dropped on the dashboard are kept, with their stems;
+            ``None`` means ``<state_dir>/uploads``.
+        upload_max_mb: The largest file the dashboard takes, in megabytes (10**6 bytes).
     """
 
     enabled: Annotated[bool, Setting()] = True
@@ -124,6 +128,13 @@ class DashboardSettings:
         Setting(allowed="127.0.0.1 (this machine only) or an address of this machine"),
     ] = "127.0.0.1"
     port: Annotated[int, Meta(ge=1, le=65535), Setting()] = 8737
+    upload_folder: (
+        Annotated[Path, Setting(read=str, parse=expanded_path, allowed="a folder's path")]
+        | None
+    ) = None
+    upload_max_mb: Annotated[
+        int, Meta(ge=1, le=1_000_000), Setting(unit="MB", note="a 10-minute 24-bit WAV is ~160")
+    ] = 2000
 
     def __post_init__(self) -> None:
         schema.check(self)

@@ -20,6 +20,7 @@ from bridge.cli import EXIT_OK, EXIT_USAGE, main
 from bridge.config import DashboardSettings
 from bridge.dashboard.app import create_app
 from bridge.dashboard.auth import Guard, check_binding, create_token, token_path
+from bridge.dashboard.intake import JobDefaults
 from bridge.dashboard.server import (
     BACKLOG,
     MOST_CONNECTIONS,
@@ -28,6 +29,7 @@ from bridge.dashboard.server import (
     dashboard_server,
     max_connections,
 )
+from bridge.dashboard.uploads import Uploads
 from bridge.errors import BrokerError, ConfigError
 from bridge.jobs.store import Job, JobStore
 from bridge.models.catalog import MODELS
@@ -81,6 +83,8 @@ def client_for(
         guard=guard,
         folders=lambda: FOLDERS,
         workers=workers,  # type: ignore[arg-type]
+        uploads=Uploads(tmp_path / "uploads", max_bytes=10_000_000),
+        defaults=JobDefaults(),
     )
     return TestClient(app, base_url=f"http://{host}:{PORT}"), guard
 
@@ -718,6 +722,7 @@ def test_two_dashboards_on_one_machine_keep_their_sessions_apart(
             store=store,
             folders=lambda: FOLDERS,
             workers=None,
+            defaults=JobDefaults(),
         )
         for port in ports
     ]
@@ -748,7 +753,12 @@ def test_server_serves_on_a_thread_and_stops(tmp_path: Path, store: JobStore) ->
         port = probe.getsockname()[1]
     settings = DashboardSettings(port=port)
     server = dashboard_server(
-        settings, state_dir=tmp_path / "state", store=store, folders=lambda: FOLDERS, workers=None
+        settings,
+        state_dir=tmp_path / "state",
+        store=store,
+        folders=lambda: FOLDERS,
+        workers=None,
+        defaults=JobDefaults(),
     )
     with server:
         jobs = httpx.get(f"http://127.0.0.1:{port}/api/jobs").json()["jobs"]
@@ -765,7 +775,14 @@ def test_server_serves_on_a_thread_and_stops(tmp_path: Path, store: JobStore) ->
 
 def server_app(store: JobStore, tmp_path: Path, port: int = PORT) -> object:
     guard = Guard(host="127.0.0.1", port=port, state_dir=tmp_path / "state")
-    return create_app(store=store, guard=guard, folders=lambda: FOLDERS, workers=None)
+    return create_app(
+        store=store,
+        guard=guard,
+        folders=lambda: FOLDERS,
+        workers=None,
+        uploads=Uploads(tmp_path / "uploads", max_bytes=10_000_000),
+        defaults=JobDefaults(),
+    )
 
 
 def test_status_commands_do_not_import_the_dashboard(tmp_path: Path) -> None:

@@ -1,15 +1,23 @@
-"""The dashboard's routes: three pages, a JSON API the pages poll, and the stems' files.
+"""The dashboard's routes: three pages, a JSON API with live events, uploads and the stems.
 
-Pages (plain HTML/JS from ``static/``, no build step): ``/`` (queue, watched
-folders, workers), ``/job/<id>`` (one job with its stems, which models gave each,
-pictures and players) and ``/models`` (the models, installed or not).
+Pages (plain HTML/JS from ``static/``, no build step): ``/`` (drop files, queue, watched
+folders, workers), ``/job/<id>`` (one job: its stems in a mixer, which models gave each,
+pictures, downloads) and ``/models`` (the models, installed or not).
 API: ``GET /api/session``, ``POST /api/login``, ``GET /api/jobs``,
 ``GET /api/jobs/<id>``, ``POST /api/jobs/<id>/retry``, ``POST /api/jobs/<id>/cancel``,
 ``GET /api/folders``, ``GET /api/workers``, ``GET /api/models`` (read without torch,
-:mod:`bridge.models.listing`); files: ``GET /files/<id>/<name>``, only
-for the stems and pictures the job's manifest lists, opened once inside the job's
-stem folder and never through a link (:mod:`bridge.dashboard.files`). Access rules:
-:mod:`bridge.dashboard.auth`.
+:mod:`bridge.models.listing`), ``GET /api/presets``;
+``GET /api/events`` (server-sent events: the queue, or with ``?job=<id>`` one job, sent
+whenever it changes; pages poll instead where the stream fails);
+``POST /api/uploads?name=<file name>&model=&stems=&preset=&format=`` (the file as the
+raw body: :mod:`bridge.dashboard.uploads`, :mod:`bridge.dashboard.intake`);
+``GET /api/jobs/<id>/zip`` (a done job's stems: :mod:`bridge.dashboard.downloads`);
+``POST /api/jobs/<id>/balance`` (``{"gains": {stem: gain}}``: the mixer's balance
+rendered as a new stem set by a job, :mod:`bridge.pipeline.balance`).
+Files: ``GET /files/<id>/<name>``, only for the stems and pictures the job's manifest
+lists, opened once inside the job's stem folder and never through a link
+(:mod:`bridge.dashboard.files`). Access rules: :mod:`bridge.dashboard.auth`; every POST
+(uploads included) needs the page's origin and CSRF header.
 """
 
 from __future__ import annotations
@@ -18,27 +26,48 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 from urllib.parse import quote
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.broker.channel import WorkerInfo
 from bridge.dashboard.auth import CSRF_HEADER, Guard
-from bridge.dashboard.files import OpenFileResponse, Refusal, StemFolder, open_folder
+from bridge.dashboard.downloads import zip_stream
+from bridge.dashboard.files import OpenFile, OpenFileResponse, Refusal, StemFolder, open_folder
+from bridge.dashboard.intake import SOURCE, JobDefaults, queue_upload, read_choices
+from bridge.dashboard.uploads import UploadRefused, Uploads
 from bridge.documents import parse_json
-from bridge.errors import BrokerError, JobError, JobNotFound, ModelError, OutputError
+from bridge.effects.presets import list_presets
+from bridge.errors import (
+    BrokerError,
+    JobError,
+    JobNotFound,
+    ModelError,
+    OutputError,
+    SettingsError,
+)
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import Job, JobStore
 from bridge.manifest import read_manifest
 from bridge.models.listing import model_rows
+from bridge.names import folder_name
+from bridge.pipeline.spec import PRIORITY_INTERACTIVE, BalanceSettings, JobSpec
 from bridge.watch.watcher import FolderHealth
 
 log = logging.getLogger(__name__)
@@ -46,6 +75,11 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 #: Jobs the queue page shows (newest first).
 LISTED_JOBS = 200
+#: How often the event stream looks for changes, and how long it stays quiet at most.
+EVENT_CHECK_SECONDS = 0.25
+EVENT_KEEPALIVE_SECONDS = 15.0
+#: Bodies an upload may be sent as (the page sends octet-stream).
+UPLOAD_TYPES = ("application/octet-stream", "audio/")
 _SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
@@ -61,7 +95,13 @@ Workers = Callable[[], Sequence[WorkerInfo]]
 
 
 def create_app(
-    *, store: JobStore, guard: Guard, folders: Folders, workers: Workers | None
+    *,
+    store: JobStore,
+    guard: Guard,
+    folders: Folders,
+    workers: Workers | None,
+    uploads: Uploads,
+    defaults: JobDefaults,
 ) -> Starlette:
     """The dashboard application.
 
@@ -70,8 +110,10 @@ def create_app(
         guard: Who may read and change (see :mod:`bridge.dashboard.auth`).
         folders: The watched folders' health (the daemon's watcher).
         workers: The studio's live workers, or ``None`` without a broker.
+        uploads: Where dropped files go, and how large they may be.
+        defaults: The config's settings, which an upload's choices override.
     """
-    api = _Api(store, guard, folders, workers)
+    api = _Api(store, guard, folders, workers, uploads, defaults)
     app = Starlette(
         routes=[
             Route("/", lambda request: FileResponse(STATIC / "index.html")),
@@ -84,9 +126,15 @@ def create_app(
             Route("/api/jobs/{job_id}", api.job),
             Route("/api/jobs/{job_id}/retry", api.retry, methods=["POST"]),
             Route("/api/jobs/{job_id}/cancel", api.cancel, methods=["POST"]),
+            Route("/api/jobs/{job_id}/zip", api.zip),
+            Route("/api/jobs/{job_id}/balance", api.balance, methods=["POST"]),
+            Route("/api/jobs/{job_id}/original", api.original),
             Route("/api/folders", api.folders),
             Route("/api/workers", api.workers),
             Route("/api/models", api.models),
+            Route("/api/presets", api.presets),
+            Route("/api/events", api.events),
+            Route("/api/uploads", api.upload, methods=["POST"]),
             Route("/files/{job_id}/{name:path}", api.file),
         ],
     )
@@ -96,12 +144,20 @@ def create_app(
 
 class _Api:
     def __init__(
-        self, store: JobStore, guard: Guard, folders: Folders, workers: Workers | None
+        self,
+        store: JobStore,
+        guard: Guard,
+        folders: Folders,
+        workers: Workers | None,
+        uploads: Uploads,
+        defaults: JobDefaults,
     ) -> None:
         self._store = store
         self._guard = guard
         self._folders = folders
         self._workers = workers
+        self._uploads = uploads
+        self._defaults = defaults
 
     def session(self, request: Request) -> Response:
         """What this browser may do, and the CSRF secret when it may read."""
@@ -118,6 +174,7 @@ class _Api:
                 "signed_in": signed_in,
                 "can_read": can_read,
                 "can_change": signed_in or (guard.loopback and not token_exists),
+                "upload_max_bytes": self._uploads.max_bytes,
             }
         )
 
@@ -145,16 +202,20 @@ class _Api:
 
     def jobs(self, request: Request) -> Response:
         """The newest jobs, every state."""
-        return JSONResponse(
-            {"jobs": [_summary(job) for job in self._store.list(limit=LISTED_JOBS)]}
-        )
+        return JSONResponse(self._jobs_body())
+
+    def _jobs_body(self) -> dict[str, Any]:
+        return {"jobs": [_summary(job) for job in self._store.list(limit=LISTED_JOBS)]}
 
     def job(self, request: Request) -> Response:
         """One job with its settings, timings and stems (from its manifest)."""
         try:
-            job = self._store.get(request.path_params["job_id"])
+            return JSONResponse(self._job_body(request.path_params["job_id"]))
         except JobNotFound as exc:
             return _error(404, str(exc))
+
+    def _job_body(self, job_id: str) -> dict[str, Any]:
+        job = self._store.get(job_id)
         manifest = _read_manifest(job)
         stems = []
         for stem in (manifest or {}).get("stems", []):
@@ -168,15 +229,15 @@ class _Api:
                     "made_by": _made_by((manifest or {}).get("model"), stem.get("sources")),
                 }
             )
-        return JSONResponse(
-            _finite(
-                {
-                    **_summary(job),
-                    "spec": json.loads(job.spec.to_json()),
-                    "timings": (manifest or {}).get("timings", {}),
-                    "stems": stems,
-                }
-            )
+        return _finite(
+            {
+                **_summary(job),
+                "spec": json.loads(job.spec.to_json()),
+                "timings": (manifest or {}).get("timings", {}),
+                "stems": stems,
+                "original": f"/api/jobs/{job.id}/original" if manifest else None,
+                "original_offset_seconds": _range_start(manifest),
+            }
         )
 
     def retry(self, request: Request) -> Response:
@@ -217,6 +278,187 @@ class _Api:
         except BrokerError as exc:
             return _error(503, str(exc))
         return JSONResponse({"broker": True, "workers": [dataclasses.asdict(w) for w in found]})
+
+    def presets(self, request: Request) -> Response:
+        """The effects presets an upload may choose (``stembridge presets list``)."""
+        return JSONResponse(
+            {
+                "presets": [{"name": n, "origin": o} for n, _, o in list_presets()],
+                "default": self._defaults.effects.preset,
+            }
+        )
+
+    async def upload(self, request: Request) -> Response:
+        """Take one file (the raw body) and queue its job with the choices in the query.
+
+        The choices and the size are checked before the body is read; the body is
+        streamed to disk and checked as audio (:mod:`bridge.dashboard.uploads`).
+        """
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith(UPLOAD_TYPES):
+            return _error(
+                415, f"send the file as application/octet-stream, not {content_type or 'nothing'}"
+            )
+        query = dict(request.query_params)
+        name = query.pop("name", "")
+        try:
+            if not name.strip():
+                raise UploadRefused(400, "the upload has no file name (?name=)")
+            choices = read_choices(query, self._defaults)
+            self._uploads.check_length(request.headers.get("content-length"))
+            upload = await self._uploads.receive(request.stream(), client_name=name)
+        except UploadRefused as exc:
+            log.info("dashboard: refused the upload %r: %s", name, exc.message)
+            return _error(exc.status, exc.message)
+        except ClientDisconnect:
+            log.info("dashboard: the upload %r stopped before its end; nothing kept", name)
+            return _error(400, "the upload stopped before its end")
+        try:
+            job = await anyio.to_thread.run_sync(queue_upload, self._store, upload, choices)
+        except BaseException:
+            upload.discard()
+            raise
+        log.info("dashboard: job %s queued for the upload %s", job.id, upload.path)
+        return JSONResponse(_summary(job), status_code=201)
+
+    def original(self, request: Request) -> Response:
+        """The mix a job separated (the mixer's A/B), opened as the stems are, not through
+        a link; only once the job has stems."""
+        try:
+            job = self._store.get(request.path_params["job_id"])
+        except JobNotFound as exc:
+            return _error(404, str(exc))
+        if not job.manifest:
+            return _error(404, f"job {job.id} has no stems (yet), so no mix to compare")
+        source = Path(job.spec.input)
+        folder = open_folder(source.parent)
+        if isinstance(folder, Refusal):
+            return _error(folder.status, folder.message)
+        with folder:
+            opened = folder.open(source.name)
+        if isinstance(opened, Refusal):
+            return _error(opened.status, opened.message)
+        return OpenFileResponse(opened)
+
+    async def balance(self, request: Request) -> Response:
+        """Queue the mixer's balance of a done job (``{"gains": {stem: gain}}``) as a job
+        that renders it as a new stem set beside the job's (:mod:`bridge.pipeline.balance`)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        gains = body.get("gains") if isinstance(body, dict) else None
+        if not isinstance(gains, dict):
+            return _error(400, 'send {"gains": {"<stem>": <gain>, ...}} as JSON')
+        return await anyio.to_thread.run_sync(
+            self._queue_balance, request.path_params["job_id"], gains
+        )
+
+    def _queue_balance(self, job_id: str, gains: dict[str, Any]) -> Response:
+        try:
+            job = self._store.get(job_id)
+        except JobNotFound as exc:
+            return _error(404, str(exc))
+        if job.state != "done" or not job.manifest:
+            return _error(409, f"job {job.id} is {job.state}; a balance is made of done stems")
+        stems = Path(job.manifest).parent
+        try:
+            spec = JobSpec(
+                input=job.spec.input,
+                folder=str(stems.with_name(f"{stems.name} balance")),
+                balance=BalanceSettings.from_gains(manifest=job.manifest, gains=gains),
+                priority=PRIORITY_INTERACTIVE,
+                source=SOURCE,
+            )
+        except SettingsError as exc:
+            return _error(400, str(exc))
+        queued, _ = self._store.submit(spec)
+        update_status(queued)
+        log.info("dashboard: job %s renders a balance of job %s", queued.id, job.id)
+        return JSONResponse(_summary(queued), status_code=201)
+
+    def zip(self, request: Request) -> Response:
+        """A done job's stems, exactly those its manifest lists, as one streamed zip."""
+        try:
+            job = self._store.get(request.path_params["job_id"])
+        except JobNotFound as exc:
+            return _error(404, str(exc))
+        if job.state != "done" or not job.manifest:
+            return _error(
+                409, f"job {job.id} is {job.state}; its stems can be taken once it is done"
+            )
+        manifest_path = Path(job.manifest)
+        folder = open_folder(manifest_path.parent)
+        if isinstance(folder, Refusal):
+            return _error(folder.status, folder.message)
+        opened: list[OpenFile] = []
+        with folder:
+            for name in _stem_files(folder, manifest_path):
+                one = folder.open(name)
+                if isinstance(one, Refusal):
+                    for earlier in opened:
+                        earlier.file.close()
+                    return _error(one.status, one.message)
+                opened.append(one)
+        if not opened:
+            return _error(404, f"job {job.id}'s manifest lists no stems")
+        filename = folder_name(Path(job.spec.input).stem) + " stems.zip"
+        return StreamingResponse(
+            zip_stream(opened),
+            media_type="application/zip",
+            headers={"content-disposition": f"attachment; filename*=UTF-8''{quote(filename)}"},
+        )
+
+    async def events(self, request: Request) -> Response:
+        """Server-sent events: ``queue`` (jobs, folders, workers), or ``job`` with
+        ``?job=<id>``, each time it changes (and a comment now and then to keep it open)."""
+        job_id = request.query_params.get("job")
+        if job_id is not None:
+            try:
+                await anyio.to_thread.run_sync(self._store.get, job_id)
+            except JobNotFound as exc:
+                return _error(404, str(exc))
+        kind = "queue" if job_id is None else "job"
+
+        def snapshot() -> str:
+            body = self._queue_body() if job_id is None else self._job_body(job_id)
+            return json.dumps(body, separators=(",", ":"))
+
+        async def stream() -> AsyncIterator[str]:
+            last = None
+            quiet = 0.0
+            yield "retry: 2000\n\n"
+            while True:
+                data = await anyio.to_thread.run_sync(snapshot)
+                if data != last:
+                    last, quiet = data, 0.0
+                    yield f"event: {kind}\ndata: {data}\n\n"
+                elif quiet >= EVENT_KEEPALIVE_SECONDS:
+                    quiet = 0.0
+                    yield ": still here\n\n"
+                await anyio.sleep(EVENT_CHECK_SECONDS)
+                quiet += EVENT_CHECK_SECONDS
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+    def _queue_body(self) -> dict[str, Any]:
+        workers: dict[str, Any] = {"broker": self._workers is not None, "workers": []}
+        if self._workers is not None:
+            try:
+                workers["workers"] = [dataclasses.asdict(w) for w in self._workers()]
+            except BrokerError as exc:
+                workers["error"] = str(exc)
+        return _finite(
+            {
+                **self._jobs_body(),
+                "folders": [dataclasses.asdict(f) for f in self._folders()],
+                "workers": workers,
+            }
+        )
 
     def models(self, request: Request) -> Response:
         """Every model StemBridge knows, installed or not (``stembridge models list``)."""
@@ -333,27 +575,47 @@ def _read_manifest(job: Job) -> dict[str, Any] | None:
         return None
 
 
+def _range_start(manifest: dict[str, Any] | None) -> float:
+    """Where in the input the stems begin, in seconds (0 for the whole file)."""
+    part = (manifest or {}).get("range")
+    start = part.get("start_seconds") if isinstance(part, dict) else None
+    return float(start) if isinstance(start, int | float) and not isinstance(start, bool) else 0.0
+
+
 def _listed_in(folder: StemFolder, manifest_path: Path) -> set[str]:
     """The files the manifest in the open ``folder`` lists (none when it is not one).
 
     Read through the open folder, so that the manifest and the files it lists come from
     the same folder even if its name is swapped meanwhile.
     """
+    names = set()
+    for stem in _manifest_stems(folder, manifest_path):
+        names.add(stem["path"])
+        names.update(_pictures(stem).values())
+    # As read_manifest: one that lists a name outside its folder is trusted for none.
+    return names if all(map(_stays_inside, names)) else set()
+
+
+def _stem_files(folder: StemFolder, manifest_path: Path) -> list[str]:
+    """The stem files (no pictures) the manifest in the open ``folder`` lists, in order."""
+    names = [stem["path"] for stem in _manifest_stems(folder, manifest_path)]
+    return names if all(map(_stays_inside, names)) else []
+
+
+def _manifest_stems(folder: StemFolder, manifest_path: Path) -> list[dict[str, Any]]:
     raw = folder.read(manifest_path.name)
     if isinstance(raw, Refusal):
-        return set()
+        return []
     try:
         manifest = parse_json(raw)
     except ValueError:
-        return set()
+        return []
     stems = manifest.get("stems") if isinstance(manifest, dict) else None
-    names = set()
-    for stem in stems if isinstance(stems, list) else []:
-        if isinstance(stem, dict) and isinstance(stem.get("path"), str):
-            names.add(stem["path"])
-            names.update(_pictures(stem).values())
-    # As read_manifest: one that lists a name outside its folder is trusted for none.
-    return names if all(map(_stays_inside, names)) else set()
+    return [
+        stem
+        for stem in (stems if isinstance(stems, list) else [])
+        if isinstance(stem, dict) and isinstance(stem.get("path"), str)
+    ]
 
 
 def _stays_inside(name: str) -> bool:

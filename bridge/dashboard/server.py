@@ -11,8 +11,11 @@ all 256 descriptors of a daemon, so its job store could not be opened, and logge
 127 MB in 17 s. So here:
 
 * a connection gets :data:`REQUEST_TIMEOUT_SECONDS` for each whole request (head and
-  body), counted from when it opened or its last response ended; idle between
-  requests it is closed after :data:`KEEP_ALIVE_SECONDS` (uvicorn's keep-alive);
+  body), counted from when it opened or its last response ended, plus one second for
+  every :data:`MIN_BODY_BYTES_PER_SECOND` of body received (an upload of a large file
+  keeps its connection while it flows at least that fast; one that trickles does not);
+  idle between requests it is closed after :data:`KEEP_ALIVE_SECONDS` (uvicorn's
+  keep-alive);
 * at most :func:`max_connections` are open at once, derived from the open-file limit
   so that the dashboard (its sockets, the file each one streams, the accept backlog,
   its worker threads' store connections) stays within half of it; more are answered
@@ -42,6 +45,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from bridge.config import DashboardSettings
 from bridge.dashboard.app import Folders, Workers, create_app
 from bridge.dashboard.auth import Guard, check_binding, dashboard_url
+from bridge.dashboard.intake import JobDefaults
+from bridge.dashboard.uploads import Uploads
 from bridge.errors import ConfigError
 from bridge.jobs.store import JobStore
 
@@ -51,6 +56,8 @@ log = logging.getLogger(__name__)
 _WAIT_SECONDS = 10.0
 #: How long a client may take to send a whole request; browsers send one at once.
 REQUEST_TIMEOUT_SECONDS = 10.0
+#: The slowest an upload's body may come (each such second of body buys a second more).
+MIN_BODY_BYTES_PER_SECOND = 64 * 1024
 #: How long a connection may sit idle between requests.
 KEEP_ALIVE_SECONDS = 5
 #: Connections waiting to be accepted; asyncio accepts up to this many at a time.
@@ -76,15 +83,35 @@ def dashboard_server(
     store: JobStore,
     folders: Folders,
     workers: Workers | None,
+    defaults: JobDefaults,
 ) -> DashboardServer:
     """The daemon's dashboard, ready to start with ``with``.
+
+    Args:
+        settings: ``[dashboard]``.
+        state_dir: Where the token hash is (and, by default, the uploads).
+        store: The daemon's job store.
+        folders: The watched folders' health.
+        workers: The studio's live workers, or ``None`` without a broker.
+        defaults: The config's job settings, which uploads' choices override.
 
     Raises:
         ConfigError: It would listen beyond loopback and no token exists.
     """
     check_binding(settings.host, state_dir)
     guard = Guard(host=settings.host, port=settings.port, state_dir=state_dir)
-    app = create_app(store=store, guard=guard, folders=folders, workers=workers)
+    uploads = Uploads(
+        settings.upload_folder or state_dir / "uploads",
+        max_bytes=settings.upload_max_mb * 1_000_000,
+    )
+    app = create_app(
+        store=store,
+        guard=guard,
+        folders=folders,
+        workers=workers,
+        uploads=uploads,
+        defaults=defaults,
+    )
     return DashboardServer(
         app,
         host=settings.host,
@@ -218,6 +245,8 @@ class _BoundedH11(H11Protocol):
         super().__init__(*args, **kwargs)
         self._admitted = False
         self._request_timer: asyncio.TimerHandle | None = None
+        self._owed_since = 0.0
+        self._body_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if not self.gate.admit():
@@ -244,7 +273,11 @@ class _BoundedH11(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # Counted before h11 takes it: the part of it that is body buys time (see above).
+        in_body = self.conn.their_state == h11.SEND_BODY
         super().data_received(data)
+        if in_body:
+            self._body_bytes += len(data)
         self._watch_request()
 
     def on_response_complete(self) -> None:
@@ -259,18 +292,26 @@ class _BoundedH11(H11Protocol):
         # that trickles its head in byte by byte still has one timeout for all of it.
         if self._owes_request() and not self.transport.is_closing():
             if self._request_timer is None:
-                self._request_timer = self.loop.call_later(
-                    self.gate.request_timeout_seconds, self._request_too_slow
-                )
+                self._owed_since = self.loop.time()
+                self._body_bytes = 0
+                self._request_timer = self.loop.call_at(self._deadline(), self._request_too_slow)
         elif self._request_timer is not None:
             self._request_timer.cancel()
             self._request_timer = None
 
+    def _deadline(self) -> float:
+        earned = self._body_bytes / MIN_BODY_BYTES_PER_SECOND
+        return self._owed_since + self.gate.request_timeout_seconds + earned
+
     def _request_too_slow(self) -> None:
         self._request_timer = None
-        if self._owes_request() and not self.transport.is_closing():
-            self.gate.timed_out()
-            self.transport.close()
+        if not self._owes_request() or self.transport.is_closing():
+            return
+        if self.loop.time() < self._deadline():  # body came meanwhile: it earned more time
+            self._request_timer = self.loop.call_at(self._deadline(), self._request_too_slow)
+            return
+        self.gate.timed_out()
+        self.transport.close()
 
 
 def _protocol_for(gate: ConnectionGate) -> type[_BoundedH11]:

@@ -15,6 +15,9 @@
    and **publish** (:mod:`~bridge.pipeline.publish`): stems, pictures, manifest;
 5. release the folder. A failure or cancellation at any point removes what this run
    wrote, and only that.
+
+A spec with ``balance`` (the dashboard mixer's balance of a finished set) is rendered
+by :mod:`~bridge.pipeline.balance` instead, into a folder reserved the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
 from bridge.manifest import MANIFEST_NAME
 from bridge.models.groups import channel_groups
 from bridge.pipeline.analyse import analyse, file_sha256
+from bridge.pipeline.balance import render_balance
 from bridge.pipeline.folders import Reservation, Superseded, Writer, adopt, choose, holds_result
 from bridge.pipeline.prepare import prepare
 from bridge.pipeline.progress import OnProgress, Progress
@@ -133,6 +137,17 @@ def run_job(
     """
     started = time.monotonic()
     report = on_progress or (lambda progress: None)
+    if spec.balance is not None:  # a mix of finished stems, not a separation
+        folder = render_balance(
+            job_id,
+            spec.balance,
+            folder=Path(spec.folder),
+            attempt=attempt,
+            owner=owner,
+            report=report,
+            cancel=cancel,
+        )
+        return Result(folder / MANIFEST_NAME, folder)
     source = Path(spec.input)
     plans = spec.separation.stem_plans
     effects = plan_effects(spec.effects, stems=plans, model_sources=spec.separation.sources)

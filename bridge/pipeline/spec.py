@@ -12,6 +12,7 @@ refused by name when wrong, with the same rules and messages as flags and config
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -29,10 +30,50 @@ from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings,
 PRIORITY_INTERACTIVE = 0
 PRIORITY_WATCHED = 10
 
+#: The loudest a balance may make a stem (+24 dB): beyond it a slip of the mouse, not a mix.
+MAX_BALANCE_GAIN = 16.0
+
 # Settings that change how the engine runs but not what it computes.
-_RUN_ONLY = ("device", "batch_size")
+_RUN_ONLY = ("device", "batch_size", "compiled_core")
 # Whole numbers go into SQLite, whose integers have 64 bits.
 _SQLITE_INT = 2**63 - 1
+
+
+@schema.settings
+@dataclass(frozen=True, kw_only=True)
+class BalanceSettings:
+    """A finished stem set mixed with one gain per stem (the dashboard's mixer), to be
+    rendered as a new stem set (:mod:`bridge.pipeline.balance`) instead of separating.
+
+    Attributes:
+        manifest: The stem set's ``manifest.json`` (absolute path).
+        gains: Linear gain per stem name (0 mutes it); a stem left out keeps 1.
+    """
+
+    manifest: Annotated[str, Setting(allowed="the absolute path of a stem set's manifest.json")]
+    gains: Annotated[
+        dict[str, float], Setting(allowed=f"stem names with gains from 0 to {MAX_BALANCE_GAIN}")
+    ] = field(default_factory=dict)
+
+    @classmethod
+    def from_gains(cls, *, manifest: str, gains: dict[str, Any]) -> "BalanceSettings":
+        """Built from gains as JSON sent them (checked through the schema, by name).
+
+        Raises:
+            SettingsError: A gain that is not a number from 0 to :data:`MAX_BALANCE_GAIN`.
+        """
+        return schema.build(cls, {"manifest": manifest, "gains": gains}, Where("balance"))
+
+    def __post_init__(self) -> None:
+        schema.check(self)
+        for name, gain in self.gains.items():
+            if not (math.isfinite(gain) and 0.0 <= gain <= MAX_BALANCE_GAIN):
+                raise SettingsError(
+                    f"the gain of {name!r} is {gain}; give one from 0 (muted) to "
+                    f"{MAX_BALANCE_GAIN} (+24 dB)",
+                    key=f"gains.{name}",
+                    value=gain,
+                )
 
 
 @schema.settings
@@ -52,6 +93,8 @@ class JobSpec:
         priority: Lower runs first (:data:`PRIORITY_INTERACTIVE` before
             :data:`PRIORITY_WATCHED`).
         source: Who asked: ``submit`` or ``watch:<rule name>``.
+        balance: Render this mix of a finished stem set instead of separating ``input``
+            (which then names the set's mix, for people and the mixer's A/B).
     """
 
     input: Annotated[str, Setting(allowed="the input file's absolute path")]
@@ -65,13 +108,18 @@ class JobSpec:
         PRIORITY_INTERACTIVE
     )
     source: Annotated[str, Setting()] = "submit"
+    balance: Annotated[BalanceSettings, Setting()] | None = None
 
     def __post_init__(self) -> None:
         schema.check(self)
 
     def to_json(self) -> str:
-        """The spec as a JSON document."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """The spec as a JSON document (without ``balance`` when there is none, so a
+        separation's document is what it was before balances existed)."""
+        data = dataclasses.asdict(self)
+        if self.balance is None:
+            del data["balance"]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "JobSpec":
