@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO, cast
 
 from bridge.errors import (
     AudacityCommandFailed,
@@ -69,10 +70,10 @@ def default_pipe_paths() -> PipePaths:
 
 
 def audacity_running() -> bool | None:
-    """Whether an Audacity process runs (``None`` where this cannot be told: not Linux)."""
+    """Whether an Audacity process runs (``None`` where this cannot be told)."""
     proc = Path("/proc")
     if not sys.platform.startswith("linux") or not proc.is_dir():
-        return None
+        return _audacity_in_processes()
     for stat in proc.glob("[0-9]*/stat"):
         try:
             # "pid (comm) state ...": a zombie (Z) has ended and holds no pipes.
@@ -81,6 +82,20 @@ def audacity_running() -> bool | None:
             continue  # the process ended while we looked
         if name.lower() == "audacity" and rest.split()[:1] != ["Z"]:
             return True
+    return False
+
+
+def _audacity_in_processes() -> bool | None:
+    """macOS and Windows: ``Audacity`` / ``Audacity.exe`` among the processes (psutil)."""
+    import psutil
+
+    try:
+        for process in psutil.process_iter(["name", "status"]):
+            name = (process.info["name"] or "").lower().removesuffix(".exe")
+            if name == "audacity" and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+    except psutil.Error:
+        return None
     return False
 
 
@@ -191,7 +206,7 @@ def _open_transport(
 ) -> _Transport:
     try:
         if sys.platform == "win32":
-            return _WindowsTransport(paths)
+            return _WindowsTransport(paths, deadline)
         return _FifoTransport(paths, deadline)
     except FileNotFoundError:
         state = running()
@@ -303,13 +318,44 @@ class _FifoTransport:
                 log.debug("closing a script pipe descriptor failed", exc_info=True)
 
 
-class _WindowsTransport:
-    """Windows named pipes; replies are polled with ``PeekNamedPipe`` so reads never block."""
+#: Windows' errors for a named pipe that exists but takes no client now: ERROR_PIPE_BUSY
+#: (Audacity serves one client at a time) and ERROR_PIPE_NOT_CONNECTED.
+_PIPE_BUSY = (231, 233)
 
-    def __init__(self, paths: PipePaths) -> None:
-        self._to = open(paths.to_server, "wb", buffering=0)  # noqa: SIM115 (closed in close)
+
+class _WindowsTransport:
+    """Windows named pipes; replies are polled with ``PeekNamedPipe`` so reads never block.
+
+    Args:
+        paths: The pipes.
+        deadline: Until when a busy pipe is tried again.
+        opener: Opens a pipe (``open``; tests pass files that play Audacity).
+        peek: How many reply bytes wait in a pipe (``PeekNamedPipe``; raises ``OSError``
+            once Audacity has closed its end).
+    """
+
+    def __init__(
+        self,
+        paths: PipePaths,
+        deadline: float,
+        *,
+        opener: Callable[[Path, str], BinaryIO] | None = None,
+        peek: Callable[[BinaryIO], int] | None = None,
+    ) -> None:
+        opener = opener or _open_unbuffered
+        self._peek = peek or _peek_named_pipe
+        self._to = _open_pipe(opener, paths.to_server, "wb", deadline, paths)
         try:
-            self._from = open(paths.from_server, "rb", buffering=0)  # noqa: SIM115
+            # Audacity makes both pipes before it waits for a client; the reply pipe can
+            # still be missing for a moment while it starts.
+            while True:
+                try:
+                    self._from = _open_pipe(opener, paths.from_server, "rb", deadline, paths)
+                    break
+                except FileNotFoundError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(_POLL_SECONDS)
         except BaseException:
             self._to.close()
             raise
@@ -325,7 +371,12 @@ class _WindowsTransport:
     def read_reply(self, deadline: float, paths: PipePaths, command: str) -> tuple[bytes, bytes]:
         buffer = b""
         while (reply := _complete(buffer.replace(b"\r\n", b"\n"))) is None:
-            available = self._available(paths, command)
+            try:
+                available = self._peek(self._from)
+            except OSError:
+                raise _not_answering(
+                    paths, f"Audacity closed its end while answering {command!r}"
+                ) from None
             if available:
                 buffer += self._from.read(available)
             elif time.monotonic() >= deadline:
@@ -334,23 +385,49 @@ class _WindowsTransport:
                 time.sleep(_POLL_SECONDS)
         return reply
 
-    def _available(self, paths: PipePaths, command: str) -> int:
-        if sys.platform != "win32":  # lets mypy check the Windows calls on every platform
-            raise HostError("Windows named pipes exist only on Windows")
-        import ctypes
-        import msvcrt
-
-        count = ctypes.c_ulong(0)
-        handle = msvcrt.get_osfhandle(self._from.fileno())
-        if not ctypes.windll.kernel32.PeekNamedPipe(
-            handle, None, 0, None, ctypes.byref(count), None
-        ):
-            raise _not_answering(paths, f"Audacity closed its end while answering {command!r}")
-        return count.value
-
     def close(self) -> None:
         self._to.close()
         self._from.close()
+
+
+def _open_pipe(
+    opener: Callable[[Path, str], BinaryIO],
+    path: Path,
+    mode: str,
+    deadline: float,
+    paths: PipePaths,
+) -> BinaryIO:
+    """Open one named pipe, waiting while another client holds it (until ``deadline``)."""
+    while True:
+        try:
+            return opener(path, mode)
+        except OSError as exc:
+            if (
+                isinstance(exc, FileNotFoundError)
+                or getattr(exc, "winerror", None) not in _PIPE_BUSY
+            ):
+                raise
+            if time.monotonic() >= deadline:
+                raise _not_answering(paths, "another client holds the pipe") from None
+            time.sleep(_POLL_SECONDS)
+
+
+def _open_unbuffered(path: Path, mode: str) -> BinaryIO:
+    return cast(BinaryIO, open(path, mode, buffering=0))
+
+
+def _peek_named_pipe(file: BinaryIO) -> int:
+    """Bytes waiting in the pipe ``file`` reads from, without blocking."""
+    if sys.platform != "win32":  # lets mypy check the Windows calls on every platform
+        raise HostError("Windows named pipes exist only on Windows")
+    import ctypes
+    import msvcrt
+
+    count = ctypes.c_ulong(0)
+    handle = msvcrt.get_osfhandle(file.fileno())
+    if not ctypes.windll.kernel32.PeekNamedPipe(handle, None, 0, None, ctypes.byref(count), None):
+        raise OSError(ctypes.GetLastError(), "PeekNamedPipe failed")
+    return count.value
 
 
 _Transport = _FifoTransport | _WindowsTransport
