@@ -81,6 +81,36 @@ def test_bss_eval_equals_museval_and_its_aggregation() -> None:
         assert abs(ours[(name, "uSDR")] - (5.0 + 3 * index)) < 0.01
 
 
+@pytest.mark.parametrize("seconds", [2.6, 0.7])
+def test_bsseval_equals_museval_frame_by_frame(seconds: float) -> None:
+    import museval
+    from scipy.signal import lfilter
+
+    from bridge.evaluate import bsseval
+
+    # Given three stereo stems like music (tones through a low-pass: a Gram matrix far
+    # from well conditioned), a partial last frame (or a clip shorter than one frame),
+    # estimates that leak each other, and one estimate silent for a stretch
+    rate, n = 44100, round(seconds * 44100)
+    rng = np.random.default_rng(7)
+    t = np.arange(n) / rate
+    tones = [
+        [np.sin(2 * np.pi * 110 * (s + 1) * t + c) + 0.05 * rng.standard_normal(n) for c in (0, 1)]
+        for s in range(3)
+    ]
+    refs = lfilter([1.0], [1.0, -0.9], np.array(tones), axis=2).transpose(0, 2, 1)
+    ests = refs + 0.2 * rng.standard_normal(refs.shape) + 0.3 * np.roll(refs, 1, axis=0)
+    ests[2, rate : 2 * rate] = 0.0
+    # When both score them on 1 s frames
+    expected = museval.metrics.bss_eval(refs, ests, window=rate, hop=rate)
+    ours = bsseval.bss_eval(refs, ests, window=rate)
+    # Then every frame's four ratios agree (the silent stretch NaN in both)
+    for theirs, mine in zip(expected[:4], (ours.sdr, ours.isr, ours.sir, ours.sar), strict=True):
+        assert mine.shape == theirs.shape == (3, max(n // rate, 1))
+        assert_allclose(mine, theirs, atol=1e-6, equal_nan=True)
+    assert np.isnan(ours.sdr).all(axis=0).tolist() == [False, True][: ours.sdr.shape[1]]
+
+
 def test_stems_a_model_lacks_are_sums_or_left_out() -> None:
     # Given a dataset of vocals and instrumental, a model of four sources
     pairings, left_out = pair_stems(

@@ -1,9 +1,10 @@
 """Separation quality metrics on NumPy arrays (no torch).
 
-* **BSSEval v4** (SDR, SIR, ISR, SAR) as SiSEC 2018 reports it, through ``museval``:
-  distortion filters fitted on the whole track, the ratios on 1 s frames without
-  overlap; a track's value is the median over its frames (frames where a reference or
-  estimate is silent are NaN and left out), a model's the median over tracks.
+* **BSSEval v4** (SDR, SIR, ISR, SAR) as SiSEC 2018 reports it, museval's equations
+  arranged for long tracks (:mod:`bridge.evaluate.bsseval`): distortion filters fitted on
+  the whole track, the ratios on 1 s frames without overlap; a track's value is the
+  median over its frames (frames where a reference or estimate is silent are NaN and left
+  out), a model's the median over tracks.
 * **uSDR**, the per-song "SDR" of the MDX challenges and the MVSEP leaderboard:
   ``10·log10(Σ ref² / Σ (ref - est)²)`` over the whole track and every channel, with
   the MDX scorer's 1e-7 added to both sums.
@@ -16,9 +17,7 @@ Arrays are ``(frames, channels)`` per stem, or ``(stems, frames, channels)`` for
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 
 import numpy as np
 import numpy.typing as npt
@@ -33,8 +32,6 @@ METRICS = ("SDR", "SIR", "ISR", "SAR", "uSDR", "SI-SDR")
 MDX_DELTA = 1e-7
 
 Audio = npt.NDArray[np.floating]
-
-log = logging.getLogger(__name__)
 
 
 def usdr(reference: Audio, estimate: Audio) -> float:
@@ -64,37 +61,24 @@ def si_sdr(reference: Audio, estimate: Audio) -> float:
     return 10 * math.log10(signal / rest)
 
 
-def bss_eval_v4(
-    references: Audio, estimates: Audio, *, sample_rate: int
-) -> dict[str, Audio] | None:
-    """BSSEval v4 of a set of stems on 1 s frames.
+def bss_eval_v4(references: Audio, estimates: Audio, *, sample_rate: int) -> dict[str, Audio]:
+    """BSSEval v4 of a set of stems on 1 s frames (:mod:`bridge.evaluate.bsseval`).
 
     Args:
         references: ``(stems, frames, channels)``: the true stems, scored together (each
-            one's interference is measured against the others).
+            one's interference is measured against the others); none silent.
         estimates: The same shape: the estimate of each reference, in order.
         sample_rate: Of both.
 
     Returns:
         ``SDR``, ``ISR``, ``SIR``, ``SAR``: each ``(stems, frames)`` in dB, NaN where a
-        frame of a reference or estimate is silent; ``None`` when the references are so
-        degenerate (a silent stem, channels that are exact copies) that BSSEval's
-        distortion filters have no solution.
+        frame of a reference or estimate is silent.
     """
-    import museval
+    from bridge.evaluate import bsseval
 
     frame = round(FRAME_SECONDS * sample_rate)
-    try:
-        with warnings.catch_warnings():
-            # Silent frames divide by zero inside museval; they come back as NaN, as meant.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            values = museval.evaluate(references, estimates, win=frame, hop=frame, mode="v4")
-    except (np.linalg.LinAlgError, AttributeError) as exc:
-        # A singular system: museval 0.4.1's fallback for it names numpy.linalg.linalg,
-        # which NumPy 2 removed (AttributeError); on older NumPy it has no solution either.
-        log.warning("BSSEval cannot score these references (%s); its metrics are left out", exc)
-        return None
-    return {name: np.asarray(value) for name, value in zip(BSS_METRICS, values, strict=True)}
+    ratios = bsseval.bss_eval(references, estimates, window=frame)
+    return {"SDR": ratios.sdr, "ISR": ratios.isr, "SIR": ratios.sir, "SAR": ratios.sar}
 
 
 def frame_median(values: Audio) -> float | None:

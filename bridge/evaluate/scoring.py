@@ -150,8 +150,8 @@ def score_track(
             Score(track, model, pairing.stem, "SI-SDR", _finite(metrics.si_sdr(ref, est)))
         )
     for group in bss_sets(pairings):
-        # A silent reference makes every frame of its set NaN and the filters singular:
-        # its BSSEval metrics are undefined, and it is scored without it.
+        # A silent reference makes every frame of its set NaN: its BSSEval metrics are
+        # undefined, and the set is scored without it.
         audible = [p for p in group if np.any(total(references, p.references))]
         members = list(audible)
         if len(members) == 1:
