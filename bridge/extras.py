@@ -12,6 +12,7 @@ dashboard  Starlette, uvicorn                    ``serve``'s web dashboard (with
 studio     Dramatiq, Redis                       ``--broker``, ``worker``, ``workers``
 onnx       onnxruntime                           UVR's MDX-Net models (``.onnx`` files)
 evaluate   museval, musdb, stempeg, matplotlib   ``evaluate``: BSSEval, MUSDB18, the plots
+diffq      diffq                                 demucs' quantized models (``mdx_q``...)
 all        every extra above                     ``pip install 'stembridge[all]'``
 =========  ====================================  ========================================
 
@@ -58,6 +59,7 @@ EXTRAS: dict[str, Extra] = {
         ("museval", "musdb", "stempeg", "matplotlib"),
         ("museval", "musdb", "stempeg", "matplotlib"),
     ),
+    "diffq": Extra("diffq", ("diffq",), ("diffq",)),
 }
 
 

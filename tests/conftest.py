@@ -24,6 +24,8 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # demucs' legacy checkpoint site, tried when the hub fails: a port that refuses at once.
+    monkeypatch.setenv("STEMBRIDGE_DEMUCS_URL", "http://127.0.0.1:1/demucs/")
     monkeypatch.delenv("STEMBRIDGE_MODEL_DIR", raising=False)
     monkeypatch.delenv("STEMBRIDGE_OFFLINE", raising=False)
 

@@ -26,6 +26,7 @@ ALL_EXTRAS = (
     "musdb",
     "stempeg",
     "matplotlib",
+    "diffq",
 )
 
 LAUNCHER = """\

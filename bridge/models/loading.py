@@ -5,6 +5,11 @@ and only the demucs network classes and ``Fraction`` allowed as globals, after
 their checksum is verified. ``.safetensors`` files hold tensors only; the class
 named in their metadata must be one of the same demucs classes (demucs' own
 loader would import any module a file names).
+
+DiffQ-quantized networks (``mdx_q``, ``mdx_extra_q``) are dequantized on load with the
+``diffq`` package (the ``diffq`` extra), as demucs does: their pickles may name DiffQ's
+two quantizer classes besides, and nothing else; without ``diffq`` they are refused
+with the command that installs it. A network a bag lists twice is loaded once.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from demucs.hdemucs import HDemucs
 from demucs.htdemucs import HTDemucs
 from demucs.states import load_model
 
+from bridge import extras
 from bridge.errors import ModelCorrupt
+from bridge.models.catalog import DEMUCS_SIGNATURES, ModelSpec
 from bridge.models.weights import (
     WeightFiles,
     read_safetensors_metadata,
@@ -37,6 +44,8 @@ log = logging.getLogger(__name__)
 _CLASSES: dict[str, type[torch.nn.Module]] = {
     f"{klass.__module__}.{klass.__qualname__}": klass for klass in (HTDemucs, HDemucs, Demucs)
 }
+#: The quantizers demucs saves quantized networks with (``demucs.states.get_quantizer``).
+_QUANTIZERS = ("diffq.diffq.DiffQuantizer", "diffq.uniform.UniformQuantizer")
 
 
 def load_bag(files: WeightFiles) -> BagOfModels:
@@ -44,19 +53,33 @@ def load_bag(files: WeightFiles) -> BagOfModels:
 
     Raises:
         ModelCorrupt: A file is damaged, names a forbidden class, or does not match
-            the model (other sources, other networks).
+            the model (other sources, other networks, a network its bag file names that
+            is not the model's).
+        MissingExtra: A network is DiffQ-quantized and ``diffq`` is not installed.
     """
     spec = files.spec
     definition = _read_bag_definition(files)
     signatures = [str(sig) for sig in definition.get("models", [])]
     if signatures != list(spec.signatures):
         where = files.bag_file or "demucs' bundled bag file"
+        unknown = [sig for sig in signatures if sig not in spec.signatures]
+        if unknown:
+            raise ModelCorrupt(
+                f"{where}: names network {unknown[0]}, which is none of {spec.name}'s "
+                f"({', '.join(dict.fromkeys(spec.signatures))}) and is not installed; use "
+                f"the official {spec.bag_file}, or delete it to use demucs' own copy",
+                path=files.bag_file,
+            )
         raise ModelCorrupt(
             f"{where}: lists networks {signatures}, but {spec.name} is made of "
             f"{list(spec.signatures)}; use the official {spec.bag_file}",
             path=files.bag_file,
         )
-    networks = [load_network(path) for path in files.networks]
+    loaded: dict[Path, Model] = {}
+    for path in files.networks:
+        if path not in loaded:
+            loaded[path] = load_network(path)
+    networks = [loaded[path] for path in files.networks]
     for path, network in zip(files.networks, networks, strict=True):
         if list(network.sources) != list(spec.sources):
             raise ModelCorrupt(
@@ -81,17 +104,15 @@ def load_network(path: Path) -> Model:
     """Load one demucs network from a ``.th`` or ``.safetensors`` file.
 
     Raises:
-        ModelCorrupt: The file is damaged, fails its checksum, or is not a demucs network.
+        ModelCorrupt: The file is damaged, fails its checksum, is not a demucs network, or
+            holds weights of other shapes than the network it describes.
+        MissingExtra: The network is DiffQ-quantized and ``diffq`` is not installed.
     """
     package = _read_checkpoint(path) if path.suffix == ".th" else _read_safetensors(path)
-    if isinstance(package.get("state"), dict) and package["state"].get("__quantized"):
-        raise ModelCorrupt(
-            f"{path}: quantized (diffq) networks are not supported; use an htdemucs model",
-            path=path,
-        )
     try:
+        # Quantized states are dequantized here, by diffq.restore_quantized_state.
         network: Model = load_model(package)
-    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+    except (RuntimeError, TypeError, ValueError, KeyError, IndexError, AssertionError) as exc:
         raise ModelCorrupt(
             f"{path}: the weights do not fit the network they describe ({exc}); "
             "download the file again",
@@ -101,10 +122,31 @@ def load_network(path: Path) -> Model:
     return network
 
 
+def _quantizer_classes(path: Path) -> list[type]:
+    """DiffQ's quantizer classes, which a quantized network's file names.
+
+    Raises:
+        MissingExtra: ``diffq`` cannot be imported; the message names ``path``.
+    """
+    extras.require(
+        "diffq",
+        needed_by=f"{path}: a DiffQ-quantized network",
+        otherwise="or use the model it was quantized from (mdx for mdx_q, mdx_extra for "
+        "mdx_extra_q)",
+    )
+    from diffq import DiffQuantizer, UniformQuantizer
+
+    return [DiffQuantizer, UniformQuantizer]
+
+
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     verify_checkpoint(path)
+    allowed: list[Any] = [*_CLASSES.values(), Fraction]
     try:
-        with torch.serialization.safe_globals([*_CLASSES.values(), Fraction]):
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        if any(name in _QUANTIZERS for name in named):
+            allowed += _quantizer_classes(path)
+        with torch.serialization.safe_globals(allowed):
             package = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
         raise ModelCorrupt(
@@ -123,21 +165,44 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     metadata = read_safetensors_metadata(path)
-    if "structure" in metadata:
-        raise ModelCorrupt(
-            f"{path}: quantized (diffq) networks are not supported; use an htdemucs model",
-            path=path,
-        )
     try:
-        state = load_file(str(path))
+        state: dict[str, Any] = load_file(str(path))
+        if "structure" in metadata:
+            quantizers = {
+                f"{klass.__module__}.{klass.__qualname__}": klass
+                for klass in _quantizer_classes(path)
+            }
+            state = _unflatten(state, json.loads(metadata["structure"]), quantizers, path)
         args = _decode(json.loads(metadata["args"]))
         kwargs = _decode(json.loads(metadata["kwargs"]))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelCorrupt(
             f"{path}: not a readable demucs safetensors file ({exc}); download it again",
             path=path,
         ) from exc
     return {"klass": _CLASSES[metadata["klass"]], "args": args, "kwargs": kwargs, "state": state}
+
+
+def _unflatten(tensors: dict[str, Any], node: Any, classes: dict[str, type], path: Path) -> Any:
+    """A quantized state back from its flat tensors and the JSON ``structure`` (the
+    inverse of demucs' ``tools/export_hf.py``), importing no class but ``classes``."""
+    if not isinstance(node, dict):
+        return node
+    if "_tensor" in node:
+        return tensors[node["_tensor"]]
+    if "_dict" in node:
+        return {key: _unflatten(tensors, item, classes, path) for key, item in node["_dict"]}
+    if "_list" in node:
+        return [_unflatten(tensors, item, classes, path) for item in node["_list"]]
+    if "_tuple" in node:
+        return tuple(_unflatten(tensors, item, classes, path) for item in node["_tuple"])
+    if node.get("_class") in classes:
+        return classes[node["_class"]]
+    raise ModelCorrupt(
+        f"{path}: its state names {node.get('_class') or node!r}; only "
+        f"{', '.join(classes)} are loaded; use the official file",
+        path=path,
+    )
 
 
 def _decode(value: Any) -> Any:
@@ -152,6 +217,8 @@ def _decode(value: Any) -> Any:
 
 
 def _read_bag_definition(files: WeightFiles) -> dict[str, Any]:
+    if files.bag_file is None and files.spec.name in DEMUCS_SIGNATURES:
+        return _single_network(files.spec)
     try:
         if files.bag_file is not None:
             text = files.bag_file.read_text()
@@ -170,3 +237,9 @@ def _read_bag_definition(files: WeightFiles) -> dict[str, Any]:
             path=files.bag_file,
         )
     return definition
+
+
+def _single_network(spec: ModelSpec) -> dict[str, Any]:
+    """A signature alone, as ``demucs -n <signature>`` runs it: no weights, and the
+    network's own segment (not the bag's)."""
+    return {"models": list(spec.signatures)}

@@ -42,8 +42,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import struct
+import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -466,6 +469,8 @@ def download_url(url: str, target: Path, *, timeout_seconds: float = 60.0) -> No
 
 
 def _download_files(spec: ModelSpec, fetch: Fetch) -> ModelFiles:
+    if spec.archive is not None:
+        return _download_archive(spec, fetch)
     target = install_folder()
     target.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -479,6 +484,79 @@ def _download_files(spec: ModelSpec, fetch: Fetch) -> ModelFiles:
             _check_sha256(final, file.sha256)
         paths.append(final)
     return ModelFiles(spec, f"downloaded into {target}", tuple(paths))
+
+
+def _download_archive(spec: ModelSpec, fetch: Fetch) -> ModelFiles:
+    """A model published as one archive (Spleeter's release folders), as spleeter's
+    ``GithubModelProvider`` fetches it: the checksum index, then the archive, checked
+    against its published sha256, its files unpacked under their catalog names.
+
+    Raises:
+        HubUnreachable: The host takes no connection.
+        urllib.error.URLError: A file could not be fetched.
+        ModelCorrupt: No published checksum, a checksum mismatch, or an archive that is
+            not one or lacks a file.
+    """
+    archive = spec.archive
+    if archive is None:
+        raise ValueError(f"{spec.name} is not published as an archive")
+    target = install_folder()
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".stembridge-", dir=target) as scratch:
+        index = Path(scratch) / "checksums.json"
+        _fetch_first([archive.checksums], index, fetch)
+        try:
+            expected = str(json.loads(index.read_text(encoding="utf-8"))[archive.key])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelCorrupt(
+                f"{archive.checksums}: no checksum for {archive.key} ({exc}); the release "
+                "moved or the download was damaged: run again, or install the folder by hand",
+                path=index,
+            ) from exc
+        packed = Path(scratch) / Path(urlsplit(archive.url).path).name
+        _fetch_first([archive.url], packed, fetch)
+        _check_sha256(packed, expected)
+        unpacked = _unpack(packed, spec, Path(scratch) / "unpacked")
+        paths = []
+        for file, source in zip(spec.files, unpacked, strict=True):
+            final = target / file.name
+            final.parent.mkdir(parents=True, exist_ok=True)
+            atomic.copy_file(source, final, link=True)
+            paths.append(final)
+    log.info("downloaded %s from %s into %s", spec.name, archive.url, target)
+    return ModelFiles(spec, f"downloaded into {target}", tuple(paths))
+
+
+def _unpack(packed: Path, spec: ModelSpec, folder: Path) -> list[Path]:
+    """The archive's members named like the model's files (by base name, wherever they
+    lie in it), written into ``folder``; nothing else is extracted.
+
+    Raises:
+        ModelCorrupt: Not a readable archive, or a file is not in it.
+    """
+    wanted = {Path(file.name).name: folder / Path(file.name).name for file in spec.files}
+    folder.mkdir()
+    try:
+        with tarfile.open(packed, "r:*") as tar:
+            for member in tar:
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in wanted:
+                    source = tar.extractfile(member)
+                    if source is not None:
+                        with source, open(wanted[name], "wb") as out:
+                            shutil.copyfileobj(source, out, 1 << 20)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ModelCorrupt(
+            f"{packed.name}: not a readable archive ({exc}); download it again", path=packed
+        ) from exc
+    lacking = [name for name, path in wanted.items() if not path.is_file()]
+    if lacking:
+        raise ModelCorrupt(
+            f"{packed.name}: lacks {', '.join(lacking)}; the release is not the model's "
+            "official archive: install the folder by hand",
+            path=packed,
+        )
+    return list(wanted.values())
 
 
 def _fetch_first(urls: Sequence[str], target: Path, fetch: Fetch) -> None:
@@ -708,7 +786,10 @@ def install_from(
     installed: list[WeightFiles | ModelFiles] = []
     for one in found:
         if isinstance(one, ModelFiles):
-            copies = tuple(_copy(path, target) for path in one.paths)
+            # A catalog file keeps its place under the folder (Spleeter's <release>/...).
+            placed = [None if one.spec.local else f.name for f in one.spec.files]
+            pairs = zip(one.paths, placed, strict=True)
+            copies = tuple(_copy(path, target, name) for path, name in pairs)
             installed.append(ModelFiles(one.spec, str(target), copies))
         else:
             for network in one.networks:
@@ -748,7 +829,8 @@ def _expected(spec: ModelSpec) -> str:
     return " + ".join(Path(file.name).name for file in spec.files)
 
 
-def _copy(path: Path, folder: Path) -> Path:
-    final = folder / path.name
+def _copy(path: Path, folder: Path, name: str | None = None) -> Path:
+    final = folder / (path.name if name is None else name)
+    final.parent.mkdir(parents=True, exist_ok=True)
     atomic.copy_file(path, final)
     return final
