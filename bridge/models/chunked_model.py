@@ -37,6 +37,7 @@ from bridge.errors import ModelCorrupt, SettingsError
 from bridge.models.catalog import ModelSpec
 from bridge.models.chunked import ChunkedSeparation
 from bridge.models.chunks import ChunkPlan, padded_plan, tail_aligned_plan
+from bridge.models.compiled import compiled_networks
 from bridge.models.groups import ChannelGroup, MixStats
 from bridge.models.runner import TorchRunner, check_precision, default_batch_size, resolve_device
 from bridge.models.weights import Fetch, ModelFiles, locate_files
@@ -180,7 +181,7 @@ class ChunkedModel:
         Raises:
             JobCancelled: ``cancel`` was set.
         """
-        return self._separation.separate(
+        stream = self._separation.separate(
             blocks,
             length=length,
             groups=groups,
@@ -189,6 +190,18 @@ class ChunkedModel:
             on_progress=on_progress,
             cancel=cancel,
         )
+        if isinstance(self._network, _OpenUnmix):
+            # Its chunks are a minute long: handed on whole, each stage after the model
+            # would hold copies of a minute of every stem.
+            return _in_pieces(stream, frames=self.samplerate)
+        return stream
+
+
+def _in_pieces(stream: Iterator[np.ndarray], *, frames: int) -> Iterator[np.ndarray]:
+    """The blocks of ``stream`` cut into blocks of at most ``frames`` frames (views)."""
+    for block in stream:
+        for first in range(0, block.shape[-1], frames):
+            yield block[..., first : first + frames]
 
 
 class _Network(Protocol):
@@ -241,7 +254,9 @@ class _Msst:
         self.outputs = stems[:1] if single else stems
         self.complement = stems[1] if single else None
         self.device = device
-        self._runner = TorchRunner([network], device=device, precision=settings.precision)
+        self._runner = TorchRunner(
+            compiled_networks([network], settings), device=device, precision=settings.precision
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._runner(0, batch)
@@ -309,6 +324,7 @@ class _OpenUnmix:
         from bridge.models.families import openunmix
 
         iterations = settings.wiener_iterations
+        self._grid = openunmix.STFTS[files.spec.name].hop * openunmix.WIENER_FRAMES
         self._separator = openunmix.load_separator(
             files.paths,
             stft=openunmix.STFTS[files.spec.name],
@@ -331,7 +347,7 @@ class _OpenUnmix:
             self.samplerate, segment_seconds=settings.segment_seconds
         )
         fade = self._openunmix.fade_frames(chunk, overlap=settings.overlap)
-        return self._openunmix.crossfade_plan(length, chunk=chunk, fade=fade)
+        return self._openunmix.crossfade_plan(length, chunk=chunk, fade=fade, grid=self._grid)
 
 
 def _windows(overlap: float) -> int:

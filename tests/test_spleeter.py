@@ -1,0 +1,266 @@
+"""Spleeter end to end: random-init models written as real TensorFlow checkpoints by
+spleeter's own graph code (in the spleeter venv, ``tests/references/spleeter_env.sh``),
+separated by ``stembridge separate`` without TensorFlow into the stems spleeter's own
+``Separator`` gives on the same checkpoint and mix; the bad folders; and peak memory
+that does not grow with the file.
+
+The tolerance: TensorFlow's float32 STFT, U-Nets and inverse STFT against torch's on
+the same weights differ by rounding only. Measured on 2026-12-01 (2-core CPU, noise and
+tones at 0.3 RMS): at most 4.4e-6 of the mix's peak over 14 s of 4stems, 5stems-16kHz and
+mono 2stems. ``TOLERANCE`` (2e-5 of the peak, -94 dB) leaves a factor 4 above that; a
+wrong mask, window, cut-off or segment boundary gives errors of 1e-2 and more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_family_memory import write_clip
+
+from bridge.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+
+from signals import music, write_audio
+
+RATE = 44100
+TOLERANCE = 2e-5
+#: Narrow U-Nets (spleeter's are 16 to 512 filters wide): same graph, fast to run.
+FILTERS = [4, 8, 8, 8, 8, 8]
+REFERENCES = Path(__file__).parent / "references"
+# Read before any test's isolated HOME: the venv is cached across runs.
+VENV = Path(
+    os.environ.get("STEMBRIDGE_SPLEETER_VENV")
+    or os.path.expanduser("~/.cache/stembridge-ci/spleeter-venv")
+)
+
+
+def spleeter_python() -> str:
+    """The spleeter venv's python, made by spleeter_env.sh if needed (cached by its
+    requirements' hash). Fails in CI, where .ci/run has made it; skips loudly elsewhere."""
+    try:
+        made = subprocess.run(
+            ["bash", str(REFERENCES / "spleeter_env.sh"), str(VENV)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        made = subprocess.CompletedProcess([], 1, "", str(exc))
+    if made.returncode == 0:
+        return made.stdout.strip().splitlines()[-1]
+    why = made.stderr.strip().splitlines()[-1:] or ["no output"]
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide the spleeter venv (tests/references/spleeter_env.sh): {why}")
+    pytest.skip(f"THE SPLEETER REFERENCE VENV CANNOT BE MADE ({why[0]}): Spleeter parity untested")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Models written by spleeter's graph code, mixes, and spleeter's stems of them."""
+
+    models: Path
+    mono_model: Path
+    mixes: dict[str, np.ndarray]
+    stems: dict[str, dict[str, np.ndarray]]
+
+
+#: What the parity tests separate: (model, mix) -> the mix's ``(frames, channels)``.
+CASES = {
+    # two segments (11.9 s each), the second cut short
+    "4stems": lambda: music(14 * RATE + 123, seed=1),
+    # the softmax U-Net and the 16 kHz cut-off, one segment
+    "5stems-16kHz": lambda: music(3 * RATE, seed=2),
+    # LeakyReLU/ReLU U-Nets; mono is doubled and averaged back
+    "2stems": lambda: music(5 * RATE, 1, seed=3),
+}
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    python = spleeter_python()
+    work = tmp_path_factory.mktemp("spleeter")
+    models = work / "models"
+    mono_model = work / "mono" / "2stems"
+    written = [
+        {"config": name, "folder": str(models / name), "seed": seed, "filters": FILTERS}
+        for seed, name in enumerate(("2stems", "4stems", "5stems"))
+    ]
+    # A model for one channel: a checkpoint whose first layer does not fit the release's.
+    written.append(
+        {"config": "2stems", "folder": str(mono_model), "filters": FILTERS, "channels": 1}
+    )
+    mixes = {name: make() for name, make in CASES.items()}
+    separations = []
+    for name, mix in mixes.items():
+        np.save(work / f"{name}.npy", mix)
+        folder = models / name.split("-")[0]
+        separations.append(
+            {
+                "config": name,
+                "folder": str(folder),
+                "filters": FILTERS,
+                "input": str(work / f"{name}.npy"),
+                "output": str(work / f"{name}.npz"),
+            }
+        )
+    jobs = work / "jobs.json"
+    jobs.write_text(json.dumps({"models": written, "separations": separations}))
+    run = subprocess.run(
+        [python, str(REFERENCES / "spleeter_reference.py"), str(jobs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    stems = {}
+    for name in mixes:
+        with np.load(work / f"{name}.npz") as saved:
+            stems[name] = {stem: saved[stem] for stem in saved.files}
+    return Reference(models, mono_model, mixes, stems)
+
+
+@pytest.fixture
+def installed(reference: Reference, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``STEMBRIDGE_MODEL_DIR`` holding the release folders, as spleeter's
+    ``pretrained_models/`` does."""
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(reference.models))
+    monkeypatch.setenv("STEMBRIDGE_OFFLINE", "1")
+    return reference.models
+
+
+def separate(tmp_path: Path, model: str, mix: np.ndarray, *flags: str) -> dict[str, np.ndarray]:
+    """``stembridge separate`` of ``mix`` into float WAV; the stems by name."""
+    source = write_audio(tmp_path / "mix.wav", mix, RATE, "FLOAT")
+    out = tmp_path / "out"
+    args = ["separate", str(source), "--model", model, "-o", str(out), "--no-pictures"]
+    assert main([*args, "--bit-depth", "32", *flags]) == EXIT_OK
+    manifest = json.loads((out / "mix" / "manifest.json").read_text())
+    return {
+        stem["name"]: sf.read(str(out / "mix" / stem["path"]), dtype="float32", always_2d=True)[0]
+        for stem in manifest["stems"]
+    }
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_release_folder_separates_as_spleeter_does(
+    reference: Reference, installed: Path, tmp_path: Path, name: str
+) -> None:
+    # Given a checkpoint spleeter wrote and the stems its Separator made of a mix
+    mix, expected = reference.mixes[name], reference.stems[name]
+    # When StemBridge separates the same mix with it (the model's raw output)
+    stems = separate(tmp_path, f"spleeter:{name}", mix, "--no-exact-sum")
+    # Then every stem is spleeter's, sample for sample, at the input's length and channels
+    assert list(stems) == list(expected)
+    peak = float(np.abs(mix).max())
+    for stem, theirs in expected.items():
+        if mix.shape[1] == 1:
+            theirs = theirs.mean(axis=1, keepdims=True)
+        assert stems[stem].shape == mix.shape
+        np.testing.assert_allclose(stems[stem], theirs, atol=TOLERANCE * peak, rtol=0)
+
+
+def test_stems_add_up_to_the_mix_and_keep_its_length(
+    reference: Reference, installed: Path, tmp_path: Path
+) -> None:
+    # Given a mix that ends inside a segment
+    mix = reference.mixes["4stems"]
+    # When it is separated with exact-sum (the default)
+    stems = separate(tmp_path, "spleeter:4stems", mix)
+    # Then the stems have its length and add back to it
+    total = sum(stems.values())
+    assert all(stem.shape == mix.shape for stem in stems.values())
+    assert np.abs(total - mix).max() < 1e-5
+    manifest = json.loads((tmp_path / "out" / "mix" / "manifest.json").read_text())
+    assert manifest["effects"]["stems_add_up"] is True
+
+
+def refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], *flags: str) -> tuple[int, str]:
+    source = write_audio(tmp_path / "mix.wav", music(RATE))
+    code = main(["separate", str(source), "-o", str(tmp_path / "out"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+    return code, " ".join(err.split())
+
+
+def test_bad_release_folders_are_refused_with_the_file_and_the_fix(
+    reference: Reference,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    models = tmp_path / "models"
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(models))
+    monkeypatch.setenv("STEMBRIDGE_OFFLINE", "1")
+    # A folder missing a checkpoint file
+    shutil.copytree(reference.models / "4stems", models / "4stems")
+    (models / "4stems" / "model.index").unlink()
+    code, err = refused(tmp_path, capsys, "--model", "spleeter:4stems")
+    assert code == EXIT_MODEL
+    assert str(models) in err and "lacks model.index" in err and "4stems.tar.gz" in err
+    # A 2stems checkpoint where 4stems should be
+    shutil.rmtree(models / "4stems")
+    shutil.copytree(reference.models / "2stems", models / "4stems")
+    code, err = refused(tmp_path, capsys, "--model", "spleeter:4stems")
+    assert code == EXIT_MODEL
+    assert str(models / "4stems" / "model.index") in err
+    assert "holds 2 instruments' U-Nets (the 2stems release)" in err
+    assert "spleeter:4stems needs 4" in err and "put the 4stems release folder there" in err
+    # A checkpoint whose shapes are not the model's (a U-Net for one channel)
+    shutil.copytree(reference.mono_model, models / "2stems")
+    code, err = refused(tmp_path, capsys, "--model", "spleeter:2stems")
+    assert code == EXIT_MODEL and str(models / "2stems" / "model.index") in err
+    assert "conv2d/kernel has shape [5, 5, 1, 4]" in err and "needs [5, 5, 2, 4]" in err
+    # A data file cut short
+    shutil.rmtree(models / "4stems")
+    shutil.copytree(reference.models / "4stems", models / "4stems")
+    data = models / "4stems" / "model.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:1000])
+    code, err = refused(tmp_path, capsys, "--model", "spleeter:4stems")
+    assert code == EXIT_MODEL and str(data) in err and "cut short" in err
+    # Spleeter's segments take no --overlap or --segment
+    shutil.rmtree(models / "2stems")
+    shutil.copytree(reference.models / "2stems", models / "2stems")
+    code, err = refused(tmp_path, capsys, "--model", "spleeter:2stems", "--overlap", "0.5")
+    assert code == EXIT_USAGE and "leave --overlap out" in err
+
+
+def peak_rss(source: Path, out: Path, model: str, env: dict[str, str]) -> int:
+    """Bytes at the peak of a ``stembridge separate`` process."""
+    args = [sys.executable, "-m", "bridge", "separate", str(source), "-o", str(out)]
+    child = subprocess.Popen(
+        [*args, "--model", model, "--no-pictures", "--overwrite"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    assert child.stderr is not None
+    error = child.stderr.read().decode(errors="replace")
+    child.stderr.close()
+    assert os.waitstatus_to_exitcode(status) == 0, error
+    return usage.ru_maxrss * 1024
+
+
+def test_ten_minutes_peak_within_15_percent_of_one(
+    reference: Reference, installed: Path, tmp_path: Path
+) -> None:
+    # Given 1 and 10 minutes of audio
+    clips = {m: write_clip(tmp_path / f"{m}min.wav", m) for m in (1, 10)}
+    # When each is separated by 2stems in a process of its own
+    env = dict(os.environ)
+    short, long = (
+        peak_rss(clips[m], tmp_path / f"out{m}", "spleeter:2stems", env) for m in (1, 10)
+    )
+    # Then the longer file's peak is within 15% of the shorter one's
+    assert long <= short * 1.15, (short / 2**20, long / 2**20)
