@@ -130,11 +130,11 @@ class SeparationSettings:
     ) = None
     device: Annotated[
         str,
-        Meta(pattern=r"^(auto|cpu|cuda|cuda:[0-9]+)\Z"),
+        Meta(pattern=r"^(auto|cpu|cuda|cuda:[0-9]+|mps)\Z"),
         Setting(
             flag="--device",
-            help="where the model runs",
-            allowed="auto, cpu, cuda or cuda:N (N = GPU index, e.g. cuda:0)",
+            help="where the model runs (auto: CUDA, then Apple's MPS, then the CPU)",
+            allowed="auto, cpu, cuda or cuda:N (N = GPU index, e.g. cuda:0), or mps (Apple GPUs)",
         ),
     ] = "auto"
     shifts: Annotated[

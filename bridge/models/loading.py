@@ -31,7 +31,7 @@ from demucs.htdemucs import HTDemucs
 from demucs.states import load_model
 
 from bridge import extras
-from bridge.errors import ModelCorrupt
+from bridge.errors import ModelCorrupt, ModelError
 from bridge.models.catalog import DEMUCS_SIGNATURES, ModelSpec
 from bridge.models.weights import (
     WeightFiles,
@@ -139,8 +139,29 @@ def _quantizer_classes(path: Path) -> list[type]:
     return [DiffQuantizer, UniformQuantizer]
 
 
+#: The first torch with ``torch.serialization.safe_globals`` (pyproject.toml's floor).
+SAFE_LOADING_TORCH = "2.5"
+
+
+def require_safe_loading(path: Path, serialization: Any = torch.serialization) -> None:
+    """Refuse to open a pickled checkpoint with a torch that cannot allow-list its classes.
+
+    Raises:
+        ModelError: This torch predates ``safe_globals``; the message says which to install.
+    """
+    if not hasattr(serialization, "safe_globals") or not hasattr(
+        serialization, "get_unsafe_globals_in_checkpoint"
+    ):
+        raise ModelError(
+            f"{path}: torch {torch.__version__} cannot open this checkpoint safely "
+            f"(torch.serialization.safe_globals needs torch {SAFE_LOADING_TORCH} or later); "
+            f"pip install 'torch>={SAFE_LOADING_TORCH}', or use the model's .safetensors form"
+        )
+
+
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     verify_checkpoint(path)
+    require_safe_loading(path)
     allowed: list[Any] = [*_CLASSES.values(), Fraction]
     try:
         named = torch.serialization.get_unsafe_globals_in_checkpoint(path)

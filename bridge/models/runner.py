@@ -1,4 +1,10 @@
-"""Where and how the networks run: device choice, batch size, precision, transfers."""
+"""Where and how the networks run: device choice, batch size, precision, transfers.
+
+Devices: CUDA, Apple's MPS (Metal) and the CPU; ``auto`` takes the first of them this
+machine has. On MPS the networks run in fp32, and the STFTs around them on the CPU
+(:func:`fft_device`), as demucs does for its own: MPS lacks complex FFT kernels on many
+macOS and torch versions.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import ctypes.util
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,17 +26,71 @@ log = logging.getLogger(__name__)
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_device(name: str) -> torch.device:
-    """The torch device for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+@dataclass(frozen=True)
+class Accelerators:
+    """What this machine offers torch (tests pass their own).
+
+    Attributes:
+        cuda_count: CUDA GPUs (0: none, or a CPU-only torch).
+        mps: Whether Apple's Metal (MPS) backend is usable.
+        mps_built: Whether this torch was built with MPS at all (for the message).
+        mps_memory_bytes: The MPS device's recommended working set (0: unknown).
+        cuda_memory_bytes: Each CUDA GPU's memory, by index.
+    """
+
+    cuda_count: int = 0
+    mps: bool = False
+    mps_built: bool = False
+    mps_memory_bytes: int = 0
+    cuda_memory_bytes: tuple[int, ...] = ()
+
+    @classmethod
+    def probe(cls) -> Accelerators:
+        """Ask torch (CUDA is initialised only where it is available)."""
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        mps_backend = getattr(torch.backends, "mps", None)
+        mps = bool(mps_backend and mps_backend.is_available())
+        recommended = getattr(getattr(torch, "mps", None), "recommended_max_memory", None)
+        return cls(
+            cuda_count=count,
+            mps=mps,
+            mps_built=bool(mps_backend and mps_backend.is_built()),
+            mps_memory_bytes=int(recommended()) if mps and recommended is not None else 0,
+            cuda_memory_bytes=tuple(
+                torch.cuda.get_device_properties(i).total_memory for i in range(count)
+            ),
+        )
+
+
+def resolve_device(name: str, *, accelerators: Accelerators | None = None) -> torch.device:
+    """The torch device for ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    ``auto`` is CUDA when there is a GPU, then MPS (Apple silicon), then the CPU.
 
     Raises:
-        DeviceUnavailable: CUDA was asked for and is absent, or the index is too high.
+        DeviceUnavailable: CUDA or MPS was asked for and is absent, or the index is
+            too high.
     """
+    found = Accelerators.probe() if accelerators is None else accelerators
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if found.cuda_count:
+            return torch.device("cuda")
+        return torch.device("mps" if found.mps else "cpu")
     device = torch.device(name)
+    if device.type == "mps" and not found.mps:
+        reason = (
+            "this machine has no Metal GPU, or macOS is older than 12.3"
+            if found.mps_built
+            else f"torch {torch.__version__} was built without it (MPS is on Apple silicon Macs)"
+        )
+        raise DeviceUnavailable(
+            f"device {name}: MPS is not available here ({reason}); use --device cpu or "
+            "--device auto",
+            key="device",
+            value=name,
+        )
     if device.type == "cuda":
-        if not torch.cuda.is_available():
+        if not found.cuda_count:
             raise DeviceUnavailable(
                 f"device {name}: CUDA is not available here (torch {torch.__version__}"
                 f"{', a CPU-only build' if torch.version.cuda is None else ''}); "
@@ -38,38 +99,52 @@ def resolve_device(name: str) -> torch.device:
                 value=name,
             )
         index = device.index or 0
-        if index >= torch.cuda.device_count():
+        if index >= found.cuda_count:
             raise DeviceUnavailable(
-                f"device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
-                f"numbered 0 to {torch.cuda.device_count() - 1}; use one of those",
+                f"device {name}: this machine has {found.cuda_count} GPU(s), "
+                f"numbered 0 to {found.cuda_count - 1}; use one of those",
                 key="device",
                 value=name,
             )
     return device
 
 
-def default_batch_size(device: torch.device) -> int:
+def default_batch_size(device: torch.device, *, accelerators: Accelerators | None = None) -> int:
     """Segments per forward pass when the user does not say.
 
     On a CPU one segment at a time is fastest (batching is memory-bound there); on
-    a GPU, as many as fit comfortably: about one per 4 GiB of memory, up to 16.
+    a GPU, as many as fit comfortably: about one per 4 GiB of memory (a CUDA GPU's
+    total, MPS's recommended working set, which it shares with the system), up to 16.
     """
-    if device.type != "cuda":
+    if device.type not in ("cuda", "mps"):
         return 1
-    total = torch.cuda.get_device_properties(device).total_memory
-    return max(1, min(16, total // (4 << 30)))
+    found = Accelerators.probe() if accelerators is None else accelerators
+    if device.type == "mps":
+        memory = found.mps_memory_bytes
+    else:
+        index = device.index or 0
+        memory = found.cuda_memory_bytes[index] if index < len(found.cuda_memory_bytes) else 0
+    return max(1, min(16, memory // (4 << 30)))
+
+
+def fft_device(device: torch.device) -> torch.device:
+    """Where a network on ``device`` computes its STFTs: the CPU for MPS (as demucs'
+    ``spec.py`` does), the device itself elsewhere."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse half precision where it does not help.
 
     Raises:
-        SettingsError: ``fp16``/``bf16`` on a device other than CUDA.
+        SettingsError: ``fp16``/``bf16`` on a device other than CUDA (on MPS the
+            networks run in fp32: autocast there does not cover their ops).
     """
     if precision != "fp32" and device.type != "cuda":
         raise SettingsError(
             f"precision {precision} needs a CUDA device, and this run uses {device} (half "
-            "precision on a CPU is far slower than fp32); use --precision fp32",
+            "precision on a CPU is far slower than fp32, and MPS runs fp32); use "
+            "--precision fp32",
             key="precision",
             value=precision,
         )
@@ -147,6 +222,8 @@ class TorchRunner:
         tensor = torch.from_numpy(batch)
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            tensor = tensor.to(self.device)
         autocast = (
             torch.autocast("cuda", dtype=_DTYPES[self.precision])
             if self.precision in _DTYPES

@@ -49,6 +49,7 @@ from bridge.models.families.msst_config import (
     load_weights,
     read_config,
 )
+from bridge.models.runner import fft_device
 
 log = logging.getLogger(__name__)
 
@@ -346,8 +347,9 @@ class Mdx23c(nn.Module):
                 f"(samples // {config.hop_length} + 1) must be a multiple of "
                 f"{config.frame_multiple}; cut chunks of {config.chunk_size} samples"
             )
-        window = torch.hann_window(config.n_fft, periodic=True, device=audio.device)
-        spectrum = self._spectrum(audio, window)
+        # The STFTs run where fft_device says (the CPU for MPS); the U-Net on the device.
+        window = torch.hann_window(config.n_fft, periodic=True, device=fft_device(audio.device))
+        spectrum = self._spectrum(audio, window).to(audio.device)
         x = first = self.first_conv(spectrum)
         # The U-Net runs over (frames, bins): the TDF layers are linear across the bins
         x = x.transpose(-1, -2)
@@ -367,7 +369,7 @@ class Mdx23c(nn.Module):
         config = self.config
         batch, channels, samples = audio.shape
         stft = torch.stft(
-            audio.reshape(batch * channels, samples),
+            audio.reshape(batch * channels, samples).to(window.device),
             n_fft=config.n_fft,
             hop_length=config.hop_length,
             window=window,
@@ -387,7 +389,7 @@ class Mdx23c(nn.Module):
         """The network's output spectrogram back to ``(batch, stems, channels, samples)``."""
         config = self.config
         frames = spectrum.shape[-1]
-        parts = spectrum.reshape(-1, 2, config.dim_f, frames)
+        parts = spectrum.reshape(-1, 2, config.dim_f, frames).to(window.device)
         parts = nn.functional.pad(parts, (0, 0, 0, config.n_fft // 2 + 1 - config.dim_f))
         waves = torch.istft(
             torch.complex(parts[:, 0], parts[:, 1]),
@@ -396,7 +398,7 @@ class Mdx23c(nn.Module):
             window=window,
             center=True,
         )
-        return waves.reshape(batch, len(config.stems), config.channels, -1)
+        return waves.reshape(batch, len(config.stems), config.channels, -1).to(spectrum.device)
 
 
 def load_mdx23c(config_path: Path, checkpoint_path: Path) -> Mdx23c:

@@ -49,6 +49,7 @@ from bridge.models.families.msst_config import (
     load_checkpoint,
     load_weights,
 )
+from bridge.models.runner import fft_device
 
 log = logging.getLogger(__name__)
 
@@ -349,12 +350,13 @@ class _BandSplitRoformer(nn.Module):
             )
         batch, channels, samples = audio.shape
         args = self.args
+        signal = audio.reshape(batch * channels, samples).to(fft_device(audio.device))
         spectrum = torch.stft(
-            audio.reshape(batch * channels, samples),
+            signal,
             n_fft=args.stft_n_fft,
             hop_length=args.stft_hop_length,
             win_length=args.stft_win_length,
-            window=self._window(audio),
+            window=self._window(signal),
             normalized=args.stft_normalized,
             return_complex=True,
         )
@@ -362,8 +364,8 @@ class _BandSplitRoformer(nn.Module):
         by_bin = spectrum.view(batch, channels, bins, frames).transpose(1, 2)
         return by_bin.reshape(batch, bins * channels, frames)
 
-    def _window(self, audio: Tensor) -> Tensor:
-        return torch.hann_window(self.args.stft_win_length, device=audio.device, dtype=audio.dtype)
+    def _window(self, like: Tensor) -> Tensor:
+        return torch.hann_window(self.args.stft_win_length, device=like.device, dtype=like.dtype)
 
     def _transform(self, features: Tensor) -> Tensor:
         """Band features (batch, frames, bands, dim) through the axial transformers."""
@@ -377,7 +379,7 @@ class _BandSplitRoformer(nn.Module):
         masks = torch.stack([estimate(x) for estimate in self.mask_estimators], dim=1)
         batch, stems, frames, _ = masks.shape
         pairs = masks.view(batch, stems, frames, -1, 2).transpose(2, 3).contiguous()
-        return torch.view_as_complex(pairs)
+        return torch.view_as_complex(pairs.to(fft_device(pairs.device)))
 
     def _stems(self, spectrum: Tensor, masks: Tensor, audio: Tensor) -> Tensor:
         """Masked spectra back to audio: (batch, stems, channels, samples)."""
@@ -394,11 +396,11 @@ class _BandSplitRoformer(nn.Module):
             n_fft=args.stft_n_fft,
             hop_length=args.stft_hop_length,
             win_length=args.stft_win_length,
-            window=self._window(audio),
+            window=self._window(stems.real),
             normalized=args.stft_normalized,
             length=samples,
         )
-        return out.view(batch, self.num_stems, channels, samples)
+        return out.view(batch, self.num_stems, channels, samples).to(audio.device)
 
 
 def _features(spectrum: Tensor) -> Tensor:
@@ -427,7 +429,8 @@ class BSRoformer(_BandSplitRoformer):
     def forward(self, audio: Tensor) -> Tensor:
         """Stems of ``audio`` (batch, channels, samples): (batch, stems, channels, samples)."""
         spectrum = self._spectrum(audio)
-        x = self.final_norm(self._transform(self.band_split(_features(spectrum))))
+        features = _features(spectrum).to(audio.device)
+        x = self.final_norm(self._transform(self.band_split(features)))
         return self._stems(spectrum, self._masks(x), audio)
 
 
@@ -497,12 +500,15 @@ class MelBandRoformer(_BandSplitRoformer):
     def forward(self, audio: Tensor) -> Tensor:
         """Stems of ``audio`` (batch, channels, samples): (batch, stems, channels, samples)."""
         spectrum = self._spectrum(audio)
-        x = self._transform(self.band_split(_features(spectrum.index_select(1, self.freq_indices))))
-        band_masks = self._masks(x)
+        # The complex parts stay where the STFT ran (the CPU for MPS: fft_device).
+        indices = self.freq_indices.to(spectrum.device)
+        features = _features(spectrum.index_select(1, indices)).to(audio.device)
+        band_masks = self._masks(self._transform(self.band_split(features)))
         batch, stems, _, frames = band_masks.shape
         summed = band_masks.new_zeros(batch, stems, spectrum.shape[1], frames)
-        summed.index_add_(2, self.freq_indices, band_masks)
-        return self._stems(spectrum, summed / self.bands_per_bin[:, None], audio)
+        summed.index_add_(2, indices, band_masks)
+        per_bin = self.bands_per_bin.to(spectrum.device)
+        return self._stems(spectrum, summed / per_bin[:, None], audio)
 
 
 RoformerNetwork = BSRoformer | MelBandRoformer
