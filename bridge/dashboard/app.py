@@ -233,6 +233,8 @@ class _Api:
             {
                 **_summary(job),
                 "spec": json.loads(job.spec.to_json()),
+                # The device the job ran on (the spec may say "auto").
+                "device": _device_used(manifest),
                 "timings": (manifest or {}).get("timings", {}),
                 "stems": stems,
                 "original": f"/api/jobs/{job.id}/original" if manifest else None,
@@ -564,6 +566,13 @@ def _summary(job: Job) -> dict[str, Any]:
 
 def _file_url(job: Job, name: str) -> str:
     return f"/files/{job.id}/{quote(name)}"
+
+
+def _device_used(manifest: dict[str, Any] | None) -> str | None:
+    """The device a job's manifest says it ran on; a hand-edited one may hold anything."""
+    settings = (manifest or {}).get("settings")
+    device = settings.get("device") if isinstance(settings, dict) else None
+    return device if isinstance(device, str) else None
 
 
 def _read_manifest(job: Job) -> dict[str, Any] | None:

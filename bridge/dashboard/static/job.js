@@ -86,7 +86,7 @@
       ...fact("Input", job.input),
       ...fact("Stem folder", job.manifest ? job.manifest.replace(/[^/\\]*$/, "") : job.folder),
       ...fact("Stage", `${job.stage} (${(100 * job.progress).toFixed(0)} %)`),
-      ...fact("Model", `${sep.model} on ${sep.device}, stems ${(sep.stems || []).join(", ") || "all"}`),
+      ...fact("Model", `${sep.model} on ${job.device || sep.device}, stems ${(sep.stems || []).join(", ") || "all"}`),
       ...fact(
         "Output",
         `${out.format || "format as input"}, ${out.bit_depth ? out.bit_depth + "-bit" : "bit depth as input"}`,
