@@ -31,7 +31,7 @@ from bridge.cli import EXIT_MODEL, EXIT_USAGE, main
 from bridge.errors import ModelCorrupt, ModelNotFound
 from bridge.models.catalog import DEMUCS_SIGNATURES, get_spec
 from bridge.models.loading import load_bag
-from bridge.models.weights import checkpoint_urls, install_folder, locate
+from bridge.models.weights import checkpoint_urls, install_folder, install_from, locate
 from bridge.settings import SeparationSettings
 
 from lean import run_without
@@ -127,6 +127,19 @@ def test_bag_listing_a_network_twice_loads_it_once_and_matches(tmp_path: Path) -
     assert_parity(
         stems, separate_reference(demucs_bag(tmp_path / "models", spec), audio), spec.sources
     )
+
+
+def test_install_copies_a_network_listed_twice_once(tmp_path: Path) -> None:
+    # Given repro_mdx_a_hybrid_only's files (its bag lists each network twice)
+    spec = get_spec("repro_mdx_a_hybrid_only")
+    write_bag(tmp_path / "download", spec)
+    # When installed from that folder
+    (installed,) = install_from(tmp_path / "download", names=[spec.name], target=tmp_path / "t")
+    # Then the bag file and two checkpoints are copied, and its size counts each once
+    copied = sorted(path.name for path in (tmp_path / "t").iterdir())
+    assert len(copied) == 3 and copied[-1] == spec.bag_file
+    assert installed.size_bytes == sum(path.stat().st_size for path in (tmp_path / "t").iterdir())
+    assert [path.name.split("-")[0] for path in installed.networks] == list(spec.signatures)
 
 
 def test_quantized_network_is_dequantized_and_matches_apply_model(

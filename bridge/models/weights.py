@@ -93,8 +93,8 @@ class WeightFiles:
 
     @property
     def size_bytes(self) -> int:
-        """Total size on disk."""
-        files = [*self.networks, *([self.bag_file] if self.bag_file else [])]
+        """Total size on disk (a network the bag lists twice counted once)."""
+        files = dict.fromkeys([*self.networks, *([self.bag_file] if self.bag_file else [])])
         return sum(path.stat().st_size for path in files)
 
 
@@ -792,9 +792,11 @@ def install_from(
             copies = tuple(_copy(path, target, name) for path, name in pairs)
             installed.append(ModelFiles(one.spec, str(target), copies))
         else:
-            for network in one.networks:
+            distinct = list(dict.fromkeys(one.networks))
+            for network in distinct:
                 verify_network_file(network)
-            networks = tuple(_copy(path, target) for path in one.networks)
+            copied = {path: _copy(path, target) for path in distinct}
+            networks = tuple(copied[path] for path in one.networks)
             bag = _copy(one.bag_file, target) if one.bag_file else None
             installed.append(WeightFiles(one.spec, str(target), bag, networks))
         log.info("installed %s into %s", one.spec.name, target)
