@@ -454,6 +454,7 @@ def test_models_list_names_each_family_with_its_scores(
         "mel_band_roformer",
         "mdx23c",
         "mdx_net",
+        "openunmix",
         "ensemble",
     }
     best = rows["vocals-best"]

@@ -14,10 +14,12 @@ A chunk runs as ``openunmix.model.Separator.forward`` runs a whole track::
     -> Wiener filter per window of 300 frames (iterations, residual) -> inverse STFT, n
 
 The LSTM is bidirectional over everything it is given, so memory would grow with the
-track: a mix longer than one chunk (60 s by default, ``--segment``, at least 30 s) is
-cut into chunks overlapping by ``--overlap`` (default 0.1 of a chunk), each separated
-alone, and cross-faded (linear ramps over the overlap, divided by the summed ramps).
-A mix no longer than one chunk is one chunk: exactly the reference's result.
+track: a mix longer than one chunk (30 s by default and at least, ``--segment``) is
+cut into chunks overlapping by ``--overlap`` (default 0.1 of a chunk) or a little more,
+each separated alone, and cross-faded (linear ramps over the overlap, divided by the
+summed ramps). Chunks start on multiples of 300 STFT hops, so that their frames and
+Wiener windows are the whole track's (see :func:`crossfade_plan`). A mix no longer than
+one chunk is one chunk: exactly the reference's result.
 
 With ``residual`` the Wiener filter has one more source, the mix minus the targets, as
 the reference's ``--residual``; only the targets are given as stems (exact-sum puts
@@ -45,7 +47,7 @@ from bridge.models.families.wiener import wiener
 log = logging.getLogger(__name__)
 
 #: Chunk length when the settings leave it to the model.
-DEFAULT_CHUNK_SECONDS = 60.0
+DEFAULT_CHUNK_SECONDS = 30.0
 #: The shortest chunk allowed: the LSTM needs context on both sides.
 MIN_CHUNK_SECONDS = 30.0
 #: Cross-fade between chunks, as a fraction of a chunk, unless the settings say.
@@ -304,27 +306,36 @@ def load_separator(
     return UnmixSeparator(targets, stft=stft, iterations=iterations, residual=residual)
 
 
-def crossfade_plan(length: int, *, chunk: int, fade: int) -> ChunkPlan:
-    """Chunks of ``chunk`` frames spread evenly over the mix, neighbours overlapping by
-    ``fade`` frames or more, each weighted by linear ramps over ``fade`` frames at both
-    ends and the sum divided by the summed weights. A mix no longer than a chunk is one
-    chunk (weighted 1 throughout: exactly the network's output).
+def crossfade_plan(length: int, *, chunk: int, fade: int, grid: int) -> ChunkPlan:
+    """Chunks of ``chunk`` frames starting on multiples of ``grid`` frames, neighbours
+    overlapping by ``fade`` frames or more, cross-faded by linear ramps over the overlap
+    (at most half a chunk) and divided by the summed weights. The last chunk may run
+    past the end of the mix (zeros are read there). A mix no longer than a chunk is one
+    chunk, weighted 1 throughout: exactly the network's output.
+
+    The grid is the STFT hop times the Wiener filter's frames: each chunk's frames and
+    filter windows are then those of the whole track, so a chunk differs from the
+    reference on the whole track only near its ends.
 
     Raises:
-        ValueError: A fade of 0 or of more than half a chunk.
+        ValueError: A fade of 0 or more than half a chunk, or a grid that leaves no step.
     """
     if fade <= 0 or 2 * fade > chunk:
         raise ValueError(f"a fade of {fade} frames does not fit chunks of {chunk}")
     if length <= chunk:
         size = max(length, 1)
         return ChunkPlan(length, size, (0,), np.ones(size, dtype=np.float32))
-    count = math.ceil((length - fade) / (chunk - fade))
-    starts = tuple(round(k * (length - chunk) / (count - 1)) for k in range(count))
+    step = (chunk - fade) // grid * grid
+    if step <= 0:
+        raise ValueError(f"chunks of {chunk} frames fading over {fade} have no {grid} step")
+    count = 1 + math.ceil((length - chunk) / step)
+    starts = tuple(k * step for k in range(count))
+    ramp_frames = min(chunk - step, chunk // 2)
     # The ramps stay above 0 so the first and last frames keep their weight; two
-    # neighbours' ramps add up to 1 over a fade-long overlap.
-    ramp = (np.arange(fade, dtype=np.float64) + 1) / (fade + 1)
+    # neighbours' ramps add up to 1 where they overlap.
+    ramp = (np.arange(ramp_frames, dtype=np.float64) + 1) / (ramp_frames + 1)
     window = np.ones(chunk)
-    window[:fade], window[chunk - fade :] = ramp, ramp[::-1]
+    window[:ramp_frames], window[chunk - ramp_frames :] = ramp, ramp[::-1]
     return ChunkPlan(length, chunk, starts, window.astype(np.float32))
 
 

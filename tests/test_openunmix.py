@@ -1,0 +1,376 @@
+"""Open-Unmix against the ``openunmix`` package's own ``Separator`` (tests/references/
+openunmix.txt says how it is installed): random-init target networks of the reference's
+``OpenUnmix`` class, saved as the official ``<target>-<hash>.pth`` state dicts, separated
+by ``stembridge separate`` and by the reference on the same audio.
+
+The reference's ``transforms`` and ``utils`` import torchaudio at the top, for loading
+audio and its resampler only; the ``Separator`` path used here (the torch STFT) never
+calls it, so it is given an empty stand-in module while the reference is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from bridge.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+from bridge.errors import ModelCorrupt
+from bridge.models.catalog import MODELS, ModelFile
+from bridge.models.families.openunmix import STFTS, crossfade_plan
+from bridge.models.weights import locate_files
+
+from signals import write_audio
+
+INSTALL = "pip install --no-deps -r tests/references/openunmix.txt"
+RATES = {"umxhq": 44100, "umxl": 44100, "umxse": 16000}
+
+
+@pytest.fixture(scope="module")
+def reference() -> Any:
+    """``openunmix.model`` and ``openunmix.utils``, torchaudio stood in for."""
+    stand_in = "torchaudio" not in sys.modules
+    if stand_in:
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    try:
+        import openunmix.model
+        import openunmix.utils
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide openunmix 1.3.0: {exc}; .ci/run runs {INSTALL}")
+        pytest.skip(f"NOT INSTALLED: openunmix: {exc}; {INSTALL}")
+    finally:
+        if stand_in:
+            del sys.modules["torchaudio"]
+    return types.SimpleNamespace(model=openunmix.model, utils=openunmix.utils)
+
+
+def write_models(
+    reference: Any, folder: Path, name: str, *, hidden: int = 16, layers: int = 2, seed: int = 0
+) -> dict[str, torch.nn.Module]:
+    """The model's targets as the reference's random-init networks, saved under their
+    official file names in ``folder``; returned by target, in eval mode."""
+    stft = STFTS[name]
+    rate = RATES[name]
+    max_bin = reference.utils.bandwidth_to_max_bin(rate=rate, n_fft=stft.n_fft, bandwidth=16000)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    networks = {}
+    for target, file in zip(MODELS[name].sources, MODELS[name].files, strict=True):
+        network = reference.model.OpenUnmix(
+            nb_bins=stft.bins,
+            nb_channels=stft.channels,
+            hidden_size=hidden,
+            nb_layers=layers,
+            max_bin=max_bin,
+        )
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.normal_(0.0, 0.3)
+            for norm in (network.bn1, network.bn2, network.bn3):
+                norm.running_mean.normal_(0.0, 0.5)
+                norm.running_var.uniform_(0.5, 2.0)
+        torch.save(network.state_dict(), folder / file.name)
+        networks[target] = network.eval()
+    return networks
+
+
+def reference_stems(
+    reference: Any,
+    networks: dict[str, torch.nn.Module],
+    name: str,
+    mix: np.ndarray,
+    *,
+    iterations: int = 1,
+    residual: bool = False,
+) -> dict[str, np.ndarray]:
+    stft = STFTS[name]
+    separator = reference.model.Separator(
+        networks,
+        niter=iterations,
+        residual=residual,
+        sample_rate=float(RATES[name]),
+        n_fft=stft.n_fft,
+        n_hop=stft.hop,
+        nb_channels=stft.channels,
+    )
+    separator.freeze()
+    with torch.no_grad():
+        out = separator(torch.from_numpy(mix)[None])[0].numpy()
+    return {target: out[k] for k, target in enumerate(networks)}
+
+
+def ours(
+    tmp_path: Path, name: str, mix: np.ndarray, *flags: str, rate: int
+) -> dict[str, np.ndarray]:
+    """``stembridge separate`` to float WAV without exact-sum (the model's raw output)."""
+    source = write_audio(tmp_path / "mix.wav", mix.T, rate, "FLOAT")
+    out = tmp_path / "out"
+    args = ["separate", str(source), "--model", name, "-o", str(out), "--overwrite"]
+    code = main([*args, "--bit-depth", "32", "--no-exact-sum", "--no-pictures", *flags])
+    assert code == EXIT_OK
+    manifest = json.loads((out / "mix" / "manifest.json").read_text())
+    return {
+        stem["name"]: sf.read(str(out / "mix" / stem["path"]), dtype="float32", always_2d=True)[0].T
+        for stem in manifest["stems"]
+    }
+
+
+def mix_of(frames: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames) / 44100
+    tone = 0.2 * np.sin(2 * np.pi * 220 * t) * np.array([[1.0], [0.6]])
+    return (tone + 0.1 * rng.standard_normal((2, frames))).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("name", "iterations", "residual"),
+    [("umxhq", 0, False), ("umxhq", 1, False), ("umxhq", 2, True), ("umxse", 1, False)],
+)
+def test_a_mix_under_one_chunk_separates_as_the_reference(
+    reference: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    iterations: int,
+    residual: bool,
+) -> None:
+    # Given a model's targets in their official files
+    networks = write_models(reference, tmp_path / "models", name)
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "models"))
+    rate = RATES[name]
+    mix = mix_of(rate + 321 if name == "umxhq" else rate * 4 + 321)
+    # When both separate the same mix (the default iterations left to the model)
+    flags = ["--residual"] if residual else []
+    if iterations != 1:
+        flags += ["--wiener-iterations", str(iterations)]
+    got = ours(tmp_path, name, mix, *flags, rate=rate)
+    want = reference_stems(reference, networks, name, mix, iterations=iterations, residual=residual)
+    # Then every stem is the reference's within 1e-4, at the mix's length
+    assert list(got) == list(MODELS[name].sources)
+    for target, stem in want.items():
+        assert got[target].shape == mix.shape
+        np.testing.assert_allclose(got[target], stem, atol=1e-4, rtol=0)
+
+
+def test_a_long_mix_is_chunks_of_the_reference_cross_faded(
+    reference: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given umxse (16 kHz, hop 512) and 40 s, cut into 30-second chunks fading over 3 s
+    networks = write_models(reference, tmp_path / "models", "umxse", layers=1)
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "models"))
+    rate = RATES["umxse"]
+    mix = mix_of(rate * 40 + 7)
+    got = ours(tmp_path, "umxse", mix, "--segment", "30", "--overlap", "0.1", rate=rate)
+    # Then each stretch is the reference on its chunk (zeros after the mix), blended by
+    # linear ramps over the overlap; chunks start on 300 hops (9.6 s), two 19.2 s apart
+    plan = crossfade_plan(mix.shape[1], chunk=rate * 30, fade=rate * 3, grid=512 * 300)
+    assert plan.starts == (0, 2 * 512 * 300)
+    padded = np.pad(mix, ((0, 0), (0, plan.starts[-1] + plan.chunk - mix.shape[1])))
+    total = {target: np.zeros(padded.shape) for target in networks}
+    weight = np.zeros(padded.shape[1])
+    for start in plan.starts:
+        piece = padded[:, start : start + plan.chunk]
+        for target, stem in reference_stems(reference, networks, "umxse", piece).items():
+            total[target][:, start : start + plan.chunk] += stem * plan.window
+        weight[start : start + plan.chunk] += plan.window
+    for target in networks:
+        blend = (total[target] / weight)[:, : mix.shape[1]]
+        np.testing.assert_allclose(got[target], blend, atol=1e-4, rtol=0)
+    # And the cross-fade is continuous: each chunk's share of a frame moves by at most
+    # one ramp step from frame to frame (a cut would jump from 1 to 0)
+    overlap = plan.chunk - plan.starts[1]
+    for start in plan.starts:
+        share = np.zeros(padded.shape[1])
+        share[start : start + plan.chunk] = plan.window
+        assert np.abs(np.diff(share / weight)).max() <= 1 / overlap + 1e-6
+    # And the whole is close to the reference on the whole mix: 37.6 dB measured, the
+    # error in the last second, where the last chunk reads zeros and the reference reflects
+    whole = reference_stems(reference, networks, "umxse", mix)
+    for target in networks:
+        error = got[target] - whole[target]
+        sdr = 10 * np.log10(np.sum(whole[target] ** 2) / np.sum(error**2))
+        assert sdr > 30, (target, sdr)
+
+
+def test_the_cross_fade_weights_add_up_and_keep_every_frame() -> None:
+    for length in (10, 100, 101, 257, 1000):
+        plan = crossfade_plan(length, chunk=100, fade=10, grid=7)
+        weight = np.zeros(length)
+        for start in plan.starts:
+            weight[start : start + plan.chunk] += plan.window[: length - start]
+        # Every frame is covered, chunks start on the grid and overlap by the fade or more
+        assert weight.min() > 0 and plan.starts[0] == 0
+        assert plan.starts[-1] + plan.chunk >= length > plan.starts[-1]
+        assert all(start % 7 == 0 for start in plan.starts)
+        assert all(plan.chunk - gap >= 10 for gap in np.diff(plan.starts))
+    # A mix no longer than a chunk is one chunk, weighted 1
+    one = crossfade_plan(80, chunk=100, fade=10, grid=7)
+    assert one.starts == (0,) and one.chunk == 80 and (one.window == 1).all()
+
+
+def test_an_unmix_folder_missing_a_target_names_the_file(
+    reference: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given umxhq's folder without its bass file, and no network
+    folder = tmp_path / "models"
+    write_models(reference, folder, "umxhq", hidden=8, layers=1)
+    (folder / "bass-8d85a5bd.pth").unlink()
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(folder))
+    monkeypatch.setenv("STEMBRIDGE_OFFLINE", "1")
+    source = write_audio(tmp_path / "mix.wav", mix_of(44100).T, 44100, "FLOAT")
+    out = tmp_path / "out"
+    # When it separates
+    code = main(["separate", str(source), "--model", "umxhq", "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    # Then one line names the folder, the missing file and where it comes from
+    assert code == EXIT_MODEL
+    assert len(err.splitlines()) == 1
+    assert f"{folder}: model umxhq lacks bass-8d85a5bd.pth" in err
+    assert "zenodo.org/records/3370489/files/bass-8d85a5bd.pth" in err
+    assert not out.exists()
+
+
+def test_a_target_whose_shapes_do_not_fit_is_refused_naming_it(
+    reference: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given umxhq's folder whose vocals file holds a umxse network (513 bins, mono)
+    folder = tmp_path / "models"
+    write_models(reference, folder, "umxhq", hidden=8, layers=1)
+    write_models(reference, tmp_path / "se", "umxse", hidden=8, layers=1)
+    (folder / "vocals-b62c91ce.pth").write_bytes((tmp_path / "se/speech_f5e0d9f9.pth").read_bytes())
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(folder))
+    source = write_audio(tmp_path / "mix.wav", mix_of(44100).T, 44100, "FLOAT")
+    out = tmp_path / "out"
+    # When it separates
+    code = main(["separate", str(source), "--model", "umxhq", "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    # Then the file and its wrong tensors are named in one line, nothing written
+    assert code == EXIT_MODEL and len(err.splitlines()) == 1
+    assert str(folder / "vocals-b62c91ce.pth") in err
+    assert "shapes do not fit an Open-Unmix network on a 4096-point STFT" in err
+    assert "output_scale [513] (expected [2049])" in err
+    assert not out.exists()
+
+
+def test_open_unmix_options_are_refused_elsewhere_and_short_chunks_anywhere(
+    reference: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_models(reference, tmp_path / "models", "umxse", hidden=8, layers=1)
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "models"))
+    source = write_audio(tmp_path / "mix.wav", mix_of(16000).T, 16000, "FLOAT")
+    out = tmp_path / "out"
+
+    def refused(*flags: str) -> tuple[int, str]:
+        code = main(["separate", str(source), "-o", str(out), "--no-pictures", *flags])
+        return code, " ".join(capsys.readouterr().err.split())
+
+    code, err = refused("--model", "htdemucs", "--wiener-iterations", "2")
+    assert code == EXIT_USAGE and "--wiener-iterations is an Open-Unmix option" in err
+    code, err = refused("--model", "htdemucs", "--residual")
+    assert code == EXIT_USAGE and "--residual is an Open-Unmix option" in err
+    code, err = refused("--model", "umxse", "--segment", "10")
+    assert code == EXIT_USAGE and "use --segment 30 or more" in err
+    code, err = refused("--model", "umxse", "--overlap", "0.6")
+    assert code == EXIT_USAGE and "at most 0.5" in err
+    assert not out.exists()
+
+
+def test_umxl_says_its_licence_in_the_list_and_on_its_first_download(
+    reference: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given umxl's files published with the sha256 prefix in their names
+    site = tmp_path / "site"
+    write_models(reference, site, "umxl", hidden=8, layers=1)
+    files = []
+    for target, published in zip(MODELS["umxl"].sources, MODELS["umxl"].files, strict=True):
+        prefix = hashlib.sha256((site / published.name).read_bytes()).hexdigest()[:8]
+        files.append(ModelFile(f"{target}-{prefix}.pth", (f"site://{published.name}",), prefix))
+    spec = dataclasses.replace(MODELS["umxl"], files=tuple(files))
+
+    def fetch(url: str, target: Path) -> None:
+        target.write_bytes((site / url.removeprefix("site://")).read_bytes())
+
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "installed"))
+    # When it is downloaded: the licence is said, each file checked against its prefix
+    with caplog.at_level(logging.WARNING, logger="bridge.models.weights"):
+        found = locate_files(spec, folders=[tmp_path / "installed"], fetch=fetch, offline=False)
+    assert "umxl: its weights are licensed CC BY-NC-SA 4.0" in caplog.text
+    assert [path.name for path in found.paths] == [file.name for file in files]
+    # And a file that does not hash to its prefix is refused and not kept
+    for path in found.paths:
+        path.unlink()
+    wrong = dataclasses.replace(spec, files=(dataclasses.replace(files[0], sha256="00000000"),))
+    with pytest.raises(ModelCorrupt, match="checksum mismatch"):
+        locate_files(wrong, folders=[tmp_path / "installed"], fetch=fetch, offline=False)
+    assert not (tmp_path / "installed" / files[0].name).exists()
+    # And models list says the licence (after the download: the CLI resets logging)
+    assert main(["models", "list", "--json"]) == EXIT_OK
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["umxl"]["licence"].startswith("CC BY-NC-SA 4.0")
+    assert {rows[name]["family"] for name in ("umxhq", "umx", "umxl", "umxse")} == {"openunmix"}
+
+
+def write_clip(path: Path, minutes: int, rate: int) -> Path:
+    """``minutes`` of 16-bit stereo noise and tones, written a second at a time."""
+    rng = np.random.default_rng(minutes)
+    t = np.arange(rate) / rate
+    with sf.SoundFile(str(path), "w", rate, 2, "PCM_16") as out:
+        for second in range(minutes * 60):
+            tone = 0.2 * np.sin(2 * np.pi * (110 + second % 50) * t)
+            out.write((tone[:, None] + 0.05 * rng.standard_normal((rate, 2))).astype(np.float32))
+    return path
+
+
+def peak_rss(source: Path, out: Path) -> int:
+    """Bytes at the peak of a ``stembridge separate`` process."""
+    args = [sys.executable, "-m", "bridge", "separate", str(source), "-o", str(out)]
+    child = subprocess.Popen(
+        [*args, "--model", "umxse", "--wiener-iterations", "0", "--no-pictures", "--overwrite"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    assert child.stderr is not None
+    error = child.stderr.read().decode(errors="replace")
+    child.stderr.close()
+    assert os.waitstatus_to_exitcode(status) == 0, error
+    return usage.ru_maxrss * 1024
+
+
+def test_ten_minutes_peak_within_15_percent_of_one(
+    reference: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given umxse (one-layer targets) and 1- and 10-minute files at its rate
+    write_models(reference, tmp_path / "models", "umxse", hidden=8, layers=1)
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "models"))
+    clips = {m: write_clip(tmp_path / f"{m}min.wav", m, RATES["umxse"]) for m in (1, 10)}
+    # When each separates in a process of its own
+    short, long = (peak_rss(clips[m], tmp_path / f"out{m}") for m in (1, 10))
+    # Then the longer file's peak is within 15% of the shorter one's
+    assert long <= short * 1.15, (short / 2**20, long / 2**20)
