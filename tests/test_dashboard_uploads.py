@@ -487,3 +487,33 @@ def _events(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
             kind = line.removeprefix("event: ")
         elif line.startswith("data: ") and kind is not None:
             yield kind, json.loads(line.removeprefix("data: "))
+
+
+def test_a_page_left_open_on_live_events_does_not_hold_up_a_stop(
+    tmp_path: Path, store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a page reading the live events
+    port = free_port()
+    app, _ = make_app(tmp_path, store, port=port)
+    server = DashboardServer(app, host="127.0.0.1", port=port)  # type: ignore[arg-type]
+    ended = threading.Event()
+
+    def read() -> None:
+        try:
+            with httpx.stream("GET", f"http://127.0.0.1:{port}/api/events", timeout=30) as stream:
+                for _ in stream.iter_lines():
+                    pass
+        except httpx.RemoteProtocolError:  # closed mid-stream, as a stopping server does
+            ended.set()
+
+    with server:
+        reader = threading.Thread(target=read)
+        reader.start()
+        wait_for(lambda: server.gate.open == 1, what="the page to connect")
+        stopping = time.monotonic()
+    # When the dashboard stops, then it does so at once, the stream is closed (the page
+    # falls back to polling), and no error is logged
+    assert time.monotonic() - stopping < 1.5
+    reader.join(timeout=5)
+    assert ended.is_set()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

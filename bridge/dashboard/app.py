@@ -238,6 +238,7 @@ class _Api:
                 "timings": (manifest or {}).get("timings", {}),
                 "stems": stems,
                 "original": f"/api/jobs/{job.id}/original" if manifest else None,
+                "sample_rate": _sample_rate(manifest),
                 "original_offset_seconds": _range_start(manifest),
             }
         )
@@ -430,7 +431,8 @@ class _Api:
             last = None
             quiet = 0.0
             yield "retry: 2000\n\n"
-            while True:
+            # uvicorn drops what is sent after the page went away without saying so: ask.
+            while not await request.is_disconnected():
                 data = await anyio.to_thread.run_sync(snapshot)
                 if data != last:
                     last, quiet = data, 0.0
@@ -582,6 +584,13 @@ def _read_manifest(job: Job) -> dict[str, Any] | None:
         return read_manifest(Path(job.manifest))
     except OutputError:
         return None
+
+
+def _sample_rate(manifest: dict[str, Any] | None) -> int | None:
+    """The stems' rate (the mixer plays at it, so nothing is resampled), if it says one."""
+    output = (manifest or {}).get("output")
+    rate = output.get("sample_rate") if isinstance(output, dict) else None
+    return rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else None
 
 
 def _range_start(manifest: dict[str, Any] | None) -> float:

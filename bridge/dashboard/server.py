@@ -22,6 +22,9 @@ all 256 descriptors of a daemon, so its job store could not be opened, and logge
   503 and closed at once;
 * the listen backlog is small (asyncio accepts up to that many sockets at a time);
 * a flood is logged once when it starts and once when it is over, with counts.
+
+On stopping, connections whose response is still streaming (server-sent events, a
+zip) are closed, so they end at once instead of at uvicorn's graceful timeout.
 """
 
 from __future__ import annotations
@@ -271,6 +274,17 @@ class _BoundedH11(H11Protocol):
             self._request_timer.cancel()
             self._request_timer = None
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        # A response streaming its body (a page's live events, a zip) would hold the
+        # daemon's stop for the graceful timeout and then be cancelled, logged as an
+        # error: close its connection instead (it ends as if the browser left). One not
+        # started yet is left to finish, as uvicorn does.
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            self.transport.close()
+            return
+        super().shutdown()
 
     def data_received(self, data: bytes) -> None:
         # Counted before h11 takes it: the part of it that is body buys time (see above).

@@ -1,10 +1,13 @@
 "use strict";
 // Shared by the pages: the session (CSRF secret, sign-in), JSON calls, DOM building,
-// and the polling loop. Text from the server is only ever set as textContent.
+// live updates (server-sent events, or polling where they fail). Text from the server is
+// only ever set as textContent.
 const StemBridge = (() => {
   const POLL_MS = 500;
   let csrf = null;
   let canChange = false;
+  let session = null;
+  let mode = "starting";
 
   function el(tag, attributes = {}, ...children) {
     const node = document.createElement(tag);
@@ -28,15 +31,45 @@ const StemBridge = (() => {
     return body;
   }
 
-  async function post(path) {
+  async function post(path, json) {
+    const headers = { "X-StemBridge-CSRF": csrf || "" };
+    if (json !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(path, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "X-StemBridge-CSRF": csrf || "" },
+      headers,
+      body: json === undefined ? undefined : JSON.stringify(json),
     });
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
     return body;
+  }
+
+  // One file as the raw body, with the page's choices; onProgress(fraction) as it goes.
+  // XMLHttpRequest, since fetch reports no upload progress.
+  function upload(file, choices, onProgress) {
+    return new Promise((resolve, reject) => {
+      const query = new URLSearchParams({ name: file.name, ...choices });
+      const request = new XMLHttpRequest();
+      request.open("POST", "/api/uploads?" + query.toString());
+      request.setRequestHeader("X-StemBridge-CSRF", csrf || "");
+      request.setRequestHeader("Content-Type", "application/octet-stream");
+      request.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) onProgress(event.loaded / event.total);
+      });
+      request.addEventListener("load", () => {
+        let body = {};
+        try {
+          body = JSON.parse(request.responseText);
+        } catch (error) {
+          body = { error: request.statusText };
+        }
+        if (request.status === 201) resolve(body);
+        else reject(new Error(body.error || `refused (${request.status})`));
+      });
+      request.addEventListener("error", () => reject(new Error("the connection was lost")));
+      request.send(file);
+    });
   }
 
   function setStatus(text) {
@@ -61,17 +94,21 @@ const StemBridge = (() => {
     else document.getElementById("login-error").textContent = (await response.json()).error;
   }
 
-  // Load the session, then call refresh() every POLL_MS.
-  async function start(refresh) {
+  async function openSession() {
     document.getElementById("login").addEventListener("submit", signIn);
-    const session = await getJSON("/api/session");
+    session = await getJSON("/api/session");
     if (!session.can_read) {
       showLogin();
-      return;
+      return false;
     }
     csrf = session.csrf;
     canChange = session.can_change;
     document.getElementById("content").hidden = false;
+    return true;
+  }
+
+  function poll(refresh) {
+    mode = "polling";
     const tick = async () => {
       try {
         await refresh();
@@ -84,5 +121,43 @@ const StemBridge = (() => {
     tick();
   }
 
-  return { el, getJSON, post, start, setStatus, canChange: () => canChange };
+  // Load the session, then call refresh() every POLL_MS.
+  async function start(refresh) {
+    if (await openSession()) poll(refresh);
+  }
+
+  // Load the session, then show(data) for each `kind` event of the stream at `path`;
+  // where the stream cannot be had (no EventSource, a proxy that buffers, an error),
+  // poll with refresh() instead, which fetches the same data and calls show itself.
+  async function startLive(path, kind, show, refresh) {
+    if (!(await openSession())) return;
+    if (!window.EventSource) {
+      poll(refresh);
+      return;
+    }
+    const source = new EventSource(path);
+    mode = "connecting";
+    source.addEventListener(kind, (event) => {
+      mode = "events";
+      show(JSON.parse(event.data));
+      setStatus("live " + new Date().toLocaleTimeString());
+    });
+    source.addEventListener("error", () => {
+      source.close();
+      if (mode !== "polling") poll(refresh);
+    });
+  }
+
+  return {
+    el,
+    getJSON,
+    post,
+    upload,
+    start,
+    startLive,
+    setStatus,
+    canChange: () => canChange,
+    session: () => session,
+    mode: () => mode,
+  };
 })();
