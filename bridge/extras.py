@@ -11,7 +11,7 @@ pictures   Pillow                                each stem's waveform and spectr
 dashboard  Starlette, uvicorn                    ``serve``'s web dashboard (with ``pictures``)
 studio     Dramatiq, Redis                       ``--broker``, ``worker``, ``workers``
 onnx       onnxruntime                           UVR's MDX-Net models (``.onnx`` files)
-evaluate   museval, musdb, stempeg, matplotlib   ``evaluate``: BSSEval, MUSDB18, the plots
+evaluate   musdb, stempeg, matplotlib            ``evaluate``: MUSDB18, the plots
 diffq      diffq                                 demucs' quantized models (``mdx_q``...)
 all        every extra above                     ``pip install 'stembridge[all]'``
 =========  ====================================  ========================================
@@ -55,9 +55,7 @@ EXTRAS: dict[str, Extra] = {
     "studio": Extra("studio", ("dramatiq", "redis"), ("dramatiq", "redis")),
     "onnx": Extra("onnx", ("onnxruntime",), ("onnxruntime",)),
     "evaluate": Extra(
-        "evaluate",
-        ("museval", "musdb", "stempeg", "matplotlib"),
-        ("museval", "musdb", "stempeg", "matplotlib"),
+        "evaluate", ("musdb", "stempeg", "matplotlib"), ("musdb", "stempeg", "matplotlib")
     ),
     "diffq": Extra("diffq", ("diffq",), ("diffq",)),
 }

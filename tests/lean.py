@@ -22,7 +22,6 @@ ALL_EXTRAS = (
     "dramatiq",
     "redis",
     "onnxruntime",
-    "museval",
     "musdb",
     "stempeg",
     "matplotlib",
