@@ -414,5 +414,19 @@ def test_drop_two_songs_mix_their_stems_and_take_them_away(
         assert mix_rate == rate and mix.shape == total.shape
         np.testing.assert_allclose(mix, total, atol=0.5 / 32768 + 1e-12)
         assert sf.info(str(rendered / "mix.wav")).subtype == sf.info(str(first)).subtype
+
+        # When a browser without server-sent events opens the queue
+        browser.execute_cdp_cmd(
+            "Page.addScriptToEvaluateOnNewDocument", {"source": "window.EventSource = undefined;"}
+        )
+        browser.get(url + "/")
+        # Then it polls instead, and shows the three jobs all the same
+        wait_for(
+            lambda: browser.execute_script(
+                "return StemBridge.mode() === 'polling'"
+                " && document.querySelectorAll('#jobs tr[data-state=done]').length === 3;"
+            ),
+            what="the queue by polling",
+        )
     finally:
         assert daemon.stop() == 0, daemon.output()

@@ -8,7 +8,10 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import zipfile
@@ -517,3 +520,55 @@ def test_a_page_left_open_on_live_events_does_not_hold_up_a_stop(
     reader.join(timeout=5)
     assert ended.is_set()
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, where this machine lets the tests mount one (root in a container
+    that allows it); skipped elsewhere, where the injected full disk above still runs."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mount = shutil.which("mount")
+    if mount is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    done = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"no tmpfs can be mounted here: {done.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_an_upload_onto_a_disk_that_fills_up_leaves_it_empty(
+    tmp_path: Path, store: JobStore, tiny_disk: Path
+) -> None:
+    # Given the upload folder on a real 1 MiB disk, behind the real server
+    port = free_port()
+    guard = Guard(host="127.0.0.1", port=port, state_dir=tmp_path / "state")
+    app = create_app(
+        store=store,
+        guard=guard,
+        folders=lambda: FOLDERS,
+        workers=None,
+        uploads=Uploads(tiny_disk / "uploads", max_bytes=LIMIT),
+        defaults=JobDefaults(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    with DashboardServer(app, host="127.0.0.1", port=port):
+        # When a 1.7 MB file is uploaded
+        response = httpx.post(
+            f"{url}/api/uploads",
+            params={"name": "song.wav"},
+            content=wav_bytes(tmp_path, frames=440_000),
+            headers=headers(guard, url),
+        )
+    # Then it is refused as the disk being full, and the disk is left as it was
+    assert response.status_code == 507, response.text
+    assert "the disk is full" in response.json()["error"]
+    assert [p.name for p in (tiny_disk / "uploads").iterdir()] == []
+    assert store.list() == []

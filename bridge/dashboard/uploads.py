@@ -15,6 +15,7 @@ is used as a path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -126,8 +127,12 @@ class Uploads:
             file = self._open(part)
             try:
                 await self._copy(chunks, file)
-            finally:
-                file.close()
+            except BaseException:
+                # Closing flushes what a full disk refused: the first error is the one.
+                with contextlib.suppress(OSError):
+                    file.close()
+                raise
+            file.close()  # written, flushed and synced by the last write
             info = await anyio.to_thread.run_sync(_check_audio, part, name)
             final = folder / name
             os.replace(part, final)
