@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge.errors import SettingsError
+from bridge.names import windows_reserved
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -103,6 +104,13 @@ def _plan_one(word: str, sources: tuple[str, ...]) -> StemPlan:
         return StemPlan(word, tuple(s for s in sources if s != word[3:]))
     if "=" in word:
         name, _, expression = word.partition("=")
+        if windows_reserved(name.strip()):
+            raise SettingsError(
+                f"stem {word!r}: Windows keeps the name {name.strip()!r} for a device, so no "
+                f"file can be called {name.strip()}.wav there; choose another name",
+                key="stems",
+                value=word,
+            )
         parts = tuple(part.strip() for part in expression.split("+"))
         unknown = [part for part in parts if part not in sources]
         if _NAME.match(name.strip()) and parts and not unknown and len(set(parts)) == len(parts):

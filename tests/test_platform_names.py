@@ -113,3 +113,15 @@ def test_a_stem_folder_too_long_for_windows_is_refused_with_both_fixes(tmp_path:
         inside(root, root / ("long song name " * 3), limit=limit)
     # Where long paths are enabled (and off Windows), no limit applies
     assert inside(root, root / ("x" * 200), limit=PathLimit()) == root / ("x" * 200)
+
+
+def test_a_stem_sum_named_after_a_device_is_refused_and_a_model_stem_renamed() -> None:
+    from bridge.errors import SettingsError
+    from bridge.models.catalog import stem_word
+
+    with pytest.raises(SettingsError, match="Windows keeps the name 'con'"):
+        plan_stems(["con=vocals+drums"], ("drums", "bass", "other", "vocals"))
+    assert [p.name for p in plan_stems(["rhythm=drums+bass"], ("drums", "bass"))] == ["rhythm"]
+    # A model whose config names a stem "AUX" writes aux_.wav
+    assert stem_word("AUX") == "aux_" and stem_word("Vocals") == "vocals"
+    assert windows_takes(f"{stem_word('aux')}.wav")

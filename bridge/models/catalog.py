@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 from bridge.errors import ModelCorrupt, SettingsError
+from bridge.names import windows_reserved
 
 Family = Literal[
     "demucs",
@@ -859,8 +860,9 @@ def _msst_pair(path: Path) -> tuple[Path, Path | None]:
 
 def stem_word(name: str) -> str:
     """A stem name as StemBridge writes it: lower case, ``_`` for anything but letters,
-    digits, ``-`` and ``_``."""
+    digits, ``-`` and ``_``, and a ``_`` after a Windows device name (``aux_``)."""
     word = re.sub(r"[^a-z0-9_-]+", "_", name.strip().lower()).strip("_")
     if not word:
         raise ModelCorrupt(f"stem name {name!r} has no letters or digits; fix the model's config")
-    return word
+    # A stem's file is <word>.<ext>: Windows takes aux.wav for a device (as folder names).
+    return f"{word}_" if windows_reserved(word) else word
