@@ -31,7 +31,10 @@ from bridge.errors import ModelCorrupt
 from bridge.models.catalog import MODELS, ModelFile
 from bridge.models.families.openunmix import STFTS, crossfade_plan
 from bridge.models.weights import locate_files
+from bridge.pipeline.spec import JobSpec
+from bridge.settings import SeparationSettings
 
+from processes import write_config
 from signals import write_audio
 
 INSTALL = "pip install --no-deps -r tests/references/openunmix.txt"
@@ -334,6 +337,43 @@ def test_umxl_says_its_licence_in_the_list_and_on_its_first_download(
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["umxl"]["licence"].startswith("CC BY-NC-SA 4.0")
     assert {rows[name]["family"] for name in ("umxhq", "umx", "umxl", "umxse")} == {"openunmix"}
+
+
+def test_submit_runs_open_unmix_with_its_options_as_separate_does(
+    reference: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given umxse's files and a host submitting with Open-Unmix's options (no daemon:
+    # the job runs in the submitting process, through the daemon's job path)
+    write_models(reference, tmp_path / "models", "umxse", hidden=8, layers=1)
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "models"))
+    config = write_config(tmp_path / "config.toml", tmp_path / "state")
+    mix = mix_of(16000 * 3 + 5)
+    source = write_audio(tmp_path / "line.wav", mix.T, 16000, "FLOAT")
+    options = ["--model", "umxse", "--wiener-iterations", "0", "--residual"]
+    args = ["submit", str(source), "--config", str(config), "--wait", "--json"]
+    code = main([*args, *options, "-o", str(tmp_path / "stems"), "--bit-depth", "32"])
+    out = capsys.readouterr().out
+    # Then its stems add back to the line exactly (exact-sum), at its rate and length
+    assert code == EXIT_OK and json.loads(out)["state"] == "done"
+    folder = tmp_path / "stems" / "line"
+    stems = [
+        sf.read(str(folder / f"{name}.wav"), dtype="float32")[0] for name in ("speech", "noise")
+    ]
+    assert all(stem.shape == mix.T.shape for stem in stems)
+    np.testing.assert_allclose(stems[0] + stems[1], mix.T, atol=1e-6)
+    # And the options count in the job's identity only where they change the result
+    same = JobSpec(input=str(source), folder=str(folder))
+    umx = dataclasses.replace(same, separation=SeparationSettings(model="umxse"))
+    once = dataclasses.replace(
+        same, separation=SeparationSettings(model="umxse", wiener_iterations=1)
+    )
+    twice = dataclasses.replace(
+        same, separation=SeparationSettings(model="umxse", wiener_iterations=2)
+    )
+    assert umx.identity("ab" * 32) == once.identity("ab" * 32) != twice.identity("ab" * 32)
 
 
 def write_clip(path: Path, minutes: int, rate: int) -> Path:
