@@ -404,6 +404,7 @@ def test_a_balance_is_rendered_as_the_gain_weighted_stems_and_their_sum(
     balance = store.claim("test")
     assert balance is not None and balance.id == response.json()["id"]
     assert balance.spec.balance is not None and balance.spec.balance.gains == gains
+    assert response.json()["name"] == "song.wav (balance)"
     result = run_job(balance.id, balance.spec, results=NoResults(), model_for=_no_model)
     assert result.folder == Path(job.manifest or "").parent.with_name("song balance")
     stems = Path(job.manifest or "").parent

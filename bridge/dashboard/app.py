@@ -563,7 +563,9 @@ def _credentials(request: Request, guard: Guard) -> dict[str, str | None]:
 
 
 def _summary(job: Job) -> dict[str, Any]:
-    return {**job.to_dict(), "name": Path(job.spec.input).name}
+    name = Path(job.spec.input).name
+    # A balance names the mix it came from, so that it is not taken for its separation.
+    return {**job.to_dict(), "name": f"{name} (balance)" if job.spec.balance else name}
 
 
 def _file_url(job: Job, name: str) -> str:

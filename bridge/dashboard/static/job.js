@@ -79,6 +79,9 @@
     const canvas = el("canvas", { class: "wave-canvas" });
     const playhead = el("div", { class: "playhead" });
     const wave = el("div", { class: "wave", title: "click to play from here" }, canvas, playhead);
+    // Until the stem itself is decoded, the waveform picture drawn beside it stands in.
+    if (stem && stem.pictures.waveform)
+      wave.append(el("img", { class: "wave-picture", src: stem.pictures.waveform, alt: "" }));
     wave.append(el("span", { class: "wave-note muted", text: "loading…" }));
     wave.addEventListener("click", (event) => {
       const box = wave.getBoundingClientRect();
@@ -152,6 +155,8 @@
     document.getElementById("loading").textContent = count < rows.length ? `loading ${count}/${rows.length}` : "";
     if (!item) return;
     item.wave.querySelector(".wave-note").remove();
+    const picture = item.wave.querySelector(".wave-picture");
+    if (picture) picture.remove();
     if (track.error) {
       item.wave.append(el("span", { class: "wave-note error", text: "cannot be played: " + track.error }));
       return;
