@@ -1,7 +1,7 @@
 """The two sides of every benchmark, each run as its own child process.
 
     python benchmarks/sides.py demucs|stembridge|pure MODELS INPUT OUTDIR [--device D]
-        [--batch-size B] [--precision P] [--preset NAME] [--exact-sum]
+        [--batch-size B] [--precision P] [--preset NAME] [--exact-sum] [--no-compiled-core]
 
 ``demucs``: demucs' loader and ``apply_model(shifts=0, overlap=0.25)`` as its API runs
 them (whole file in memory, normalised like ``demucs.api.Separator``).
@@ -66,7 +66,10 @@ def run_stembridge(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     settings = SeparationSettings(
-        device=args.device, batch_size=args.batch_size, precision=args.precision
+        device=args.device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        compiled_core="off" if args.no_compiled_core else "auto",
     )
     model = LoadedModel.load(settings, folders=[args.models], offline=True)
     loaded = time.perf_counter()
@@ -130,6 +133,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--preset", default="clean")
     parser.add_argument("--exact-sum", action="store_true")
+    parser.add_argument("--no-compiled-core", action="store_true", help="eager networks")
     args = parser.parse_args()
     sides = {"demucs": run_demucs, "stembridge": run_stembridge, "pure": run_pure}
     print(json.dumps(sides[args.side](args)))

@@ -65,6 +65,9 @@ class SeparationSettings:
         segment_seconds: Segment length; ``None`` means the model's own.
         batch_size: Segments per forward pass; ``None`` picks one for the device.
         precision: ``fp32``; ``fp16`` or ``bf16`` on CUDA only.
+        compiled_core: Run the HT Demucs and MDX23C cores compiled on the CPU (see
+            :mod:`bridge.models.compiled`): ``auto`` those of released size, ``on`` all,
+            ``off`` none; decided when a model is loaded, so a warm model keeps it.
         wiener_iterations: Open-Unmix's Wiener filter steps; ``None`` means its 1.
         residual: Open-Unmix: Wiener-filter with the mix minus the targets too.
     """
@@ -213,6 +216,15 @@ class SeparationSettings:
             "the reference's --residual (exact-sum puts that residual into one stem)",
         ),
     ] = False
+    compiled_core: Annotated[
+        Literal["auto", "on", "off"],
+        Setting(
+            flag="--compiled-core",
+            help="on the CPU, run the HT Demucs and MDX23C cores compiled for this machine, "
+            "compiled once per model and machine into the cache folder and then loaded "
+            "(auto: networks of 1 M parameters or more, where it pays)",
+        ),
+    ] = "auto"
 
     def __post_init__(self) -> None:
         schema.check(self)

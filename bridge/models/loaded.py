@@ -14,7 +14,7 @@ import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 from demucs.apply import BagOfModels
@@ -24,6 +24,7 @@ from bridge.errors import ModelCorrupt, SettingsError
 from bridge.models.catalog import DEMUCS_OVERLAP, ModelSpec
 from bridge.models.chunked_model import ChunkedModel
 from bridge.models.combined import CombinedModel
+from bridge.models.compiled import compiled_networks
 from bridge.models.engine import MemberGeometry, OnProgress, separate_stream
 from bridge.models.groups import ChannelGroup, MixStats
 from bridge.models.loading import load_bag
@@ -35,6 +36,9 @@ from bridge.models.runner import (
 )
 from bridge.models.weights import Download, Fetch, locate
 from bridge.settings import SeparationSettings
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,14 @@ class LoadedModel:
         spec: The model's catalog entry.
     """
 
-    def __init__(self, settings: SeparationSettings, bag: BagOfModels, spec: ModelSpec) -> None:
+    def __init__(
+        self,
+        settings: SeparationSettings,
+        bag: BagOfModels,
+        spec: ModelSpec,
+        *,
+        networks: Sequence[torch.nn.Module] | None = None,
+    ) -> None:
         self.settings = settings
         self.spec = spec
         self._bag = bag
@@ -65,7 +76,12 @@ class LoadedModel:
             self._member_geometry(network, w)
             for network, w in zip(bag.models, self._weights, strict=True)
         ]
-        self._runner = TorchRunner(list(bag.models), device=device, precision=settings.precision)
+        # What runs each member: its network, or (CPU) its compiled core around it; kept
+        # by with_settings so a warm model loads or compiles its cores once.
+        self._networks = (
+            list(networks) if networks is not None else compiled_networks(bag.models, settings)
+        )
+        self._runner = TorchRunner(self._networks, device=device, precision=settings.precision)
         self.device = device
         log.info(
             "%s ready on %s (batch %d, %s)", spec.name, device, self.batch_size, settings.precision
@@ -105,7 +121,7 @@ class LoadedModel:
                 key="model",
                 value=settings.model,
             )
-        return LoadedModel(settings, self._bag, self.spec)
+        return LoadedModel(settings, self._bag, self.spec, networks=self._networks)
 
     def separate(
         self,
