@@ -272,6 +272,13 @@ def test_a_target_whose_shapes_do_not_fit_is_refused_naming_it(
     assert "shapes do not fit an Open-Unmix network on a 4096-point STFT" in err
     assert "output_scale [513] (expected [2049])" in err
     assert not out.exists()
+    # And so is a damaged one
+    (folder / "vocals-b62c91ce.pth").write_bytes(b"not a torch file")
+    code = main(["separate", str(source), "--model", "umxhq", "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_MODEL and len(err.splitlines()) == 1
+    assert f"{folder / 'vocals-b62c91ce.pth'}: is not a torch file of tensors alone" in err
+    assert not out.exists()
 
 
 def test_open_unmix_options_are_refused_elsewhere_and_short_chunks_anywhere(

@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from zipfile import BadZipFile
 
 import numpy as np
 import torch
@@ -204,18 +206,21 @@ class UnmixSeparator(nn.Module):
         estimates = estimates.permute(0, 3, 2, 1, 4)
         mix = spectrum.permute(0, 3, 2, 1)
         frames = mix.shape[1]
-        sources = len(self.targets) + self.residual
-        filtered = torch.zeros((*mix.shape, sources), dtype=mix.dtype, device=mix.device)
+        targets = len(self.targets)
+        # Filled window by window in the inverse STFT's layout (no copy of it after).
+        kept = torch.empty(
+            (batch, targets, channels, self.stft.bins, frames), dtype=mix.dtype, device=mix.device
+        )
         for sample in range(batch):
             for first in range(0, frames, WIENER_FRAMES):
                 span = slice(first, min(frames, first + WIENER_FRAMES))
-                filtered[sample, span] = wiener(
+                filtered = wiener(
                     estimates[sample, span],
                     mix[sample, span],
                     iterations=self.iterations,
                     residual=self.residual,
                 )
-        kept = filtered[..., : len(self.targets)].permute(0, 4, 3, 2, 1)
+                kept[sample, ..., span] = filtered[..., :targets].permute(3, 2, 1, 0)
         waves = torch.istft(
             kept.reshape(-1, *kept.shape[-2:]),
             n_fft=self.stft.n_fft,
@@ -224,7 +229,7 @@ class UnmixSeparator(nn.Module):
             center=True,
             length=padded.shape[-1],
         )
-        return waves.reshape(batch, len(self.targets), channels, -1)[..., :length]
+        return waves.reshape(batch, targets, channels, -1)[..., :length]
 
 
 def read_target(path: Path, *, stft: UnmixStft) -> UnmixNetwork:
@@ -236,9 +241,17 @@ def read_target(path: Path, *, stft: UnmixStft) -> UnmixNetwork:
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several kinds for a damaged pickle
+    except pickle.UnpicklingError as exc:
+        # torch's text for it suggests weights_only=False: code from the file is never run.
         raise ModelCorrupt(
-            f"{path}: cannot be read as an Open-Unmix state dict ({exc}); download it again",
+            f"{path}: is not a torch file of tensors alone (damaged, or it names code to "
+            "run); download it again",
+            path=path,
+        ) from exc
+    except (OSError, RuntimeError, EOFError, ValueError, BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelCorrupt(
+            f"{path}: cannot be read as an Open-Unmix state dict ({first}); download it again",
             path=path,
         ) from exc
     if not isinstance(state, dict) or not all(
