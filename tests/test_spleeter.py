@@ -173,9 +173,9 @@ def test_stems_add_up_to_the_mix_and_keep_its_length(
     reference: Reference, installed: Path, tmp_path: Path
 ) -> None:
     # Given a mix that ends inside a segment
-    mix = reference.mixes["4stems"]
+    mix = reference.mixes["5stems-16kHz"]
     # When it is separated with exact-sum (the default)
-    stems = separate(tmp_path, "spleeter:4stems", mix)
+    stems = separate(tmp_path, "spleeter:5stems-16kHz", mix)
     # Then the stems have its length and add back to it
     total = sum(stems.values())
     assert all(stem.shape == mix.shape for stem in stems.values())

@@ -210,6 +210,44 @@ def _activation(name: str, *, default: str) -> Callable[[Tensor], Tensor]:
     return lambda x: F.leaky_relu(x, 0.2)
 
 
+def _weight(kernel: Tensor) -> nn.Parameter:
+    """A TF kernel in torch's layout, contiguous (a strided view is copied every call):
+    conv (kh, kw, in, out) -> (out, in, kh, kw); transposed conv (kh, kw, out, in) ->
+    (in, out, kh, kw), the same permutation."""
+    return nn.Parameter(kernel.permute(3, 2, 0, 1).contiguous())
+
+
+#: The taps of a 5-wide stride-2 transposed conv that land on an even and an odd output
+#: sample, over inputs m-1, m, m+1 (TensorFlow's "same": output j is the full output j+1).
+_PHASE_TAPS = ((3, 1, None), (4, 2, 0))
+
+
+def _phase_weight(kernel: Tensor) -> nn.Parameter:
+    """A TF ``Conv2DTranspose`` kernel (5, 5, out, in), stride 2, "same", as one 3x3 conv
+    giving the four output phases as channels ``(2 * py + px) * out + o``: CPU torch runs
+    a transposed conv on a slow path (im2col) and a plain conv on oneDNN."""
+    height, width, outputs, inputs = kernel.shape
+    if (height, width) != (5, 5):
+        raise ModelCorrupt(f"a {height}x{width} transposed conv kernel; Spleeter's are 5x5")
+    weight = kernel.new_zeros((2, 2, outputs, inputs, 3, 3))
+    for py, rows in enumerate(_PHASE_TAPS):
+        for px, cols in enumerate(_PHASE_TAPS):
+            for a, ky in enumerate(rows):
+                for b, kx in enumerate(cols):
+                    if ky is not None and kx is not None:
+                        weight[py, px, :, :, a, b] = kernel[ky, kx]
+    return nn.Parameter(weight.reshape(4 * outputs, inputs, 3, 3).contiguous())
+
+
+def _upsample(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """The transposed conv of :func:`_phase_weight`: ``(B, in, H, W)`` to ``(B, out, 2H, 2W)``."""
+    batch, _, height, width = x.shape
+    phases = F.conv2d(x, weight, bias, padding=1)
+    outputs = phases.shape[1] // 4
+    shuffled = phases.reshape(batch, 2, 2, outputs, height, width).permute(0, 3, 4, 1, 5, 2)
+    return shuffled.reshape(batch, outputs, 2 * height, 2 * width)
+
+
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow's ``padding="same"``: the extra pixel goes after."""
     total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
@@ -234,15 +272,14 @@ class UNet(nn.Module):
         for k in range(_ENCODER):
             kernel, bias = layers.conv(k)
             # TF (kh, kw, in, out) -> torch (out, in, kh, kw)
-            self.down.extend([nn.Parameter(kernel.permute(3, 2, 0, 1)), nn.Parameter(bias)])
+            self.down.extend([_weight(kernel), nn.Parameter(bias)])
         for k in range(_DECODER):
             kernel, bias = layers.deconv(k)
-            # TF (kh, kw, out, in) -> torch ConvTranspose (in, out, kh, kw)
-            self.up.extend([nn.Parameter(kernel.permute(3, 2, 0, 1)), nn.Parameter(bias)])
+            self.up.extend([_phase_weight(kernel), nn.Parameter(bias.repeat(4))])
         for k in range(_ENCODER + _DECODER):
             self.norms.extend(nn.Parameter(t) for t in layers.norm(k))
         kernel, bias = layers.conv(_ENCODER)
-        self.last = nn.ParameterList([nn.Parameter(kernel.permute(3, 2, 0, 1)), nn.Parameter(bias)])
+        self.last = nn.ParameterList([_weight(kernel), nn.Parameter(bias)])
 
     def _norm(self, k: int, x: Tensor) -> Tensor:
         gamma, beta, mean, var = (self.norms[4 * k + i] for i in range(4))
@@ -264,12 +301,8 @@ class UNet(nn.Module):
             # The sixth encoder's batch norm and activation are in the graph but unused.
             x = self._act(self._norm(k, conv)) if k < _ENCODER - 1 else conv
         for k in range(_DECODER):
-            size = (x.shape[2] * 2, x.shape[3] * 2)
-            up = F.conv_transpose2d(x, self.up[2 * k], self.up[2 * k + 1], stride=2)
-            top = _same_pads(size[0], 5, 2)[0]
-            left = _same_pads(size[1], 5, 2)[0]
             up = self._norm(
-                _ENCODER + k, self._deact(up[..., top : top + size[0], left : left + size[1]])
+                _ENCODER + k, self._deact(_upsample(x, self.up[2 * k], self.up[2 * k + 1]))
             )
             # Dropout is off in inference; the skips are the encoder's convs before their norm.
             x = torch.cat([skips[_ENCODER - 2 - k], up], dim=1) if k < _DECODER - 1 else up
@@ -333,15 +366,15 @@ class SpleeterNet(nn.Module):
     def _inverse(self, stft: Tensor, length: int) -> Tensor:
         """``tf.signal.inverse_stft`` times 2/3: windowed frames summed, not normalised."""
         batch, channels, _, frames = stft.shape
-        size = self.config.frame_length
-        pieces = torch.fft.irfft(stft, n=size, dim=2) * self.window[:, None]
-        summed = F.fold(
-            pieces.reshape(batch * channels, size, frames),
-            output_size=(1, length),
-            kernel_size=(1, size),
-            stride=(1, self.config.frame_step),
-        )
-        return summed.reshape(batch, channels, length) * WINDOW_COMPENSATION
+        size, step = self.config.frame_length, self.config.frame_step
+        pieces = torch.fft.irfft(stft, n=size, dim=2).transpose(2, 3) * self.window
+        # Overlap-add by hop-sized slices: the window is a whole number of hops.
+        hops = size // step
+        slices = pieces.reshape(batch, channels, frames, hops, step)
+        summed = pieces.new_zeros((batch, channels, frames + hops - 1, step))
+        for k in range(hops):
+            summed[:, :, k : k + frames] += slices[:, :, :, k]
+        return summed.reshape(batch, channels, -1)[..., :length] * WINDOW_COMPENSATION
 
 
 def load_spleeter(folder: Path, config: SpleeterConfig) -> SpleeterNet:
