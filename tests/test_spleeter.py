@@ -1,7 +1,8 @@
 """Spleeter end to end: random-init models written as real TensorFlow checkpoints by
 spleeter's own graph code (in the spleeter venv, ``tests/references/spleeter_env.sh``),
 separated by ``stembridge separate`` without TensorFlow into the stems spleeter's own
-``Separator`` gives on the same checkpoint and mix; the bad folders; and peak memory
+``Separator`` gives on the same checkpoint and mix; the bad folders; the release
+archive downloaded and checked as spleeter's ``GithubModelProvider`` does; and peak memory
 that does not grow with the file.
 
 The tolerance: TensorFlow's float32 STFT, U-Nets and inverse STFT against torch's on
@@ -13,11 +14,19 @@ wrong mask, window, cut-off or segment boundary gives errors of 1e-2 and more.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import http.server
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +36,9 @@ import soundfile as sf
 from test_family_memory import write_clip
 
 from bridge.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+from bridge.errors import ModelCorrupt
+from bridge.models.catalog import SPLEETER_FILES, Archive, get_spec
+from bridge.models.weights import download_url, locate_files
 
 from signals import music, write_audio
 
@@ -264,3 +276,63 @@ def test_ten_minutes_peak_within_15_percent_of_one(
     )
     # Then the longer file's peak is within 15% of the shorter one's
     assert long <= short * 1.15, (short / 2**20, long / 2**20)
+
+
+class _Files(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on loopback serving ``tmp_path / "site"``."""
+    root = tmp_path / "site"
+    root.mkdir()
+    handler = functools.partial(_Files, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="files")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", root
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_release_is_downloaded_as_spleeter_does_and_checked(
+    site: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, root = site
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "installed"))
+    # Given a release archive as spleeter's GitHub release has it (files under ./, and a
+    # .probe), with the release's checksum index beside it
+    contents = {"checkpoint": b'model_checkpoint_path: "model"\n', "model.index": b"index"}
+    contents |= {"model.data-00000-of-00001": b"data", "model.meta": b"meta", ".probe": b"OK"}
+    with tarfile.open(root / "2stems.tar.gz", "w:gz") as archive:
+        for name, data in contents.items():
+            member = tarfile.TarInfo(f"./{name}")
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    digest = hashlib.sha256((root / "2stems.tar.gz").read_bytes()).hexdigest()
+    (root / "checksum.json").write_text(json.dumps({"2stems": digest, "4stems": "0" * 64}))
+    spec = get_spec("spleeter:2stems")
+    served = dataclasses.replace(
+        spec, archive=Archive(url + "2stems.tar.gz", url + "checksum.json", "2stems")
+    )
+    # When it is located: downloaded, checked, and only the files read unpacked in place
+    files = locate_files(served, fetch=download_url, offline=False)
+    installed = tmp_path / "installed" / "2stems"
+    assert files.paths == tuple(installed / name for name in SPLEETER_FILES)
+    assert all(path.read_bytes() == contents[path.name] for path in files.paths)
+    assert sorted(p.name for p in (tmp_path / "installed").iterdir()) == ["2stems"]
+    assert sorted(p.name for p in installed.iterdir()) == sorted(SPLEETER_FILES)
+    # And an archive that is not the published one is refused and nothing is kept
+    shutil.rmtree(tmp_path / "installed")
+    wrong = dataclasses.replace(
+        spec, archive=Archive(url + "2stems.tar.gz", url + "checksum.json", "4stems")
+    )
+    with pytest.raises(ModelCorrupt, match="checksum mismatch"):
+        locate_files(wrong, fetch=download_url, offline=False)
+    assert not installed.exists()
+    assert list((tmp_path / "installed").iterdir()) == []

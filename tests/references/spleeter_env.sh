@@ -8,7 +8,7 @@
 # Usage: tests/references/spleeter_env.sh [VENV_DIR]
 #   VENV_DIR defaults to $STEMBRIDGE_SPLEETER_VENV, else ~/.cache/stembridge-ci/spleeter-venv.
 # Needs a Python 3.8-3.11 (spleeter 2.4.2's range): $SPLEETER_PYTHON, else the first of
-# python3.11, python3.10, python3.9 found.
+# python3.11, python3.10, python3.9, python3 found in that range.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="${1:-${STEMBRIDGE_SPLEETER_VENV:-$HOME/.cache/stembridge-ci/spleeter-venv}}"
@@ -19,8 +19,12 @@ if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements-sha256" 2>/dev/nul
 fi
 python="${SPLEETER_PYTHON:-}"
 if [ -z "$python" ]; then
-    for candidate in python3.11 python3.10 python3.9; do
-        if command -v "$candidate" >/dev/null 2>&1; then python="$candidate"; break; fi
+    for candidate in python3.11 python3.10 python3.9 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(not (3, 9) <= sys.version_info < (3, 12))'; then
+            python="$candidate"
+            break
+        fi
     done
 fi
 if [ -z "$python" ]; then
