@@ -455,6 +455,7 @@ def test_models_list_names_each_family_with_its_scores(
         "mdx23c",
         "mdx_net",
         "openunmix",
+        "spleeter",
         "ensemble",
     }
     best = rows["vocals-best"]

@@ -340,3 +340,21 @@ def test_a_release_is_downloaded_as_spleeter_does_and_checked(
         locate_files(wrong, fetch=download_url, offline=False)
     assert not installed.exists()
     assert list((tmp_path / "installed").iterdir()) == []
+
+
+def test_models_list_names_the_six_configurations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["models", "list", "--json"]) == EXIT_OK
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    names = [f"spleeter:{n}{s}" for n in ("2stems", "4stems", "5stems") for s in ("", "-16kHz")]
+    assert all(rows[name]["family"] == "spleeter" for name in names)
+    assert [rows[n]["stems"] for n in names[::2]] == [
+        ["vocals", "accompaniment"],
+        ["vocals", "drums", "bass", "other"],
+        ["vocals", "piano", "drums", "bass", "other"],
+    ]
+    pairs = zip(names[::2], names[1::2], strict=True)
+    assert all(rows[n]["stems"] == rows[m]["stems"] for n, m in pairs)
+    (vocals, *_) = rows["spleeter:4stems"]["scores"]
+    assert vocals["stem"] == "vocals" and "--mwf" in vocals["source"]

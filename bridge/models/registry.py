@@ -52,7 +52,9 @@ from bridge.documents import parse_json
 from bridge.errors import ModelError, ModelNotFound
 
 #: The catalog's families (``bridge.models.catalog.Family``; a test keeps them equal).
-Family = Literal["demucs", "bs_roformer", "mel_band_roformer", "mdx23c", "mdx_net", "openunmix"]
+Family = Literal[
+    "demucs", "bs_roformer", "mel_band_roformer", "mdx23c", "mdx_net", "openunmix", "spleeter"
+]
 FAMILIES: tuple[str, ...] = get_args(Family)
 
 REGISTRY_NAME = "imported-models.json"
