@@ -11,7 +11,7 @@ import numpy as np
 from signals import SAMPLE_RATE, write_audio
 
 SOURCES = ("vocals", "drums", "bass", "other")
-#: Short, so BSSEval (about 1 s per second of audio for four stems) stays quick.
+#: Short, so the museval reference some tests compare against stays quick.
 SECONDS = 2.0
 
 
