@@ -11,7 +11,7 @@ They run as python-audio-separator runs them (:mod:`bridge.models.chunks`):
 * MDX23C: chunks of ``hop_length * (dim_t - 1)``, the mix padded with zeros, no window,
   divided by the overlap (windows as for the RoFormers);
 * MDX-Net: see :mod:`bridge.models.families.mdx_net` (overlap 0.25);
-* Open-Unmix: chunks of 30 s (or more) cross-faded over 0.1 of a chunk or more, a mix no
+* Open-Unmix: chunks of 30 s or a little more, cross-faded over 0.1 of a chunk, a mix no
   longer than a chunk in one (see :mod:`bridge.models.families.openunmix`).
 * Spleeter: spleeter's own segments of 512 STFT frames, one after another, their inverse
   STFTs added (no window, no overlap options; see :mod:`bridge.models.families.spleeter`).

@@ -14,12 +14,13 @@ A chunk runs as ``openunmix.model.Separator.forward`` runs a whole track::
     -> Wiener filter per window of 300 frames (iterations, residual) -> inverse STFT, n
 
 The LSTM is bidirectional over everything it is given, so memory would grow with the
-track: a mix longer than one chunk (30 s by default and at least, ``--segment``) is
-cut into chunks overlapping by ``--overlap`` (default 0.1 of a chunk) or a little more,
-each separated alone, and cross-faded (linear ramps over the overlap, divided by the
-summed ramps). Chunks start on multiples of 300 STFT hops, so that their frames and
-Wiener windows are the whole track's (see :func:`crossfade_plan`). A mix no longer than
-one chunk is one chunk: exactly the reference's result.
+track: a mix longer than one chunk (at least 30 s, ``--segment`` for more) is cut into
+chunks overlapping by ``--overlap`` (default 0.1 of a chunk), each separated alone, and
+cross-faded (linear ramps over the overlap, divided by the summed ramps). Chunks start
+on multiples of 300 STFT hops, so that their frames and Wiener windows are the whole
+track's; a chunk is a little longer than asked for, to step by whole multiples (see
+:func:`crossfade_plan`). A mix no longer than one chunk is one chunk: exactly the
+reference's result.
 
 With ``residual`` the Wiener filter has one more source, the mix minus the targets, as
 the reference's ``--residual``; only the targets are given as stems (exact-sum puts
@@ -320,9 +321,10 @@ def load_separator(
 
 
 def crossfade_plan(length: int, *, chunk: int, fade: int, grid: int) -> ChunkPlan:
-    """Chunks of ``chunk`` frames starting on multiples of ``grid`` frames, neighbours
-    overlapping by ``fade`` frames or more, cross-faded by linear ramps over the overlap
-    (at most half a chunk) and divided by the summed weights. The last chunk may run
+    """Chunks of at least ``chunk`` frames starting on multiples of ``grid`` frames,
+    neighbours overlapping by ``fade`` frames, cross-faded by linear ramps over the
+    overlap and divided by the summed weights. The chunks step by ``chunk - fade``
+    rounded up to the grid and are that step plus the fade long; the last one may run
     past the end of the mix (zeros are read there). A mix no longer than a chunk is one
     chunk, weighted 1 throughout: exactly the network's output.
 
@@ -331,25 +333,23 @@ def crossfade_plan(length: int, *, chunk: int, fade: int, grid: int) -> ChunkPla
     reference on the whole track only near its ends.
 
     Raises:
-        ValueError: A fade of 0 or more than half a chunk, or a grid that leaves no step.
+        ValueError: A fade of 0 or more than half a chunk.
     """
     if fade <= 0 or 2 * fade > chunk:
         raise ValueError(f"a fade of {fade} frames does not fit chunks of {chunk}")
-    if length <= chunk:
-        size = max(length, 1)
-        return ChunkPlan(length, size, (0,), np.ones(size, dtype=np.float32))
-    step = (chunk - fade) // grid * grid
-    if step <= 0:
-        raise ValueError(f"chunks of {chunk} frames fading over {fade} have no {grid} step")
-    count = 1 + math.ceil((length - chunk) / step)
+    step = math.ceil((chunk - fade) / grid) * grid
+    size = step + fade
+    if length <= size:
+        one = max(length, 1)
+        return ChunkPlan(length, one, (0,), np.ones(one, dtype=np.float32))
+    count = 1 + math.ceil((length - size) / step)
     starts = tuple(k * step for k in range(count))
-    ramp_frames = min(chunk - step, chunk // 2)
     # The ramps stay above 0 so the first and last frames keep their weight; two
     # neighbours' ramps add up to 1 where they overlap.
-    ramp = (np.arange(ramp_frames, dtype=np.float64) + 1) / (ramp_frames + 1)
-    window = np.ones(chunk)
-    window[:ramp_frames], window[chunk - ramp_frames :] = ramp, ramp[::-1]
-    return ChunkPlan(length, chunk, starts, window.astype(np.float32))
+    ramp = (np.arange(fade, dtype=np.float64) + 1) / (fade + 1)
+    window = np.ones(size)
+    window[:fade], window[size - fade :] = ramp, ramp[::-1]
+    return ChunkPlan(length, size, starts, window.astype(np.float32))
 
 
 def chunk_frames(samplerate: int, *, segment_seconds: float | None) -> int:
