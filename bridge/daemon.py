@@ -172,9 +172,10 @@ class Daemon:
 def request_stop(state_dir: Path) -> None:
     """Ask the daemon serving ``state_dir`` to stop as on SIGTERM: its running job is
     queued again. It sees the request within its poll interval."""
-    from bridge import atomic
+    import os
 
-    atomic.write_bytes(state_dir / STOP_NAME, b"stop\n", mode=0o600)
+    # Only its existence counts, so it is made in place: nothing temporary to leave.
+    os.close(os.open(state_dir / STOP_NAME, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 @contextlib.contextmanager

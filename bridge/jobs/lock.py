@@ -11,11 +11,11 @@ imported only when a lock is touched.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from bridge import atomic
 from bridge.errors import JobError
 from bridge.owners import owner_id
 from bridge.permissions import private_folder
@@ -56,7 +56,7 @@ class DaemonLock:
                 "state_dir",
                 path=self.path,
             ) from None
-        atomic.write_bytes(self.path.parent / OWNER_NAME, owner_id().encode("utf-8"))
+        _write_owner(self.path.parent / OWNER_NAME)
         self._lock = lock
         return self
 
@@ -97,6 +97,15 @@ def _file_lock(path: Path) -> BaseFileLock:
     # One lock object per use, not filelock's per-thread reentrancy: a second DaemonLock in
     # the same process must be refused like another process's.
     return FileLock(path, mode=0o600, thread_local=False)
+
+
+def _write_owner(path: Path) -> None:
+    """This process's owner id into ``path``, in place (not through a temporary: a daemon
+    killed meanwhile must leave nothing to clean, and a torn id only makes a refusal say
+    ``pid unknown``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(owner_id().encode("utf-8"))
 
 
 def _holder(state_dir: Path) -> str:
