@@ -6,6 +6,8 @@ legacy-site download and their bad inputs. Parity is with ``demucs.apply.apply_m
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import os
 import shutil
 from pathlib import Path
@@ -30,7 +32,7 @@ from test_parity import TOLERANCE, run_stembridge
 from bridge.cli import EXIT_MODEL, EXIT_USAGE, main
 from bridge.errors import ModelCorrupt, ModelNotFound
 from bridge.models.catalog import DEMUCS_SIGNATURES, get_spec
-from bridge.models.loading import load_bag
+from bridge.models.loading import load_bag, load_network
 from bridge.models.weights import checkpoint_urls, install_folder, install_from, locate
 from bridge.settings import SeparationSettings
 
@@ -241,6 +243,22 @@ def test_checkpoint_whose_shapes_do_not_fit_its_network_is_refused(
     assert "0d19c1c6-" in error and "the weights do not fit the network" in error
     assert "download the file again" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_in_torch_s_legacy_format_is_refused_by_name(tmp_path: Path) -> None:
+    # Given a network saved in torch's pre-zip format (its pickle refers to the network
+    # class in a way weights_only loading cannot allow), named by its checksum
+    network = Demucs(["drums", "bass", "other", "vocals"], segment=2, **TINY_DEMUCS)
+    args, kwargs = network._init_args_kwargs
+    package = {"klass": Demucs, "args": args, "kwargs": kwargs, "state": get_state(network, None)}
+    buffer = io.BytesIO()
+    torch.save(package, buffer, _use_new_zipfile_serialization=False)
+    data = buffer.getvalue()
+    path = tmp_path / f"0d19c1c6-{hashlib.sha256(data).hexdigest()[:8]}.th"
+    path.write_bytes(data)
+    # When it is loaded, Then it is refused naming the file and the safetensors form
+    with pytest.raises(ModelCorrupt, match=r"0d19c1c6-.*cannot be loaded safely.*safetensors"):
+        load_network(path)
 
 
 class LegacySite:

@@ -159,13 +159,25 @@ def require_safe_loading(path: Path, serialization: Any = torch.serialization) -
         )
 
 
+def _names_a_quantizer(path: Path) -> bool:
+    """Whether the checkpoint's pickle names a DiffQ quantizer, read without loading it.
+
+    A file in torch's legacy (pre-zip) format cannot be read so; it is then opened as it
+    is, and a quantized one is refused as not loadable safely.
+    """
+    try:
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except ValueError:
+        return False
+    return any(name in _QUANTIZERS for name in named)
+
+
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     verify_checkpoint(path)
     require_safe_loading(path)
     allowed: list[Any] = [*_CLASSES.values(), Fraction]
     try:
-        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        if any(name in _QUANTIZERS for name in named):
+        if _names_a_quantizer(path):
             allowed += _quantizer_classes(path)
         with torch.serialization.safe_globals(allowed):
             package = torch.load(path, map_location="cpu", weights_only=True)
