@@ -99,9 +99,15 @@ def writer_gone(path: Path, tag: str | None, *, now: float | None = None) -> boo
     return age > ABANDONED_SECONDS
 
 
+#: How a closed file is opened to be flushed: Windows' ``_commit`` (``os.fsync``) needs a
+#: handle with write access (FlushFileBuffers); POSIX flushes through any descriptor, and
+#: a hard-linked source may be read-only there.
+_FLUSH_MODE = os.O_RDWR if os.name == "nt" else os.O_RDONLY
+
+
 def fsync_file(path: Path) -> None:
     """Flush a closed file's contents to disk."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, _FLUSH_MODE)
     try:
         os.fsync(fd)
     finally:
