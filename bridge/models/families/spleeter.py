@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bridge.errors import ModelCorrupt, SettingsError
-from bridge.models.catalog import SPLEETER_FILES, SPLEETER_URL
+from bridge.models.catalog import SPLEETER_URL
 from bridge.models.chunks import ChunkPlan
 from bridge.models.families.tf_checkpoint import Checkpoint, checkpoint_prefix, read_checkpoint
 from bridge.models.runner import TorchRunner
@@ -387,26 +387,20 @@ def load_spleeter(folder: Path, config: SpleeterConfig) -> SpleeterNet:
         ModelCorrupt: A file is missing, damaged, holds another stem count than the
             configuration's, or shapes that do not fit together.
     """
-    if not (folder / SPLEETER_FILES[0]).is_file():
-        raise ModelCorrupt(_missing(folder, config), path=folder / SPLEETER_FILES[0])
     prefix = checkpoint_prefix(folder)
     index = prefix.with_name(prefix.name + ".index")
     if not index.is_file():
-        raise ModelCorrupt(_missing(folder, config), path=index)
+        raise ModelCorrupt(
+            f"{index}: missing ({folder / 'checkpoint'} names it); put the whole release "
+            f"folder there ({SPLEETER_URL}{config.folder}.tar.gz, unpacked)",
+            path=index,
+        )
     checkpoint = read_checkpoint(prefix)
     _check_stem_count(checkpoint, index, config)
     _check_shapes(checkpoint, index, config)
     network = SpleeterNet(checkpoint, config).eval()
     log.info("spleeter:%s read from %s", config.name, folder)
     return network
-
-
-def _missing(folder: Path, config: SpleeterConfig) -> str:
-    absent = [name for name in SPLEETER_FILES if not (folder / name).is_file()]
-    return (
-        f"{folder}: the Spleeter {config.folder} folder lacks {', '.join(absent)}; put the "
-        f"whole release folder there ({SPLEETER_URL}{config.folder}.tar.gz, unpacked)"
-    )
 
 
 _CONV = re.compile(r"conv2d(?:_(\d+))?/kernel")
