@@ -42,6 +42,7 @@ from test_family_memory import write_clip
 from bridge.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 from bridge.errors import ModelCorrupt
 from bridge.models.catalog import SPLEETER_FILES, Archive, get_spec
+from bridge.models.families.tf_checkpoint import checkpoint_prefix, read_checkpoint
 from bridge.models.weights import download_url, locate_files
 
 from signals import music, write_audio
@@ -358,3 +359,17 @@ def test_models_list_names_the_six_configurations(
     assert all(rows[n]["stems"] == rows[m]["stems"] for n, m in pairs)
     (vocals, *_) = rows["spleeter:4stems"]["scores"]
     assert vocals["stem"] == "vocals" and "--mwf" in vocals["source"]
+
+
+def test_files_that_are_not_a_checkpoint_are_refused_naming_them(tmp_path: Path) -> None:
+    # Given a folder whose checkpoint file names nothing, then an index that is no table
+    (tmp_path / "checkpoint").write_text('all_model_checkpoint_paths: "model"\n')
+    with pytest.raises(ModelCorrupt, match="names no model_checkpoint_path") as refused:
+        checkpoint_prefix(tmp_path)
+    assert refused.value.path == tmp_path / "checkpoint"
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model"\n')
+    prefix = checkpoint_prefix(tmp_path)
+    (tmp_path / "model.index").write_bytes(b"\0" * 100)
+    with pytest.raises(ModelCorrupt, match="not a TensorFlow checkpoint index") as refused:
+        read_checkpoint(prefix)
+    assert refused.value.path == tmp_path / "model.index"
