@@ -3,6 +3,7 @@ validated, installed and removed through an injected manager, never clobbered.""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import plistlib
 import subprocess
@@ -27,16 +28,28 @@ from bridge.hosts.service import (
 
 from programs import required_program
 
+#: How each manager is asked whether the service is loaded.
+QUERIES = ("is-active", "print", "/Query")
+
 
 class Manager:
-    """A service manager that records commands and answers each with ``returncode``."""
+    """A service manager that records commands and answers each with ``returncode``;
+    asked whether the service is loaded, it says what ``loaded`` says (the commands
+    recorded are the others)."""
 
-    def __init__(self, returncode: int = 0, output: str = "") -> None:
+    def __init__(self, returncode: int = 0, output: str = "", *, loaded: bool = False) -> None:
         self.commands: list[tuple[str, ...]] = []
+        self.loaded = loaded
         self._answer = Ran(returncode, output)
 
     def __call__(self, command: Sequence[str]) -> Ran:
+        if any(word in command for word in QUERIES):
+            return Ran(0 if self.loaded else 3, "")
         self.commands.append(tuple(command))
+        if "enable" in command or "bootstrap" in command or "/Create" in command:
+            self.loaded = self._answer.returncode == 0
+        if "disable" in command or "bootout" in command or "/Delete" in command:
+            self.loaded = False
         return self._answer
 
 
@@ -83,6 +96,12 @@ def test_systemd_install_uninstall_round_trip_in_a_temporary_home(tmp_path: Path
     assert manager.commands.count(enable) == 2
     assert ("systemctl", "--user", "daemon-reload") in manager.commands
     assert status(unit, run=manager).installed and status(unit, run=manager).loaded
+    # And a changed unit replaces the running one (stopped first, so its job is queued)
+    manager.commands.clear()
+    edited = dataclasses.replace(unit, text=unit.text.replace("RestartSec=5", "RestartSec=9"))
+    install(edited, force=True, run=manager)
+    assert manager.commands[0] == ("systemctl", "--user", "stop", "stembridge.service")
+    install(unit, force=True, run=manager)
     # When uninstalled
     manager.commands.clear()
     assert uninstall(unit, run=manager) is True
@@ -125,6 +144,8 @@ def test_launchd_agent_is_a_valid_plist_bootstrapped_in_the_gui_domain(tmp_path:
     assert isinstance(parsed["ExitTimeOut"], int)
     manager = Manager()
     install(agent, run=manager)
+    # launchctl refuses to bootstrap a loaded agent: an unchanged one is left running
+    assert install(agent, run=manager) is False
     uninstall(agent, run=manager)
     assert manager.commands == [
         ("launchctl", "bootstrap", "gui/501", str(agent.path)),

@@ -88,6 +88,11 @@ class ServiceFile:
         start: Commands that start it now and at every login, run after writing.
         stop: Commands that stop it and forget it, run before removing the file.
         query: The command asking whether it is loaded or running (exit 0: yes).
+        unload: Commands that let go of a loaded older definition before ``start`` loads
+            a changed one.
+        start_when_loaded: Whether ``start`` may run while the same definition is loaded
+            (``launchctl bootstrap`` refuses a loaded agent; ``systemctl enable --now``
+            and ``schtasks /Create /F`` take it as a no-op).
         graceful_stop: Whether ``stop`` needs the stop request first (Windows).
     """
 
@@ -98,6 +103,8 @@ class ServiceFile:
     start: tuple[tuple[str, ...], ...] = ()
     stop: tuple[tuple[str, ...], ...] = ()
     query: tuple[str, ...] = ()
+    unload: tuple[tuple[str, ...], ...] = ()
+    start_when_loaded: bool = True
     graceful_stop: bool = False
 
     @property
@@ -173,6 +180,7 @@ def _systemd(home: Path, command: list[str]) -> ServiceFile:
         start=((*systemctl, "daemon-reload"), (*systemctl, "enable", "--now", SYSTEMD_NAME)),
         stop=((*systemctl, "disable", "--now", SYSTEMD_NAME),),
         query=(*systemctl, "is-active", "--quiet", SYSTEMD_NAME),
+        unload=((*systemctl, "stop", SYSTEMD_NAME),),
     )
 
 
@@ -197,6 +205,8 @@ def _launchd(home: Path, command: list[str], uid: int) -> ServiceFile:
         start=(("launchctl", "bootstrap", domain, str(path)),),
         stop=(("launchctl", "bootout", f"{domain}/{LAUNCHD_LABEL}"),),
         query=("launchctl", "print", f"{domain}/{LAUNCHD_LABEL}"),
+        unload=(("launchctl", "bootout", f"{domain}/{LAUNCHD_LABEL}"),),
+        start_when_loaded=False,
     )
 
 
@@ -286,7 +296,8 @@ def _windows_user() -> str:
 
 def install(service: ServiceFile, *, force: bool = False, run: Runner = run_command) -> bool:
     """Write the service file and start it through its manager; returns whether the file
-    changed (the manager is told again either way, which it takes as a no-op).
+    changed. A changed definition replaces a loaded one (stopped as on SIGTERM, so its
+    running job is queued again); an unchanged loaded one is left running.
 
     Raises:
         OutputError: A different file is already there and ``force`` is off.
@@ -302,6 +313,12 @@ def install(service: ServiceFile, *, force: bool = False, run: Runner = run_comm
                 "it, or --print to see the new one",
                 path=service.path,
             )
+    loaded = run(service.query).returncode == 0
+    if loaded and not changed and not service.start_when_loaded:
+        return False
+    if loaded and changed:
+        for command in service.unload:
+            run(command)  # an older definition that is already gone is what we want
     if changed:
         service.path.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_bytes(service.path, service.data())
