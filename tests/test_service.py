@@ -23,6 +23,7 @@ from bridge.hosts.service import (
     install,
     service_file,
     status,
+    task_program,
     uninstall,
 )
 
@@ -226,7 +227,23 @@ def test_windows_task_is_valid_scheduler_xml_needing_no_administrator(tmp_path: 
     command = root.findtext("t:Actions/t:Exec/t:Command", namespaces=ns)
     assert command is not None and command.endswith("python.exe")  # no pythonw.exe there
     arguments = root.findtext("t:Actions/t:Exec/t:Arguments", namespaces=ns)
-    assert arguments == f'-m bridge serve --config "{(tmp_path / "my config.toml").resolve()}"'
+    log = tmp_path / "AppData/Local/StemBridge/daemon.log"
+    serve = ["serve", "--config", str((tmp_path / "my config.toml").resolve())]
+    assert arguments == subprocess.list2cmdline(["-c", task_program(log, serve)])
+
+
+def test_the_windows_task_program_sends_the_output_to_its_log(tmp_path: Path) -> None:
+    # pythonw gives no console: what stembridge says goes to the log instead
+    log = tmp_path / "daemon.log"
+    ran = subprocess.run(
+        [sys.executable, "-c", task_program(log, ["--version"])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0 and ran.stdout == "" and ran.stderr == ""
+    assert log.read_text().startswith("stembridge ")
 
 
 def test_windows_uninstall_asks_the_daemon_to_stop_before_ending_the_task(

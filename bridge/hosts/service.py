@@ -215,6 +215,10 @@ def _task(home: Path, python: str, arguments: list[str], user: str) -> ServiceFi
     windowless = interpreter.with_name("pythonw.exe")
     # pythonw has no console window; a venv or Store Python without one keeps python.exe.
     command = str(windowless) if Path(windowless).exists() else str(interpreter)
+    # Kept where the user's data lives, so that install, --print and status compare it.
+    local = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    path = local / "StemBridge" / f"{TASK_NAME}.xml"
+    program = task_program(local / "StemBridge" / "daemon.log", arguments[2:])
     text = (
         '<?xml version="1.0" encoding="UTF-16"?>\n'
         f'<Task version="1.2" xmlns="{TASK_NAMESPACE}">\n'
@@ -262,14 +266,11 @@ def _task(home: Path, python: str, arguments: list[str], user: str) -> ServiceFi
         '  <Actions Context="Author">\n'
         "    <Exec>\n"
         f"      <Command>{escape(command)}</Command>\n"
-        f"      <Arguments>{escape(subprocess.list2cmdline(arguments))}</Arguments>\n"
+        f"      <Arguments>{escape(subprocess.list2cmdline(['-c', program]))}</Arguments>\n"
         "    </Exec>\n"
         "  </Actions>\n"
         "</Task>\n"
     )
-    # Kept where the user's data lives, so that install, --print and status compare it.
-    local = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    path = local / "StemBridge" / f"{TASK_NAME}.xml"
     return ServiceFile(
         manager="task scheduler",
         path=path,
@@ -285,6 +286,18 @@ def _task(home: Path, python: str, arguments: list[str], user: str) -> ServiceFi
         ),
         query=("schtasks", "/Query", "/TN", TASK_NAME),
         graceful_stop=True,
+    )
+
+
+def task_program(log: Path, arguments: list[str]) -> str:
+    """The ``python -c`` program the Windows task runs: ``stembridge ARGUMENTS`` with its
+    output appended to ``log``. Under ``pythonw`` there is no console and ``sys.stderr``
+    is ``None``, so the first line ``serve`` says would fail; the task's Exec has no shell
+    to redirect it."""
+    return (
+        "import sys; "
+        f"sys.stdout = sys.stderr = open({str(log)!r}, 'a', encoding='utf-8', buffering=1); "
+        f"from bridge.cli import main; raise SystemExit(main({arguments!r}))"
     )
 
 
