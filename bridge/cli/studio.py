@@ -6,12 +6,10 @@ import argparse
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -44,7 +42,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "Run one per GPU (--device cuda:N).",
     )
     add_broker_option(worker)
-    worker.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    worker.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps",
+    )
     worker.add_argument(
         "--concurrency", type=int, default=1, help="jobs at once, each with its own model"
     )
@@ -216,13 +218,9 @@ def run_worker(args: argparse.Namespace, err: Console) -> int:
     config, url = broker_config(args)
     redis = connect_checked(url)
     keep_freed_memory_for(args.device)  # before the worker's threads start, CPU work only
+    from bridge.daemon import stop_signals
+
     stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     worker = StudioWorker(
         redis,
         device=args.device,
@@ -230,7 +228,10 @@ def run_worker(args: argparse.Namespace, err: Console) -> int:
         paths=config.paths,
         heartbeat_timeout_seconds=args.heartbeat_timeout,
     )
-    worker.run(stop)
+    # The daemon's stops: SIGTERM, Ctrl-C, and on Windows Ctrl-Break and closing the
+    # console; each lets the running jobs go back to the broker's queue.
+    with stop_signals(stop):
+        worker.run(stop)
     return EXIT_OK
 
 
