@@ -60,7 +60,7 @@ def main() -> None:
         polish = separate_with(
             "stembridge", models, clip, work / "polish", device=args.device, preset="vocal-polish"
         )
-        artefacts = sorted(p.name for p in (work / "cache").rglob("*.pt2"))
+        artefacts = sorted(p.name for p in (work / "cache").rglob("*.onnx"))
 
     apply_seconds = theirs.result["apply_model_seconds"]
 
