@@ -208,7 +208,11 @@ def test_wrong_choices_are_refused_before_the_file_is_stored(
     web, guard = client(tmp_path, store)
     data = wav_bytes(tmp_path)
     for params, says in [
-        ({"model": "no_such_model"}, "unknown model 'no_such_model'; choose one of"),
+        ({"model": "no_such_model"}, "model 'no_such_model' is not one StemBridge lists"),
+        # Settings may name files; a browser may not (nothing it sends is opened as a path)
+        ({"model": "/tmp/evil.ckpt"}, "model '/tmp/evil.ckpt' is not one StemBridge lists"),
+        ({"stems": "vocals@/tmp/x.onnx"}, "model '/tmp/x.onnx' is not one StemBridge lists"),
+        ({"preset": "/etc/stembridge.toml"}, "preset '/etc/stembridge.toml' is not one of"),
         ({"stems": "kazoo"}, "kazoo"),
         ({"format": "wma"}, "format = 'wma' is not allowed"),
         ({"preset": "no-such-preset"}, "no-such-preset"),

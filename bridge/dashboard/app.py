@@ -307,7 +307,12 @@ class _Api:
         try:
             if not name.strip():
                 raise UploadRefused(400, "the upload has no file name (?name=)")
-            choices = read_choices(query, self._defaults)
+            choices = read_choices(
+                query,
+                self._defaults,
+                models=await anyio.to_thread.run_sync(_model_names),
+                presets={name for name, _, _ in list_presets()},
+            )
             self._uploads.check_length(request.headers.get("content-length"))
             upload = await self._uploads.receive(request.stream(), client_name=name)
         except UploadRefused as exc:
@@ -593,6 +598,18 @@ def _sample_rate(manifest: dict[str, Any] | None) -> int | None:
     output = (manifest or {}).get("output")
     rate = output.get("sample_rate") if isinstance(output, dict) else None
     return rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else None
+
+
+def _model_names() -> set[str]:
+    """The models an upload may name (``models list``'s, installed or not).
+
+    Raises:
+        UploadRefused: The registry of imported models cannot be read.
+    """
+    try:
+        return {row["name"] for row in model_rows()}
+    except ModelError as exc:
+        raise UploadRefused(500, str(exc)) from exc
 
 
 def _range_start(manifest: dict[str, Any] | None) -> float:
