@@ -46,6 +46,7 @@ from bridge.errors import ModelCorrupt, SettingsError
 from bridge.models.catalog import UNMIX_WIENER_ITERATIONS
 from bridge.models.chunks import ChunkPlan
 from bridge.models.families.wiener import wiener
+from bridge.models.runner import fft_device
 
 log = logging.getLogger(__name__)
 
@@ -190,21 +191,25 @@ class UnmixSeparator(nn.Module):
         # separated with zeros after it (the reference refuses it).
         short = max(0, self.stft.n_fft // 2 + 1 - length)
         padded = nn.functional.pad(audio, (0, short)) if short else audio
+        # The STFTs and the complex filter run where complex numbers are supported (the
+        # CPU beside an Apple GPU, as demucs does); the networks on the model's device.
+        fft = fft_device(audio.device)
+        window = self.window.to(fft)
         spectrum = torch.stft(
-            padded.reshape(-1, padded.shape[-1]),
+            padded.reshape(-1, padded.shape[-1]).to(fft),
             n_fft=self.stft.n_fft,
             hop_length=self.stft.hop,
-            window=self.window,
+            window=window,
             center=True,
             pad_mode="reflect",
             return_complex=True,
         ).reshape(batch, channels, self.stft.bins, -1)
-        magnitude = spectrum.abs()
+        magnitude = spectrum.abs().to(audio.device)
         if self.stft.channels == 1:
             magnitude = magnitude.mean(dim=1, keepdim=True)
         estimates = torch.stack([target(magnitude) for target in self.targets], dim=-1)
         # (B, frames, bins, channels[, sources]) for the filter.
-        estimates = estimates.permute(0, 3, 2, 1, 4)
+        estimates = estimates.permute(0, 3, 2, 1, 4).to(fft)
         mix = spectrum.permute(0, 3, 2, 1)
         frames = mix.shape[1]
         targets = len(self.targets)
@@ -226,11 +231,11 @@ class UnmixSeparator(nn.Module):
             kept.reshape(-1, *kept.shape[-2:]),
             n_fft=self.stft.n_fft,
             hop_length=self.stft.hop,
-            window=self.window,
+            window=window,
             center=True,
             length=padded.shape[-1],
         )
-        return waves.reshape(batch, targets, channels, -1)[..., :length]
+        return waves.reshape(batch, targets, channels, -1)[..., :length].to(audio.device)
 
 
 def read_target(path: Path, *, stft: UnmixStft) -> UnmixNetwork:
