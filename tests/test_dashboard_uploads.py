@@ -577,3 +577,34 @@ def test_an_upload_onto_a_disk_that_fills_up_leaves_it_empty(
     assert "the disk is full" in response.json()["error"]
     assert [p.name for p in (tiny_disk / "uploads").iterdir()] == []
     assert store.list() == []
+
+
+def test_bad_uploads_and_forged_requests_are_refused_by_the_real_server(
+    tmp_path: Path, store: JobStore, served: tuple[str, Guard]
+) -> None:
+    # Given the dashboard behind uvicorn, and a job still running
+    url, guard = served
+    from bridge.pipeline.spec import JobSpec
+
+    store.submit(JobSpec(input=str(tmp_path / "x.wav"), folder=str(tmp_path / "x")))
+    running = store.claim("test")
+    assert running is not None
+    good = headers(guard, url)
+    data = wav_bytes(tmp_path)
+    big = wav_bytes(tmp_path, frames=LIMIT // 4 + 1000, name="big.wav")
+
+    def post(body: bytes, sent: dict[str, str], name: str = "a.wav") -> httpx.Response:
+        return httpx.post(f"{url}/api/uploads", params={"name": name}, content=body, headers=sent)
+
+    # When each bad request is sent, then each is refused as it should be
+    refused = [
+        (post(b"not a song\n" * 100, good), 415, "not audio"),
+        (post(big, good), 413, "limit of 2 MB"),
+        (post(data, {k: v for k, v in good.items() if k != "x-stembridge-csrf"}), 403, "CSRF"),
+        (post(data, {**good, "origin": "http://evil.example"}), 403, "own page"),
+        (httpx.get(f"{url}/api/jobs/{running.id}/zip"), 409, "is running"),
+    ]
+    for response, status, says in refused:
+        assert response.status_code == status and says in response.json()["error"]
+    # And nothing was stored, and no job made beside the running one
+    assert left_in_uploads(tmp_path) == [] and [j.id for j in store.list()] == [running.id]
