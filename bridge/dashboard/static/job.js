@@ -221,7 +221,8 @@
     if (mixer) mixer.close();
     mixer = StemMixer.create({ sampleRate: job.sample_rate, onLoaded: loaded, onEnded: paintButtons });
     rows = job.stems.map((stem, index) => trackRow(mixer.addStem(stem.name, stem.audio), stem, index));
-    if (job.original) rows.push(trackRow(mixer.setOriginal(job.original), null, rows.length));
+    if (job.original)
+      rows.push(trackRow(mixer.setOriginal(job.original, job.original_offset_seconds), null, rows.length));
     document.getElementById("ab-original").disabled = !job.original;
     document.getElementById("tracks").replaceChildren(...rows.map((item) => item.row));
     document.getElementById("zip").href = `/api/jobs/${job.id}/zip`;

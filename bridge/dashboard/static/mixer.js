@@ -22,13 +22,15 @@ const StemMixer = (() => {
     let listening = "stems";
     let starts = 0;
 
-    function makeTrack(name, url, isOriginal) {
+    // `shift`: where song time 0 lies in the file (the original, when a part was separated).
+    function makeTrack(name, url, isOriginal, shift = 0) {
       const gain = ctx.createGain();
       gain.connect(ctx.destination);
       return {
         name,
         url,
         isOriginal,
+        shift,
         gain,
         buffer: null,
         level: 1,
@@ -57,8 +59,10 @@ const StemMixer = (() => {
       return original ? [...tracks, original] : tracks;
     }
 
+    // The song is as long as its longest stem (the original may hold more around them).
     function duration() {
-      return Math.max(0, ...all().filter((t) => t.buffer).map((t) => t.buffer.duration));
+      const sources = tracks.some((t) => t.buffer) ? tracks : all();
+      return Math.max(0, ...sources.filter((t) => t.buffer).map((t) => t.buffer.duration - t.shift));
     }
 
     function now() {
@@ -66,7 +70,7 @@ const StemMixer = (() => {
     }
 
     function startSource(track, at) {
-      const offset = at - origin;
+      const offset = at - origin + track.shift;
       if (!track.buffer || offset >= track.buffer.duration) return;
       const source = ctx.createBufferSource();
       source.buffer = track.buffer;
@@ -177,8 +181,8 @@ const StemMixer = (() => {
         tracks.push(track);
         return track;
       },
-      setOriginal(url) {
-        original = makeTrack("original", url, true);
+      setOriginal(url, shiftSeconds) {
+        original = makeTrack("original", url, true, shiftSeconds);
         return original;
       },
       loadAll,
