@@ -272,6 +272,9 @@ def test_drop_two_songs_mix_their_stems_and_take_them_away(
         assert uploaded == ["queued", "queued"]
         assert sorted(p.name for p in uploads.glob("*/*.wav")) == ["First Song.wav", "second.wav"]
         shoot(browser, tmp_path, "queue.png")
+        browser.set_window_size(820, 1180)
+        shoot(browser, tmp_path, "queue-tablet.png")
+        browser.set_window_size(1280, 800)
 
         # When the first song's page is opened
         browser.find_element(By.LINK_TEXT, jobs["First Song.wav"]).click()
