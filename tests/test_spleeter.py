@@ -228,7 +228,7 @@ def test_bad_release_folders_are_refused_with_the_file_and_the_fix(
     (models / "4stems" / "model.index").unlink()
     code, err = refused(tmp_path, capsys, "--model", "spleeter:4stems")
     assert code == EXIT_MODEL
-    assert str(models) in err and "lacks model.index" in err and "4stems.tar.gz" in err
+    assert str(models) in err and "lacks 4stems/model.index" in err and "4stems.tar.gz" in err
     # A 2stems checkpoint where 4stems should be
     shutil.rmtree(models / "4stems")
     shutil.copytree(reference.models / "2stems", models / "4stems")

@@ -441,7 +441,8 @@ def _partial(spec: ModelSpec, folders: Sequence[Path] | None) -> str | None:
     for folder in searched:
         have = [file for file in spec.files if (folder / file.name).is_file()]
         if have and len(have) < len(spec.files):
-            lacking = [Path(f.name).name for f in spec.files if f not in have]
+            # A file's name under the folder (Spleeter's keep their release folder's).
+            lacking = [f.name for f in spec.files if f not in have]
             return f"{folder}: model {spec.name} lacks {', '.join(lacking)}"
     return None
 
