@@ -224,3 +224,22 @@ def test_which_networks_get_a_compiled_core(
     assert isinstance(wrapped[0], CompiledNetwork) and wrapped[1] is other
     off = SeparationSettings(device="cpu", compiled_core="off")
     assert compiled_networks(networks, off) == networks
+
+
+def test_a_cache_folder_that_cannot_be_made_leaves_the_core_eager(
+    mdx23c_pair: tuple[torch.nn.Module, torch.nn.Module],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a cache folder under a file (it cannot be made)
+    _, ours = mdx23c_pair
+    blocked = tmp_path / "cache"
+    blocked.write_text("not a folder")
+    network = CompiledNetwork(ours, folder=blocked / "compiled")
+    chunk = audio(1, SMALL_CHUNK, seed=8)
+    # When a chunk goes through it
+    with caplog.at_level(logging.WARNING, logger="bridge.models.compiled"):
+        result = run_ours(network, chunk)
+    # Then it says why and runs the eager network: a separation never fails for the cache
+    assert "did not compile" in caplog.text and "it runs eagerly" in caplog.text
+    torch.testing.assert_close(result, run_ours(ours, chunk), atol=0, rtol=0)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from bridge.atomic import commit, write_bytes
 from bridge.documents import parse_json
+from bridge.errors import StemBridgeError
 from bridge.settings import SeparationSettings
 
 log = logging.getLogger(__name__)
@@ -410,7 +411,10 @@ class CompiledNetwork(nn.Module):
             artefact.unlink(missing_ok=True)
             return None
         record = {**environment, "sha256": _file_sha256(artefact), "max_difference": error}
-        write_bytes(sidecar, json.dumps(record, indent=1).encode())
+        try:
+            write_bytes(sidecar, json.dumps(record, indent=1).encode())
+        except (OSError, StemBridgeError) as exc:  # this process still has the core
+            log.warning("%s: not recorded (%s); the next run compiles it again", sidecar, exc)
         self.compiled += 1
         log.warning(
             "compiled core ready in %.0f s (%s; differs from eager by %.2g)",
