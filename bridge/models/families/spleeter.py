@@ -51,7 +51,7 @@ from bridge.errors import ModelCorrupt, SettingsError
 from bridge.models.catalog import SPLEETER_URL
 from bridge.models.chunks import ChunkPlan
 from bridge.models.families.tf_checkpoint import Checkpoint, checkpoint_prefix, read_checkpoint
-from bridge.models.runner import TorchRunner
+from bridge.models.runner import TorchRunner, fft_device
 from bridge.models.weights import ModelFiles
 from bridge.settings import SeparationSettings
 
@@ -330,18 +330,22 @@ class SpleeterNet(nn.Module):
     def forward(self, audio: Tensor) -> Tensor:
         config = self.config
         batch, channels, length = audio.shape
+        # The STFTs and masking run where complex numbers are supported (the CPU beside
+        # an Apple GPU, as demucs does); the U-Nets on the model's device.
+        fft = fft_device(audio.device)
         with torch.autocast(audio.device.type, enabled=False):
             stft = torch.stft(
-                audio.float().reshape(batch * channels, length),
+                audio.float().reshape(batch * channels, length).to(fft),
                 n_fft=config.frame_length,
                 hop_length=config.frame_step,
-                window=self.window,
+                window=self.window.to(fft),
                 center=False,
                 return_complex=True,
             ).reshape(batch, channels, config.frame_length // 2 + 1, -1)
             # (B, channels, bins, frames) -> the U-Nets' (B, channels, T, F)
             magnitude = stft.abs()[:, :, : config.bins].transpose(2, 3).contiguous()
-        estimates = [unet(magnitude).float() for unet in self.unets]
+        on_device = magnitude.to(audio.device)
+        estimates = [unet(on_device).float().to(fft) for unet in self.unets]
         if config.softmax:
             masks = torch.softmax(torch.stack(estimates), dim=0)
             estimates = [mask * magnitude for mask in masks]
@@ -352,7 +356,7 @@ class SpleeterNet(nn.Module):
             for power in powers:
                 mask = self._extend((power + EPSILON / len(powers)) / total)
                 stems.append(self._inverse(mask.transpose(2, 3) * stft, length))
-            return torch.stack(stems, dim=1)
+            return torch.stack(stems, dim=1).to(audio.device)
 
     def _extend(self, mask: Tensor) -> Tensor:
         """The mask over every bin: zeros (or the mask's mean) above the cut-off."""
@@ -367,7 +371,7 @@ class SpleeterNet(nn.Module):
         """``tf.signal.inverse_stft`` times 2/3: windowed frames summed, not normalised."""
         batch, channels, _, frames = stft.shape
         size, step = self.config.frame_length, self.config.frame_step
-        pieces = torch.fft.irfft(stft, n=size, dim=2).transpose(2, 3) * self.window
+        pieces = torch.fft.irfft(stft, n=size, dim=2).transpose(2, 3) * self.window.to(stft.device)
         # Overlap-add by hop-sized slices: the window is a whole number of hops.
         hops = size // step
         slices = pieces.reshape(batch, channels, frames, hops, step)
