@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_family_memory import peak_rss, write_clip
 
 from bridge.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 from bridge.errors import ModelCorrupt
@@ -386,33 +386,6 @@ def test_submit_runs_open_unmix_with_its_options_as_separate_does(
     assert umx.identity("ab" * 32) == once.identity("ab" * 32) != twice.identity("ab" * 32)
 
 
-def write_clip(path: Path, minutes: int, rate: int) -> Path:
-    """``minutes`` of 16-bit stereo noise and tones, written a second at a time."""
-    rng = np.random.default_rng(minutes)
-    t = np.arange(rate) / rate
-    with sf.SoundFile(str(path), "w", rate, 2, "PCM_16") as out:
-        for second in range(minutes * 60):
-            tone = 0.2 * np.sin(2 * np.pi * (110 + second % 50) * t)
-            out.write((tone[:, None] + 0.05 * rng.standard_normal((rate, 2))).astype(np.float32))
-    return path
-
-
-def peak_rss(source: Path, out: Path) -> int:
-    """Bytes at the peak of a ``stembridge separate`` process."""
-    args = [sys.executable, "-m", "bridge", "separate", str(source), "-o", str(out)]
-    child = subprocess.Popen(
-        [*args, "--model", "umxse", "--wiener-iterations", "0", "--no-pictures", "--overwrite"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _, status, usage = os.wait4(child.pid, 0)
-    assert child.stderr is not None
-    error = child.stderr.read().decode(errors="replace")
-    child.stderr.close()
-    assert os.waitstatus_to_exitcode(status) == 0, error
-    return usage.ru_maxrss * 1024
-
-
 def test_ten_minutes_peak_within_15_percent_of_one(
     reference: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -421,6 +394,7 @@ def test_ten_minutes_peak_within_15_percent_of_one(
     monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "models"))
     clips = {m: write_clip(tmp_path / f"{m}min.wav", m, RATES["umxse"]) for m in (1, 10)}
     # When each separates in a process of its own
-    short, long = (peak_rss(clips[m], tmp_path / f"out{m}") for m in (1, 10))
+    flags = ("--model", "umxse", "--wiener-iterations", "0")
+    short, long = (peak_rss(clips[m], tmp_path / f"out{m}", *flags) for m in (1, 10))
     # Then the longer file's peak is within 15% of the shorter one's
     assert long <= short * 1.15, (short / 2**20, long / 2**20)

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_family_memory import write_clip
+from test_family_memory import peak_rss, write_clip
 
 from bridge.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 from bridge.errors import ModelCorrupt
@@ -256,23 +255,6 @@ def test_bad_release_folders_are_refused_with_the_file_and_the_fix(
     assert code == EXIT_USAGE and "leave --overlap out" in err
 
 
-def peak_rss(source: Path, out: Path, model: str, env: dict[str, str]) -> int:
-    """Bytes at the peak of a ``stembridge separate`` process."""
-    args = [sys.executable, "-m", "bridge", "separate", str(source), "-o", str(out)]
-    child = subprocess.Popen(
-        [*args, "--model", model, "--no-pictures", "--overwrite"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    _, status, usage = os.wait4(child.pid, 0)
-    assert child.stderr is not None
-    error = child.stderr.read().decode(errors="replace")
-    child.stderr.close()
-    assert os.waitstatus_to_exitcode(status) == 0, error
-    return usage.ru_maxrss * 1024
-
-
 def test_ten_minutes_peak_within_15_percent_of_one(
     reference: Reference, installed: Path, tmp_path: Path
 ) -> None:
@@ -281,7 +263,8 @@ def test_ten_minutes_peak_within_15_percent_of_one(
     # When each is separated by a narrow 2stems in a process of its own
     env = {**os.environ, "STEMBRIDGE_MODEL_DIR": str(reference.narrow_models)}
     short, long = (
-        peak_rss(clips[m], tmp_path / f"out{m}", "spleeter:2stems", env) for m in (1, 10)
+        peak_rss(clips[m], tmp_path / f"out{m}", "--model", "spleeter:2stems", env=env)
+        for m in (1, 10)
     )
     # Then the longer file's peak is within 15% of the shorter one's
     assert long <= short * 1.15, (short / 2**20, long / 2**20)
