@@ -129,8 +129,7 @@ class DashboardSettings:
     ] = "127.0.0.1"
     port: Annotated[int, Meta(ge=1, le=65535), Setting()] = 8737
     upload_folder: (
-        Annotated[Path, Setting(read=str, parse=expanded_path, allowed="a folder's path")]
-        | None
+        Annotated[Path, Setting(read=str, parse=expanded_path, allowed="a folder's path")] | None
     ) = None
     upload_max_mb: Annotated[
         int, Meta(ge=1, le=1_000_000), Setting(unit="MB", note="a 10-minute 24-bit WAV is ~160")
