@@ -67,7 +67,8 @@ class SeparationSettings:
         precision: ``fp32``; ``fp16`` or ``bf16`` on CUDA only.
         compiled_core: Run the HT Demucs and MDX23C cores compiled on the CPU (see
             :mod:`bridge.models.compiled`): ``auto`` those of released size, ``on`` all,
-            ``off`` none; decided when a model is loaded, so a warm model keeps it.
+            ``off`` none (the default: the compiled core's memory is about 4x the eager
+            one's); decided when a model is loaded, so a warm model keeps it.
         wiener_iterations: Open-Unmix's Wiener filter steps; ``None`` means its 1.
         residual: Open-Unmix: Wiener-filter with the mix minus the targets too.
     """
@@ -222,9 +223,10 @@ class SeparationSettings:
             flag="--compiled-core",
             help="on the CPU, run the HT Demucs and MDX23C cores compiled for this machine, "
             "compiled once per model and machine into the cache folder and then loaded "
-            "(auto: networks of 1 M parameters or more, where it pays)",
+            "(auto: networks of 1 M parameters or more, where it pays; off by default: "
+            "a compiled htdemucs holds about 4x the memory of the eager one)",
         ),
-    ] = "auto"
+    ] = "off"
 
     def __post_init__(self) -> None:
         schema.check(self)

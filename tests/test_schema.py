@@ -228,7 +228,7 @@ def test_specs_stored_by_the_previous_version_load_with_their_identity() -> None
         model_config=None,
         wiener_iterations=None,
         residual=False,
-        compiled_core="auto",
+        compiled_core="off",
     )
     assert json.loads(spec.to_json()) == stored
     assert spec.identity("ab" * 32, "cd" * 32) == STORED_IDENTITY
