@@ -128,7 +128,7 @@ class HTDemucsCore(nn.Module):
 
 
 class Mdx23cCore(nn.Module):
-    """``Mdx23c.forward`` between ``_spectrum`` and ``_waves``: the U-Net on real tensors."""
+    """``Mdx23c.unet``: between ``_spectrum`` and ``_waves``, on real tensors."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
@@ -136,17 +136,7 @@ class Mdx23cCore(nn.Module):
 
     def forward(self, spectrum: Tensor) -> tuple[Tensor]:
         net: Any = self.network
-        x = first = net.first_conv(spectrum)
-        x = x.transpose(-1, -2)
-        skips = []
-        for encoder in net.encoder_blocks:
-            skip, x = encoder(x)
-            skips.append(skip)
-        x = net.bottleneck_block(x)
-        for decoder in net.decoder_blocks:
-            x = decoder(x, skips.pop())
-        x = x.transpose(-1, -2) * first
-        return (net.final_conv(torch.cat([spectrum, x], 1)),)
+        return (net.unet(spectrum),)
 
 
 def split(network: nn.Module) -> tuple[Pre, nn.Module, Post] | str:

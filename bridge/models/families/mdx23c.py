@@ -350,6 +350,11 @@ class Mdx23c(nn.Module):
         # The STFTs run where fft_device says (the CPU for MPS); the U-Net on the device.
         window = torch.hann_window(config.n_fft, periodic=True, device=fft_device(audio.device))
         spectrum = self._spectrum(audio, window).to(audio.device)
+        return self._waves(self.unet(spectrum), window, batch=audio.shape[0])
+
+    def unet(self, spectrum: Tensor) -> Tensor:
+        """Everything between the STFT and its inverse, on real tensors (what
+        :mod:`bridge.models.compiled` exports)."""
         x = first = self.first_conv(spectrum)
         # The U-Net runs over (frames, bins): the TDF layers are linear across the bins
         x = x.transpose(-1, -2)
@@ -361,8 +366,7 @@ class Mdx23c(nn.Module):
         for decoder in self.decoder_blocks:
             x = decoder(x, skips.pop())
         x = x.transpose(-1, -2) * first
-        x = self.final_conv(torch.cat([spectrum, x], 1))
-        return self._waves(x, window, batch=audio.shape[0])
+        return self.final_conv(torch.cat([spectrum, x], 1))
 
     def _spectrum(self, audio: Tensor, window: Tensor) -> Tensor:
         """``(batch, channels, samples)`` to ``(batch, 2 * channels * subbands, bins, frames)``."""
