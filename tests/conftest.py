@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import threading
 import warnings
 from collections.abc import Iterator
@@ -59,3 +61,25 @@ def model_dir(tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``STEMBRIDGE_MODEL_DIR`` pointing at the tiny models."""
     monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tiny_models))
     return tiny_models
+
+
+class _Files(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on loopback serving ``tmp_path / "site"``."""
+    site = tmp_path / "site"
+    site.mkdir()
+    handler = functools.partial(_Files, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="files")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", site
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

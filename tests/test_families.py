@@ -6,13 +6,9 @@ own separators give on the same model and mix."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import json
-import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -384,28 +380,6 @@ def test_bad_model_inputs_are_refused_with_the_file_and_the_fix(
     assert code == EXIT_MODEL and str(bad.with_suffix(".yaml")) in err
     # And nothing was written
     assert not out.exists()
-
-
-class _Files(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real HTTP server on loopback serving ``tmp_path / "site"``."""
-    site = tmp_path / "site"
-    site.mkdir()
-    handler = functools.partial(_Files, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="files")
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", site
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_model_files_are_downloaded_from_their_locations_and_checked(

@@ -36,6 +36,7 @@ from bridge.settings import SeparationSettings
 
 from processes import write_config
 from signals import write_audio
+from test_families import ours
 
 INSTALL = "pip install --no-deps -r tests/references/openunmix.txt"
 RATES = {"umxhq": 44100, "umxl": 44100, "umxse": 16000}
@@ -113,22 +114,6 @@ def reference_stems(
     with torch.no_grad():
         out = separator(torch.from_numpy(mix)[None])[0].numpy()
     return {target: out[k] for k, target in enumerate(networks)}
-
-
-def ours(
-    tmp_path: Path, name: str, mix: np.ndarray, *flags: str, rate: int
-) -> dict[str, np.ndarray]:
-    """``stembridge separate`` to float WAV without exact-sum (the model's raw output)."""
-    source = write_audio(tmp_path / "mix.wav", mix.T, rate, "FLOAT")
-    out = tmp_path / "out"
-    args = ["separate", str(source), "--model", name, "-o", str(out), "--overwrite"]
-    code = main([*args, "--bit-depth", "32", "--no-exact-sum", "--no-pictures", *flags])
-    assert code == EXIT_OK
-    manifest = json.loads((out / "mix" / "manifest.json").read_text())
-    return {
-        stem["name"]: sf.read(str(out / "mix" / stem["path"]), dtype="float32", always_2d=True)[0].T
-        for stem in manifest["stems"]
-    }
 
 
 def mix_of(frames: int, seed: int = 0) -> np.ndarray:

@@ -19,17 +19,13 @@ late 0.22.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import io
 import json
 import os
 import shutil
 import subprocess
 import tarfile
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,32 +266,10 @@ def test_ten_minutes_peak_within_15_percent_of_one(
     assert long <= short * 1.15, (short / 2**20, long / 2**20)
 
 
-class _Files(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real HTTP server on loopback serving ``tmp_path / "site"``."""
-    root = tmp_path / "site"
-    root.mkdir()
-    handler = functools.partial(_Files, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="files")
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_a_release_is_downloaded_as_spleeter_does_and_checked(
-    site: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    served: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, root = site
+    url, root = served
     monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "installed"))
     # Given a release archive as spleeter's GitHub release has it (files under ./, and a
     # .probe), with the release's checksum index beside it
