@@ -1,7 +1,10 @@
-"""A studio GPU worker: one warm model per thread, jobs from Redis, events back to the daemon.
+"""A studio GPU worker: one warm model for its threads, jobs from Redis, events back to the daemon.
 
 ``stembridge worker`` runs :class:`StudioWorker`: a dramatiq worker (threads, not
 forked processes, so the model loads once) consuming :data:`~bridge.broker.channel.QUEUE`.
+Its threads share one :class:`~bridge.jobs.worker.ModelCache`, so one copy of the
+networks, and the jobs separating at once on a demucs model share its forward passes
+(:mod:`bridge.models.batching`).
 For each message it maps the job's paths to this machine (``[paths]``), adopts the
 stem folder the daemon reserved, runs the same :func:`~bridge.pipeline.run.run_job`
 as the daemon's own worker on this worker's device, and pushes events (started,
@@ -100,9 +103,10 @@ class StudioWorker:
     Args:
         redis: Client for the broker's Redis.
         device: Where jobs run (``cuda:0``, ``cpu``...): overrides the job's device.
-        concurrency: Jobs run at once, each on its own thread and model.
+        concurrency: Jobs run at once, each on its own thread, all on one warm model.
         paths: Maps the daemon's paths to this machine's.
-        models: Makes one warm model cache per thread (injectable for tests).
+        models: The warm model cache the threads share (made with ``batching`` to share
+            forward passes between jobs; injectable for tests).
         heartbeat_timeout_seconds: How long without heartbeats before dramatiq gives a
             worker's messages to another one.
     """
@@ -114,15 +118,14 @@ class StudioWorker:
         device: str = "auto",
         concurrency: int = 1,
         paths: PathMap | None = None,
-        models: Callable[[], ModelCache] = ModelCache,
+        models: ModelCache | None = None,
         heartbeat_timeout_seconds: float = 60.0,
     ) -> None:
         self._redis = redis
         self._device = device
         self._concurrency = concurrency
         self._paths = paths or PathMap()
-        self._models = models
-        self._local = threading.local()
+        self._models = models or ModelCache()
         self.id = f"{socket.gethostname()}:{os.getpid()}"
         self._current: set[str] = set()
         self._done = 0
@@ -224,18 +227,19 @@ class StudioWorker:
                 folder=self._paths.to_local(spec.folder),
                 separation=dataclasses.replace(spec.separation, device=self._device),
             )
-            result = run_job(
-                job_id,
-                local,
-                attempt=delivery.attempt,
-                results=_Reports(self._push, delivery, self.id),
-                model_for=self._models_for_thread().model,
-                on_progress=self._reporter(delivery, cancel, current),
-                cancel=cancel,
-                reserved=Path(self._paths.to_local(folder)),
-                owner=owner_id(),
-                still_current=current,
-            )
+            with self._models.session() as model_for:
+                result = run_job(
+                    job_id,
+                    local,
+                    attempt=delivery.attempt,
+                    results=_Reports(self._push, delivery, self.id),
+                    model_for=model_for,
+                    on_progress=self._reporter(delivery, cancel, current),
+                    cancel=cancel,
+                    reserved=Path(self._paths.to_local(folder)),
+                    owner=owner_id(),
+                    still_current=current,
+                )
         except JobCancelled as exc:
             if isinstance(exc, Superseded) or not current():
                 log.info(
@@ -274,13 +278,6 @@ class StudioWorker:
                 "reused_from": self._paths.to_daemon(reused) if reused else None,
             },
         )
-
-    def _models_for_thread(self) -> ModelCache:
-        cache: ModelCache | None = getattr(self._local, "models", None)
-        if cache is None:
-            cache = self._models()
-            self._local.models = cache
-        return cache
 
     def _reporter(
         self, delivery: _Delivery, cancel: threading.Event, current: Callable[[], bool]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from bridge.broker.url import BrokerUrl
+    from bridge.models.batching import BatchingOptions
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps",
     )
     worker.add_argument(
-        "--concurrency", type=int, default=1, help="jobs at once, each with its own model"
+        "--concurrency",
+        type=int,
+        default=1,
+        help="jobs at once, on one copy of the model (their demucs passes shared)",
+    )
+    worker.add_argument(
+        "--cross-job-batch",
+        type=int,
+        metavar="SEGMENTS",
+        help="most segments one forward pass carries from the jobs running at once (1: each "
+        "job its own passes); default: 1 on a CPU, about one per 4 GiB of a GPU, up to 16",
     )
     worker.add_argument(
         "--heartbeat-timeout",
@@ -213,8 +224,10 @@ def run_worker(args: argparse.Namespace, err: Console) -> int:
             key="concurrency",
             value=args.concurrency,
         )
+    from bridge.jobs.worker import ModelCache
     from bridge.models.runner import keep_freed_memory_for
 
+    batching = _batching(args)
     config, url = broker_config(args)
     redis = connect_checked(url)
     keep_freed_memory_for(args.device)  # before the worker's threads start, CPU work only
@@ -226,6 +239,7 @@ def run_worker(args: argparse.Namespace, err: Console) -> int:
         device=args.device,
         concurrency=args.concurrency,
         paths=config.paths,
+        models=ModelCache(batching=batching),
         heartbeat_timeout_seconds=args.heartbeat_timeout,
     )
     # The daemon's stops: SIGTERM, Ctrl-C, and on Windows Ctrl-Break and closing the
@@ -233,6 +247,26 @@ def run_worker(args: argparse.Namespace, err: Console) -> int:
     with stop_signals(stop):
         worker.run(stop)
     return EXIT_OK
+
+
+def _batching(args: argparse.Namespace) -> BatchingOptions:
+    """``--cross-job-batch``, else the device's own batch size (one job's passes already
+    run that many segments, so a shared pass fits where one job's does).
+
+    Raises:
+        SettingsError: A cross-job batch below 1.
+    """
+    from bridge.errors import DeviceUnavailable
+    from bridge.models.batching import BatchingOptions
+    from bridge.models.runner import default_batch_size, resolve_device
+
+    if args.cross_job_batch is not None:
+        return BatchingOptions(max_segments=args.cross_job_batch)
+    try:
+        device = resolve_device(args.device)
+    except DeviceUnavailable:
+        return BatchingOptions(max_segments=1)  # each job fails with the device's message
+    return BatchingOptions(max_segments=default_batch_size(device))
 
 
 def run_workers(args: argparse.Namespace, err: Console) -> int:

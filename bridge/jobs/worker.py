@@ -9,11 +9,13 @@ again, whole, next time; nothing half-written is left.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bridge.effects.plugin_host import PluginLoader, load_with_pedalboard
@@ -22,6 +24,7 @@ from bridge.jobs.job import FINAL, Job
 from bridge.jobs.retry import RETRY_DELAYS_SECONDS, out_of_memory, smaller
 from bridge.jobs.status_file import update_status
 from bridge.jobs.store import JobStore
+from bridge.models.batching import BatchingOptions
 from bridge.models.catalog import ModelSpec
 from bridge.models.chunked_model import ChunkedModel
 from bridge.models.combined import CombinedModel, member_settings
@@ -38,11 +41,17 @@ class ModelCache:
     """Keeps the models of the last job loaded; a job for other models or another device
     replaces them (an ensemble's or routed stems' models are loaded when first needed).
 
+    Thread-safe: a studio worker's threads share one cache, so one copy of each model,
+    and each job takes its models through a :meth:`session`, which keeps them loaded
+    until the job ends whatever the other threads' jobs ask for.
+
     Args:
         folders: Weight folders to search (default: the standard search order).
         download: Injected Hugging Face downloader for demucs files (tests).
         fetch: Injected downloader for the other families' files (tests).
         offline: Never download.
+        batching: Share forward passes between the jobs separating at once on one model
+            (see :class:`~bridge.models.loaded.LoadedModel`); ``None``: no sharing.
     """
 
     def __init__(
@@ -52,41 +61,69 @@ class ModelCache:
         download: Download | None = None,
         fetch: Fetch | None = None,
         offline: bool | None = None,
+        batching: BatchingOptions | None = None,
     ) -> None:
         self._folders = folders
         self._download = download
         self._fetch = fetch
         self._offline = offline
+        self._batching = batching
+        # Reentrant: a lineup's models load through _one while model() holds it.
+        self._lock = threading.RLock()
         self._loaded: dict[str, LoadedModel | ChunkedModel] = {}
+        self._in_use: Counter[str] = Counter()
 
     def model(self, settings: SeparationSettings) -> Model:
         """A model for ``settings``, reusing the loaded networks when they fit."""
         lineup = settings.lineup
-        keep = {spec.name for spec in lineup.models}
-        self._loaded = {name: m for name, m in self._loaded.items() if name in keep}
-        if lineup.single is not None:
-            return self._one(lineup.single.name, settings)
+        with self._lock:
+            keep = {spec.name for spec in lineup.models} | set(self._in_use)
+            self._loaded = {name: m for name, m in self._loaded.items() if name in keep}
+            if lineup.single is not None:
+                return self._one(lineup.single.name, settings)
 
         def load(spec: ModelSpec) -> LoadedModel | ChunkedModel:
             return self._one(spec.name, member_settings(settings, spec))
 
         return CombinedModel(settings, load=load)
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Callable[[SeparationSettings], Model]]:
+        """One job's ``model_for``: the models it hands out stay loaded until the
+        ``with`` block ends, while other threads' jobs load theirs."""
+        names: list[str] = []
+
+        def model_for(settings: SeparationSettings) -> Model:
+            with self._lock:
+                taken = [spec.name for spec in settings.lineup.models]
+                self._in_use.update(taken)
+                names.extend(taken)
+            return self.model(settings)
+
+        try:
+            yield model_for
+        finally:
+            with self._lock:
+                self._in_use.subtract(names)
+                self._in_use = +self._in_use  # drop the names no job uses any more
+
     def _one(self, name: str, settings: SeparationSettings) -> LoadedModel | ChunkedModel:
-        loaded = self._loaded.get(name)
-        if loaded is not None:
-            try:
-                return loaded.with_settings(settings)
-            except StemBridgeError:
-                del self._loaded[name]
-        self._loaded[name] = load_model(
-            settings,
-            folders=self._folders,
-            download=self._download,
-            fetch=self._fetch,
-            offline=self._offline,
-        )
-        return self._loaded[name]
+        with self._lock:
+            loaded = self._loaded.get(name)
+            if loaded is not None:
+                try:
+                    return loaded.with_settings(settings)
+                except StemBridgeError:
+                    del self._loaded[name]
+            self._loaded[name] = load_model(
+                settings,
+                folders=self._folders,
+                download=self._download,
+                fetch=self._fetch,
+                offline=self._offline,
+                batching=self._batching,
+            )
+            return self._loaded[name]
 
 
 class Worker:

@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -21,11 +22,12 @@ from demucs.apply import BagOfModels
 from demucs.htdemucs import HTDemucs
 
 from bridge.errors import ModelCorrupt, SettingsError
+from bridge.models.batching import BatchingOptions, PassSharing, SharedPasses
 from bridge.models.catalog import DEMUCS_OVERLAP, ModelSpec
 from bridge.models.chunked_model import ChunkedModel
 from bridge.models.combined import CombinedModel
 from bridge.models.compiled import compiled_networks
-from bridge.models.engine import MemberGeometry, OnProgress, separate_stream
+from bridge.models.engine import MemberGeometry, OnProgress, RunBatch, separate_stream
 from bridge.models.groups import ChannelGroup, MixStats
 from bridge.models.loading import load_bag
 from bridge.models.runner import (
@@ -46,6 +48,18 @@ log = logging.getLogger(__name__)
 Model = Union["LoadedModel", ChunkedModel, CombinedModel]
 
 
+@dataclass(frozen=True)
+class _Networks:
+    """One copy of a bag's networks on its device, shared by every :meth:`with_settings`:
+    what runs each member (its network or, on the CPU, its compiled core around it, so a
+    warm model loads or compiles its cores once), the lock its runners share, and, in a
+    worker whose jobs share passes, those passes."""
+
+    modules: list[torch.nn.Module]
+    lock: threading.Lock
+    sharing: PassSharing | None
+
+
 class LoadedModel:
     """A bag of networks on a device, with the settings it runs under.
 
@@ -53,6 +67,8 @@ class LoadedModel:
         settings: Model, device, shifts, overlap, segment, batch size, precision.
         bag: The loaded networks (see :meth:`load` to find and load them).
         spec: The model's catalog entry.
+        batching: Share forward passes between the jobs separating at once on this model
+            (threads of a studio worker); ``None``: each separation runs its own passes.
     """
 
     def __init__(
@@ -61,7 +77,8 @@ class LoadedModel:
         bag: BagOfModels,
         spec: ModelSpec,
         *,
-        networks: Sequence[torch.nn.Module] | None = None,
+        batching: BatchingOptions | None = None,
+        networks: _Networks | None = None,
     ) -> None:
         self.settings = settings
         self.spec = spec
@@ -76,12 +93,23 @@ class LoadedModel:
             self._member_geometry(network, w)
             for network, w in zip(bag.models, self._weights, strict=True)
         ]
-        # What runs each member: its network, or (CPU) its compiled core around it; kept
-        # by with_settings so a warm model loads or compiles its cores once.
         self._networks = (
-            list(networks) if networks is not None else compiled_networks(bag.models, settings)
+            networks
+            if networks is not None
+            else _Networks(
+                compiled_networks(bag.models, settings),
+                threading.Lock(),
+                None if batching is None else PassSharing(batching),
+            )
         )
-        self._runner = TorchRunner(self._networks, device=device, precision=settings.precision)
+        self._runner = TorchRunner(
+            self._networks.modules,
+            device=device,
+            precision=settings.precision,
+            lock=self._networks.lock,
+        )
+        sharing = self._networks.sharing
+        self._passes = None if sharing is None else sharing.passes(settings.precision, self._runner)
         self.device = device
         log.info(
             "%s ready on %s (batch %d, %s)", spec.name, device, self.batch_size, settings.precision
@@ -95,8 +123,10 @@ class LoadedModel:
         folders: Sequence[Path] | None = None,
         download: Download | None = None,
         offline: bool | None = None,
+        batching: BatchingOptions | None = None,
     ) -> LoadedModel:
-        """Find the model's weights (offline first), load them and place them on the device.
+        """Find the model's weights (offline first), load them and place them on the device
+        (``batching``: see the class).
 
         Raises:
             ModelNotFound: No weights and no way to download them.
@@ -106,7 +136,7 @@ class LoadedModel:
         spec = settings.lineup.one()
         check_precision(settings.precision, resolve_device(settings.device))
         files = locate(spec, folders=folders, download=download, offline=offline)
-        return cls(settings, load_bag(files), spec)
+        return cls(settings, load_bag(files), spec, batching=batching)
 
     def with_settings(self, settings: SeparationSettings) -> LoadedModel:
         """The same loaded networks under other settings (shifts, overlap, batch...).
@@ -142,23 +172,30 @@ class LoadedModel:
         Raises:
             JobCancelled: ``cancel`` was set.
         """
-        return separate_stream(
-            blocks,
-            length=length,
-            groups=groups,
-            stats=stats,
-            members=self._geometry,
-            sources=len(self.sources),
-            wanted_sources=self._wanted_indices(wanted),
-            run_batch=self._runner,
-            width=self.audio_channels,
-            shifts=self.settings.shifts,
-            max_shift=int(0.5 * self.samplerate),
-            batch_size=self.batch_size,
-            rng=random.Random(0),
-            on_progress=on_progress,
-            cancel=cancel,
-        )
+        wanted_sources = self._wanted_indices(wanted)
+
+        def stream(run_batch: RunBatch) -> Iterator[np.ndarray]:
+            return separate_stream(
+                blocks,
+                length=length,
+                groups=groups,
+                stats=stats,
+                members=self._geometry,
+                sources=len(self.sources),
+                wanted_sources=wanted_sources,
+                run_batch=run_batch,
+                width=self.audio_channels,
+                shifts=self.settings.shifts,
+                max_shift=int(0.5 * self.samplerate),
+                batch_size=self.batch_size,
+                rng=random.Random(0),
+                on_progress=on_progress,
+                cancel=cancel,
+            )
+
+        if self._passes is None:
+            return stream(self._runner)
+        return _joined(self._passes, stream)
 
     def _wanted_indices(self, wanted: Sequence[str]) -> list[int]:
         indices = [self.sources.index(name) for name in wanted]
@@ -193,6 +230,15 @@ class LoadedModel:
         return MemberGeometry(segment_length, stride, weights, valid_length)
 
 
+def _joined(
+    passes: SharedPasses, stream: Callable[[RunBatch], Iterator[np.ndarray]]
+) -> Iterator[np.ndarray]:
+    """``stream`` on shared passes, taking part from its first block to its end (or its
+    error, or its cancel)."""
+    with passes.join() as run_batch:
+        yield from stream(run_batch)
+
+
 def load_model(
     settings: SeparationSettings,
     *,
@@ -200,6 +246,7 @@ def load_model(
     download: Download | None = None,
     fetch: Fetch | None = None,
     offline: bool | None = None,
+    batching: BatchingOptions | None = None,
 ) -> LoadedModel | ChunkedModel:
     """Find and load the one model ``settings`` name, whatever its family (several are
     loaded one by one into a :class:`~bridge.models.combined.CombinedModel`).
@@ -210,6 +257,9 @@ def load_model(
         download: Fetches a demucs file from Hugging Face (injectable for tests).
         fetch: Fetches another family's file from its URL (injectable for tests).
         offline: Never download.
+        batching: Share a demucs model's forward passes between the jobs separating on it
+            at once (see :class:`LoadedModel`); the other families run each job's own
+            passes, one at a time (their runners hold a lock).
 
     Raises:
         ModelNotFound: No weights and no way to download them.
@@ -227,5 +277,7 @@ def load_model(
             value=settings.residual or settings.wiener_iterations,
         )
     if family == "demucs":
-        return LoadedModel.load(settings, folders=folders, download=download, offline=offline)
+        return LoadedModel.load(
+            settings, folders=folders, download=download, offline=offline, batching=batching
+        )
     return ChunkedModel.load(settings, folders=folders, fetch=fetch, offline=offline)

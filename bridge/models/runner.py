@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -205,16 +206,25 @@ class TorchRunner:
         networks: The bag's networks (moved to ``device`` once, here).
         device: Where they run.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast on CUDA.
+        lock: Held while a network runs; runners over the same networks share one, so
+            threads that share a model never run them at once (a compiled core keeps
+            per-shape state).
     """
 
     def __init__(
-        self, networks: Sequence[torch.nn.Module], *, device: torch.device, precision: str
+        self,
+        networks: Sequence[torch.nn.Module],
+        *,
+        device: torch.device,
+        precision: str,
+        lock: threading.Lock | None = None,
     ) -> None:
         check_precision(precision, device)
         if device.type == "cpu":
             keep_freed_memory()
         self.device = device
         self.precision = precision
+        self.lock = lock or threading.Lock()
         self._networks = [network.to(device).eval() for network in networks]
 
     def __call__(self, member: int, batch: np.ndarray) -> np.ndarray:
@@ -229,7 +239,7 @@ class TorchRunner:
             if self.precision in _DTYPES
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), autocast, _flush_denormals(self.device):
+        with self.lock, torch.inference_mode(), autocast, _flush_denormals(self.device):
             out = self._networks[member](tensor)
         return out.float().cpu().numpy()
 
