@@ -1,6 +1,7 @@
 """Studio scale-out cost: jobs through Redis and workers vs the same jobs run locally.
 
     python benchmarks/studio.py [--jobs 8] [--seconds 20] [--workers 1] [--tiny]
+    python benchmarks/studio.py --cross-job-batch 4 --concurrency 4 [--jobs 8] [--seconds 5]
 
 Starts a redis-server on loopback, a daemon with the broker and N worker
 processes, submits the jobs, and times them from submission to the last job
@@ -9,6 +10,11 @@ worker). Reported: both wall times, jobs per hour, and the time the workers
 spent separating (from the manifests), so the dispatch overhead per job is what
 is left. On a machine with few cores, several CPU workers share those cores:
 run one worker per GPU for the figure a studio cares about.
+
+With ``--cross-job-batch B``: one worker running ``--concurrency`` jobs at once, first
+with each job in its own forward passes (``--cross-job-batch 1``), then with up to B
+segments of the running jobs in one pass; reported: both wall times, their ratio and
+the worker's peak RSS in each run. Several short renders is the case it is for.
 """
 
 from __future__ import annotations
@@ -37,7 +43,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per job")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="tiny network (smoke test)")
+    parser.add_argument("--concurrency", type=int, default=1, help="jobs at once per worker")
+    parser.add_argument("--device", default="cpu", help="the workers' device (cpu, cuda:0...)")
+    parser.add_argument(
+        "--cross-job-batch",
+        type=int,
+        metavar="B",
+        help="compare one worker's jobs in their own passes with up to B segments shared",
+    )
     args = parser.parse_args()
+    if args.cross_job_batch is not None:
+        _compare_batching(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -51,8 +68,9 @@ def main() -> None:
         url = f"redis://127.0.0.1:{port}/0"
         try:
             time.sleep(0.5)
+            flags = ["--device", args.device, "--concurrency", str(args.concurrency)]
             workers = [
-                _start(["worker", "--broker", url, "--device", "cpu"], work / f"w{i}.log", env)
+                _start(["worker", "--broker", url, *flags], work / f"w{i}.log", env)
                 for i in range(args.workers)
             ]
             studio = _run(work / "studio", args, env, ["--broker", url], wait_workers=url)
@@ -70,6 +88,8 @@ def main() -> None:
         "jobs": args.jobs,
         "audio_seconds_per_job": args.seconds,
         "workers": args.workers,
+        "device": args.device,
+        "concurrency": args.concurrency,
         "studio_wall_seconds": round(studio["wall"], 2),
         "studio_separate_seconds": round(studio["separate"], 2),
         "studio_jobs_per_hour": round(3600 * args.jobs / studio["wall"], 1),
@@ -79,6 +99,53 @@ def main() -> None:
         "dispatch_overhead_seconds_per_job": round(
             (studio["wall"] * args.workers - studio["separate"]) / args.jobs, 3
         ),
+    }
+    print(json.dumps(report, indent=2))
+
+
+def _compare_batching(args: argparse.Namespace) -> None:
+    """One worker, its jobs in their own passes and then sharing them, timed alike."""
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        models = write_model(work / "models", official=not args.tiny, seed=5)
+        env = {**os.environ, "STEMBRIDGE_MODEL_DIR": str(models), "STEMBRIDGE_OFFLINE": "1"}
+        for name, batch in (("own_passes", 1), ("shared_passes", args.cross_job_batch)):
+            port = _free_port()
+            redis = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+                stdout=subprocess.DEVNULL,
+            )
+            url = f"redis://127.0.0.1:{port}/0"
+            try:
+                time.sleep(0.5)
+                flags = ["--concurrency", str(args.concurrency), "--cross-job-batch", str(batch)]
+                worker = _start(
+                    ["worker", "--broker", url, "--device", args.device, *flags],
+                    work / f"{name}.log",
+                    env,
+                )
+                timed = _run(work / name, args, env, ["--broker", url], wait_workers=url)
+                worker.send_signal(signal.SIGTERM)
+                _, _, usage = os.wait4(worker.pid, 0)
+                runs[name] = {**timed, "worker_peak_rss_mb": usage.ru_maxrss // 1024}
+            finally:
+                redis.terminate()
+                redis.wait()
+    own, shared = runs["own_passes"], runs["shared_passes"]
+    report = {
+        "machine": machine(),
+        "network": "tiny" if args.tiny else "htdemucs configuration (random init)",
+        "jobs": args.jobs,
+        "audio_seconds_per_job": args.seconds,
+        "device": args.device,
+        "concurrency": args.concurrency,
+        "cross_job_batch": args.cross_job_batch,
+        "own_passes_wall_seconds": round(own["wall"], 2),
+        "shared_passes_wall_seconds": round(shared["wall"], 2),
+        "shared_vs_own_wall_ratio": round(shared["wall"] / own["wall"], 3),
+        "own_passes_worker_peak_rss_mb": own["worker_peak_rss_mb"],
+        "shared_passes_worker_peak_rss_mb": shared["worker_peak_rss_mb"],
     }
     print(json.dumps(report, indent=2))
 
