@@ -20,10 +20,11 @@ from dramatiq.brokers.redis import RedisBroker
 from bridge.broker.channel import ACTOR, EVENTS, NAMESPACE, QUEUE, Event
 from bridge.broker.remote import StudioWorker
 from bridge.cli import EXIT_USAGE, main
-from bridge.errors import SettingsError
+from bridge.errors import JobCancelled, SettingsError
 from bridge.jobs.worker import ModelCache
 from bridge.manifest import read_manifest
-from bridge.models.batching import BatchingOptions, RunBatch, SharedPasses
+from bridge.models.batching import BatchingOptions, PassSharing, RunBatch, SharedPasses
+from bridge.pipeline.progress import Progress
 from bridge.pipeline.run import NoResults, run_job
 from bridge.pipeline.spec import JobSpec
 from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
@@ -274,9 +275,22 @@ def job_spec(source: Path, out: Path) -> JobSpec:
     )
 
 
-def run_with(cache: ModelCache, job_id: str, spec: JobSpec) -> dict[str, np.ndarray]:
+def run_with(
+    cache: ModelCache, job_id: str, spec: JobSpec, *, cancel: threading.Event | None = None
+) -> dict[str, np.ndarray]:
+    def cancel_once_separating(progress: Progress) -> None:
+        if cancel is not None and progress.stage == "separating" and progress.done:
+            cancel.set()
+
     with cache.session() as model_for:
-        result = run_job(job_id, spec, results=NoResults(), model_for=model_for)
+        result = run_job(
+            job_id,
+            spec,
+            results=NoResults(),
+            model_for=model_for,
+            on_progress=cancel_once_separating,
+            cancel=cancel,
+        )
     return {
         stem["name"]: sf.read(str(result.folder / stem["path"]), dtype="float32")[0]
         for stem in read_manifest(result.manifest)["stems"]
@@ -332,6 +346,56 @@ def test_two_jobs_sharing_passes_get_their_single_job_stems(
     assert shared_passes(caplog).count(2) >= 2, shared_passes(caplog)
     for got, want in zip(results, expected, strict=True):
         assert_same_stems(got, want)
+
+
+def test_a_job_cancelled_mid_way_leaves_the_other_its_stems(
+    tiny_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given two jobs sharing passes, the shorter one cancelled after its first pass
+    sources = renders(tmp_path)
+    expected = run_with(
+        ModelCache(folders=[tiny_models], offline=True),
+        "alone1000000",
+        job_spec(sources[1], tmp_path / "alone"),
+    )
+    shared = ModelCache(folders=[tiny_models], offline=True, batching=PATIENT)
+    caplog.set_level(logging.DEBUG, logger="bridge.models.batching")
+    cancel = threading.Event()
+    cancelled, finished = in_threads(
+        lambda: run_with(
+            shared, "shared000000", job_spec(sources[0], tmp_path / "s"), cancel=cancel
+        ),
+        lambda: run_with(shared, "shared100000", job_spec(sources[1], tmp_path / "s")),
+    )
+    # Then that one stopped, the other has its single-job stems
+    assert isinstance(cancelled, JobCancelled), cancelled
+    assert 2 in shared_passes(caplog), shared_passes(caplog)
+    assert_same_stems(finished, expected)
+
+
+def test_a_job_s_model_stays_loaded_while_another_job_loads_another(tiny_models: Path) -> None:
+    cache = ModelCache(folders=[tiny_models], offline=True)
+    htdemucs = SeparationSettings(device="cpu")
+    other = SeparationSettings(device="cpu", model="hdemucs_mmi")
+    # Given a job holding htdemucs while another job takes another model
+    with cache.session() as first:
+        held = first(htdemucs)
+        with cache.session() as second:
+            second(other)
+        # Then a third job gets the very networks the first holds
+        with cache.session() as third:
+            again = third(htdemucs)
+        assert again._networks is held._networks  # type: ignore[union-attr]
+    # ...and once no job holds it, another model's job replaces it
+    cache.model(other)
+    assert cache.model(htdemucs)._networks is not held._networks  # type: ignore[union-attr]
+
+
+def test_each_precision_has_its_own_passes() -> None:
+    sharing = PassSharing(PATIENT)
+    fp32 = sharing.passes("fp32", Network())
+    assert sharing.passes("fp32", Network()) is fp32
+    assert sharing.passes("fp16", Network()) is not fp32
 
 
 def test_a_studio_worker_running_two_jobs_gives_each_its_single_job_stems(
