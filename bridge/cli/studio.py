@@ -52,7 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--concurrency",
         type=int,
         default=1,
-        help="jobs at once, on one copy of the model (their demucs passes shared)",
+        help="jobs at once, all on one copy of the model (see --cross-job-batch)",
     )
     worker.add_argument(
         "--cross-job-batch",
@@ -219,8 +219,8 @@ def run_worker(args: argparse.Namespace, err: Console) -> int:
 
     if args.concurrency < 1:
         raise SettingsError(
-            f"concurrency {args.concurrency} is not allowed; use 1 or more (one per model "
-            "copy that fits in the GPU's memory)",
+            f"concurrency {args.concurrency} is not allowed; use 1 or more (the jobs share "
+            "one copy of the model; each needs room for its passes)",
             key="concurrency",
             value=args.concurrency,
         )
