@@ -5,11 +5,12 @@
 Writes a randomly initialised network in the released htdemucs configuration
 (41.98 M parameters) and a stereo clip, runs each side in its own process, and
 reports wall times, speed ratios, peak RSS and the largest difference between the
-two sides' stems. StemBridge runs three times on a cache folder of its own: the first
-run compiles the network's core into it (bridge.models.compiled), the warm run loads
-that artefact, and an eager run (``--compiled-core off``) is the engine alone. Two more
-warm runs price the post-processing: exact-sum (the default without effects) and the
-vocal-polish effects preset.
+two sides' stems. StemBridge runs as users get it (eager networks, their layers on
+oneDNN's kernels: bridge.models.onednn), on torch's own kernels (``--cpu-kernels
+torch``), and twice with the compiled core on a cache folder of its own: the first run
+compiles the network's core into it (bridge.models.compiled), the warm run loads that
+artefact. Two more runs price the post-processing: exact-sum (the default without
+effects) and the vocal-polish effects preset.
 
 Ratios against apply_model divide demucs' ``apply_model`` time by StemBridge's time
 from its model being loaded to its last stem written; file-to-file ratios divide whole
@@ -44,22 +45,21 @@ def main() -> None:
         os.environ["XDG_CACHE_HOME"] = str(work / "cache")
         models, clip = write_inputs(work, args, seed=7)
         theirs = separate_with("demucs", models, clip, work / "demucs", device=args.device)
-        first = separate_with("stembridge", models, clip, work / "first", device=args.device)
-        warm = separate_with("stembridge", models, clip, work / "warm", device=args.device)
-        eager = separate_with(
-            "stembridge", models, clip, work / "eager", device=args.device, no_compiled_core=True
-        )
+
+        def ours(name: str, **options: object) -> Measured:
+            return separate_with(
+                "stembridge", models, clip, work / name, device=args.device, **options
+            )
+
+        eager = ours("eager", no_compiled_core=True)
+        plain = ours("plain", no_compiled_core=True, cpu_kernels="torch")
+        first = ours("first")
+        warm = ours("warm")
         reference = read_stems(theirs)
-        errors = {
-            name: max_difference(reference, read_stems(run))
-            for name, run in (("first", first), ("warm", warm), ("eager", eager))
-        }
-        exact = separate_with(
-            "stembridge", models, clip, work / "exact", device=args.device, exact_sum=True
-        )
-        polish = separate_with(
-            "stembridge", models, clip, work / "polish", device=args.device, preset="vocal-polish"
-        )
+        runs = {"eager": eager, "plain": plain, "first": first, "warm": warm}
+        errors = {name: max_difference(reference, read_stems(run)) for name, run in runs.items()}
+        exact = ours("exact", no_compiled_core=True, exact_sum=True)
+        polish = ours("polish", no_compiled_core=True, preset="vocal-polish")
         artefacts = sorted(p.name for p in (work / "cache").rglob("*.onnx"))
 
     apply_seconds = theirs.result["apply_model_seconds"]
@@ -84,11 +84,12 @@ def main() -> None:
             "process_wall_seconds": round(theirs.wall_seconds, 2),
             "peak_rss_mb": round(theirs.peak_rss_bytes / 2**20),
         },
-        "stembridge_first_run_compiling": side(first, "first"),
-        "stembridge_warm_run_loading": side(warm, "warm"),
-        "stembridge_eager": side(eager, "eager"),
-        "stembridge_exact_sum_warm": side(exact, "exact"),
-        "stembridge_vocal_polish_warm": side(polish, "polish"),
+        "stembridge_default_onednn": side(eager, "eager"),
+        "stembridge_torch_kernels": side(plain, "plain"),
+        "stembridge_compiled_first_run": side(first, "first"),
+        "stembridge_compiled_warm_run": side(warm, "warm"),
+        "stembridge_exact_sum": side(exact, "exact"),
+        "stembridge_vocal_polish": side(polish, "polish"),
         "artefacts": artefacts,
     }
     print(json.dumps(report, indent=2))

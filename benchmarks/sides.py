@@ -2,6 +2,7 @@
 
     python benchmarks/sides.py demucs|stembridge|pure MODELS INPUT OUTDIR [--device D]
         [--batch-size B] [--precision P] [--preset NAME] [--exact-sum] [--no-compiled-core]
+        [--cpu-kernels onednn|torch]
 
 ``demucs``: demucs' loader and ``apply_model(shifts=0, overlap=0.25)`` as its API runs
 them (whole file in memory, normalised like ``demucs.api.Separator``).
@@ -70,6 +71,7 @@ def run_stembridge(args: argparse.Namespace) -> dict:
         batch_size=args.batch_size,
         precision=args.precision,
         compiled_core="off" if args.no_compiled_core else "auto",
+        cpu_kernels=args.cpu_kernels,
     )
     model = LoadedModel.load(settings, folders=[args.models], offline=True)
     loaded = time.perf_counter()
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--preset", default="clean")
     parser.add_argument("--exact-sum", action="store_true")
     parser.add_argument("--no-compiled-core", action="store_true", help="eager networks")
+    parser.add_argument("--cpu-kernels", default="onednn", choices=["onednn", "torch"])
     args = parser.parse_args()
     sides = {"demucs": run_demucs, "stembridge": run_stembridge, "pure": run_pure}
     print(json.dumps(sides[args.side](args)))

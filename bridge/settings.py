@@ -69,6 +69,9 @@ class SeparationSettings:
             :mod:`bridge.models.compiled`): ``auto`` those of released size, ``on`` all,
             ``off`` none (the default: the compiled core's memory is about 4x the eager
             one's); decided when a model is loaded, so a warm model keeps it.
+        cpu_kernels: On an x86-64 CPU, run the networks' linear layers, attention and
+            convolutions on oneDNN's kernels (``onednn``, see :mod:`bridge.models.onednn`)
+            or on torch's own (``torch``); decided when a model is loaded.
         wiener_iterations: Open-Unmix's Wiener filter steps; ``None`` means its 1.
         residual: Open-Unmix: Wiener-filter with the mix minus the targets too.
     """
@@ -227,6 +230,15 @@ class SeparationSettings:
             "a compiled htdemucs holds about 4x the memory of the eager one)",
         ),
     ] = "off"
+    cpu_kernels: Annotated[
+        Literal["onednn", "torch"],
+        Setting(
+            flag="--cpu-kernels",
+            help="on an x86-64 CPU, run the networks' linear layers, attention and "
+            "convolutions on oneDNN's kernels (onednn, the default; on an AMD EPYC their "
+            "matrix products ran 4.8x faster) or on torch's own (torch)",
+        ),
+    ] = "onednn"
 
     def __post_init__(self) -> None:
         schema.check(self)

@@ -229,6 +229,7 @@ def test_specs_stored_by_the_previous_version_load_with_their_identity() -> None
         wiener_iterations=None,
         residual=False,
         compiled_core="off",
+        cpu_kernels="onednn",
     )
     assert json.loads(spec.to_json()) == stored
     assert spec.identity("ab" * 32, "cd" * 32) == STORED_IDENTITY

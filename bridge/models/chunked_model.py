@@ -337,7 +337,11 @@ class _OpenUnmix:
         self.outputs = files.spec.sources
         self.complement: str | None = None
         self.device = device
-        self._runner = TorchRunner([self._separator], device=device, precision=settings.precision)
+        self._runner = TorchRunner(
+            compiled_networks([self._separator], settings),
+            device=device,
+            precision=settings.precision,
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._runner(0, batch)

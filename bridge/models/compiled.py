@@ -281,25 +281,35 @@ ONNX_RUNTIME = Backend("onnxruntime", ".onnx", _export_onnx, _onnx_session)
 def compiled_networks(
     networks: Iterable[nn.Module], settings: SeparationSettings
 ) -> list[nn.Module]:
-    """The networks as ``settings`` run them: on the CPU, those with a core that
+    """The networks as ``settings`` run them on the CPU: those with a core that
     ``compiled_core`` selects in a :class:`CompiledNetwork` (its cores load or compile at
-    their first call), the others as they are."""
+    their first call), the others with their layers on oneDNN's kernels where
+    ``cpu_kernels`` says so (:mod:`bridge.models.onednn`); on other devices as they are."""
+    from bridge.models.onednn import unavailable, use_onednn
     from bridge.models.runner import resolve_device
 
-    if settings.compiled_core == "off" or resolve_device(settings.device).type != "cpu":
+    if resolve_device(settings.device).type != "cpu":
         return list(networks)
     folder = cache_folder()
 
     def selected(network: nn.Module) -> bool:
-        if isinstance(split(network), str):
+        if settings.compiled_core == "off" or isinstance(split(network), str):
             return False
         size = sum(parameter.numel() for parameter in network.parameters())
         return settings.compiled_core == "on" or size >= AUTO_MIN_PARAMETERS
 
-    return [
+    chosen = [
         CompiledNetwork(network, folder=folder) if selected(network) else network
         for network in networks
     ]
+    if settings.cpu_kernels == "onednn":
+        reason = unavailable()
+        if reason is None:
+            swapped = sum(use_onednn(network, skip=(CompiledNetwork,)) for network in chosen)
+            log.debug("%d layers run on oneDNN's kernels", swapped)
+        else:
+            log.info("the networks run on torch's CPU kernels: %s", reason)
+    return chosen
 
 
 def cache_folder() -> Path:

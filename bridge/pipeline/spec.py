@@ -34,7 +34,7 @@ PRIORITY_WATCHED = 10
 MAX_BALANCE_GAIN = 16.0
 
 # Settings that change how the engine runs but not what it computes.
-_RUN_ONLY = ("device", "batch_size", "compiled_core")
+_RUN_ONLY = ("device", "batch_size", "compiled_core", "cpu_kernels")
 # Whole numbers go into SQLite, whose integers have 64 bits.
 _SQLITE_INT = 2**63 - 1
 
