@@ -10,9 +10,11 @@ taking a nearly empty one.
 
 Waiting is bounded: a request waits for the other jobs only while some joined job has
 no request pending yet, and never longer than ``wait_seconds`` after it could run; a job
-alone, or one whose partners are all waiting already, runs at once. A job that is not
-separating (decoding, writing, finished) has left (:meth:`SharedPasses.join`), so it
-makes nobody wait. Passes run one at a time (the networks, and a compiled core's
+alone, or one whose partners are all waiting already, runs at once. A job takes part
+(:meth:`SharedPasses.join`) only while its model separates, from its first block to its
+last (its decoding and encoding run on threads of their own meanwhile, so between two
+passes it mostly adds up the last one), and a job analysing its input, writing its files
+or finished makes nobody wait. Passes run one at a time (the networks, and a compiled core's
 per-shape state, are not called from two threads at once); requests that arrive during
 a pass make the next one. A pass that raises gives that exception to every job in it;
 the next pass runs normally. A job's cancellation is its own: it stops between passes,
@@ -32,11 +34,9 @@ from typing import cast
 import numpy as np
 
 from bridge.errors import SettingsError
+from bridge.models.engine import RunBatch
 
 log = logging.getLogger(__name__)
-
-#: ``run_batch(member, batch)``: ``(B, ...)`` float32 in, ``(B, ...)`` float32 out.
-RunBatch = Callable[[int, np.ndarray], np.ndarray]
 
 #: How long a request waits at most for another job's requests to join its pass: short
 #: beside a GPU pass of a few segments (tens of milliseconds), negligible beside a CPU one.
