@@ -67,8 +67,9 @@ class SeparationSettings:
         precision: ``fp32``; ``fp16`` or ``bf16`` on CUDA only.
         compiled_core: Run the HT Demucs and MDX23C cores compiled on the CPU (see
             :mod:`bridge.models.compiled`): ``auto`` those of released size, ``on`` all,
-            ``off`` none (the default: the compiled core's memory is about 4x the eager
-            one's); decided when a model is loaded, so a warm model keeps it.
+            ``off`` none (the default: the eager networks on oneDNN's kernels were faster,
+            and the compiled core's memory is about 5x theirs); decided when a model is
+            loaded, so a warm model keeps it.
         cpu_kernels: On an x86-64 CPU, run the networks' linear layers, attention and
             convolutions on oneDNN's kernels (``onednn``, see :mod:`bridge.models.onednn`)
             or on torch's own (``torch``); decided when a model is loaded.
@@ -226,8 +227,9 @@ class SeparationSettings:
             flag="--compiled-core",
             help="on the CPU, run the HT Demucs and MDX23C cores compiled for this machine, "
             "compiled once per model and machine into the cache folder and then loaded "
-            "(auto: networks of 1 M parameters or more, where it pays; off by default: "
-            "a compiled htdemucs holds about 4x the memory of the eager one)",
+            "(auto: networks of 1 M parameters or more; off by default: with the layers on "
+            "oneDNN the eager networks were faster here, and a compiled htdemucs holds "
+            "about 5x their memory)",
         ),
     ] = "off"
     cpu_kernels: Annotated[

@@ -13,8 +13,10 @@ Cores: HT Demucs (``cac=True``, as every released one) and MDX23C. Other network
 core the backend refuses, run eagerly, and the log says why.
 
 Backend: the core exported to ONNX and run by ONNX Runtime (the ``[onnx]`` extra), which
-was the fastest here of ONNX Runtime, AOTInductor and ``torch.compile`` (README: speed).
-Without it installed, cores run eagerly. "Compiled" is the word the settings and the log
+was the fastest here of ONNX Runtime, AOTInductor and ``torch.compile`` against torch's
+own kernels; the eager networks on oneDNN's kernels (:mod:`bridge.models.onednn`) are
+faster still on a quiet machine, so ``compiled_core`` is off by default (README: the CPU
+path). Without it installed, cores run eagerly. "Compiled" is the word the settings and the log
 use for "exported and optimised for this CPU".
 """
 
@@ -226,10 +228,15 @@ def _export_onnx(core: nn.Module, inputs: tuple[Tensor, ...], artefact: Path) ->
     import onnx  # noqa: F401 (torch's exporter needs it: fail here with its name)
 
     temp = artefact.with_name(f".building-{os.getpid()}-{artefact.name}")
+    # Without autograd, nn.MultiheadAttention takes its fused kernel, which ONNX has no
+    # operator for; torch's switch for that path is process-wide, so it is put back after.
+    # Tracing under no_grad keeps no activations: the released htdemucs exported at a
+    # 1.7 GB peak instead of 5.1 GB with autograd on.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
-        # Inference tensors (the engine runs in inference mode) cannot be traced, and
-        # without autograd attention takes its fused kernel, which ONNX has no operator for.
-        with torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
+        torch.backends.mha.set_fastpath_enabled(False)
+        # Inference tensors (the engine runs in inference mode) cannot be traced.
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as fixed
             examples = tuple(t.clone() for t in inputs)
             torch.onnx.export(
@@ -242,6 +249,7 @@ def _export_onnx(core: nn.Module, inputs: tuple[Tensor, ...], artefact: Path) ->
             )
         commit(temp, artefact)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         temp.unlink(missing_ok=True)
 
 
@@ -271,10 +279,10 @@ def _onnx_session(artefact: Path) -> Core:
     return run
 
 
-#: The backend cores are compiled with: ONNX Runtime ran the released htdemucs core 1.46x
-#: faster than eager PyTorch here, AOTInductor 1.02x and torch.compile 1.13x (README:
-#: speed). It is not PyTorch, so its parity bound is 2e-4: its fused kernels (layer norm,
-#: attention, GELU) sum in other orders.
+#: The backend cores are compiled with: against torch's own kernels ONNX Runtime ran the
+#: released htdemucs core 1.46x faster on a loaded machine (1.06x quiet), AOTInductor 1.02x
+#: and torch.compile 1.13x (README: the CPU path). It is not PyTorch, so its parity bound
+#: is 2e-4: its fused kernels (layer norm, attention, GELU) sum in other orders.
 ONNX_RUNTIME = Backend("onnxruntime", ".onnx", _export_onnx, _onnx_session)
 
 
