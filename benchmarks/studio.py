@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from common import machine, write_clip, write_model
@@ -60,14 +62,7 @@ def main() -> None:
         work = Path(tmp)
         models = write_model(work / "models", official=not args.tiny, seed=5)
         env = {**os.environ, "STEMBRIDGE_MODEL_DIR": str(models), "STEMBRIDGE_OFFLINE": "1"}
-        port = _free_port()
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            time.sleep(0.5)
+        with _redis() as url:
             flags = ["--device", args.device, "--concurrency", str(args.concurrency)]
             workers = [
                 _start(["worker", "--broker", url, *flags], work / f"w{i}.log", env)
@@ -78,18 +73,10 @@ def main() -> None:
                 worker.send_signal(signal.SIGTERM)
                 worker.wait(timeout=120)
             local = _run(work / "local", args, env, [], wait_workers=None)
-        finally:
-            redis.terminate()
-            redis.wait()
 
     report = {
-        "machine": machine(),
-        "network": "tiny" if args.tiny else "htdemucs configuration (random init)",
-        "jobs": args.jobs,
-        "audio_seconds_per_job": args.seconds,
+        **_report_head(args),
         "workers": args.workers,
-        "device": args.device,
-        "concurrency": args.concurrency,
         "studio_wall_seconds": round(studio["wall"], 2),
         "studio_separate_seconds": round(studio["separate"], 2),
         "studio_jobs_per_hour": round(3600 * args.jobs / studio["wall"], 1),
@@ -111,14 +98,7 @@ def _compare_batching(args: argparse.Namespace) -> None:
         models = write_model(work / "models", official=not args.tiny, seed=5)
         env = {**os.environ, "STEMBRIDGE_MODEL_DIR": str(models), "STEMBRIDGE_OFFLINE": "1"}
         for name, batch in (("own_passes", 1), ("shared_passes", args.cross_job_batch)):
-            port = _free_port()
-            redis = subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                stdout=subprocess.DEVNULL,
-            )
-            url = f"redis://127.0.0.1:{port}/0"
-            try:
-                time.sleep(0.5)
+            with _redis() as url:
                 flags = ["--concurrency", str(args.concurrency), "--cross-job-batch", str(batch)]
                 worker = _start(
                     ["worker", "--broker", url, "--device", args.device, *flags],
@@ -129,17 +109,9 @@ def _compare_batching(args: argparse.Namespace) -> None:
                 worker.send_signal(signal.SIGTERM)
                 _, _, usage = os.wait4(worker.pid, 0)
                 runs[name] = {**timed, "worker_peak_rss_mb": usage.ru_maxrss // 1024}
-            finally:
-                redis.terminate()
-                redis.wait()
     own, shared = runs["own_passes"], runs["shared_passes"]
     report = {
-        "machine": machine(),
-        "network": "tiny" if args.tiny else "htdemucs configuration (random init)",
-        "jobs": args.jobs,
-        "audio_seconds_per_job": args.seconds,
-        "device": args.device,
-        "concurrency": args.concurrency,
+        **_report_head(args),
         "cross_job_batch": args.cross_job_batch,
         "own_passes_wall_seconds": round(own["wall"], 2),
         "shared_passes_wall_seconds": round(shared["wall"], 2),
@@ -218,6 +190,34 @@ def _wait_for_workers(url: str, count: int, env: dict[str, str]) -> None:
             return
         time.sleep(0.5)
     raise SystemExit("the workers did not start")
+
+
+@contextmanager
+def _redis() -> Iterator[str]:
+    """A redis-server of this run's own on a free port; its URL."""
+    port = _free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        redis.terminate()
+        redis.wait()
+
+
+def _report_head(args: argparse.Namespace) -> dict:
+    """What every report of this benchmark starts with."""
+    return {
+        "machine": machine(),
+        "network": "tiny" if args.tiny else "htdemucs configuration (random init)",
+        "jobs": args.jobs,
+        "audio_seconds_per_job": args.seconds,
+        "device": args.device,
+        "concurrency": args.concurrency,
+    }
 
 
 def _free_port() -> int:
