@@ -287,6 +287,16 @@ def run_with(
     }
 
 
+def run_alone(
+    cache: ModelCache, sources: list[Path], out: Path, **separation: Any
+) -> list[dict[str, np.ndarray]]:
+    """Each render separated on its own, one after the other: the stems to compare with."""
+    return [
+        run_with(cache, f"alone{i}00000", job_spec(source, out, **separation))
+        for i, source in enumerate(sources)
+    ]
+
+
 def renders(folder: Path) -> list[Path]:
     """Two short renders of different lengths."""
     return [
@@ -317,10 +327,7 @@ def test_two_jobs_sharing_passes_get_their_single_job_stems(
     # Given two renders, each separated alone
     sources = renders(tmp_path)
     alone = ModelCache(folders=[tiny_models], offline=True)
-    expected = [
-        run_with(alone, f"alone{i}00000", job_spec(source, tmp_path / "alone"))
-        for i, source in enumerate(sources)
-    ]
+    expected = run_alone(alone, sources, tmp_path / "alone")
     # When both run at once on one worker's model, sharing its passes
     shared = ModelCache(folders=[tiny_models], offline=True, batching=PATIENT)
     caplog.set_level(logging.DEBUG, logger="bridge.models.batching")
@@ -405,11 +412,7 @@ def test_two_jobs_on_one_chunked_model_get_their_single_job_stems(tmp_path: Path
     # windows a sample to keep it short
     model = {"model": str(bs_roformer(tmp_path / "models")), "overlap": 0.5}
     sources = renders(tmp_path)
-    alone = ModelCache(offline=True)
-    expected = [
-        run_with(alone, f"alone{i}00000", job_spec(source, tmp_path / "alone", **model))
-        for i, source in enumerate(sources)
-    ]
+    expected = run_alone(ModelCache(offline=True), sources, tmp_path / "alone", **model)
     # When two threads run a job each on one cache's model
     shared = ModelCache(offline=True, batching=PATIENT)
     results = in_threads(
@@ -437,10 +440,7 @@ def test_a_studio_worker_running_two_jobs_gives_each_its_single_job_stems(
     # Given a studio worker taking two jobs at once on one model, and two renders
     sources = renders(tmp_path)
     alone = ModelCache(folders=[tiny_models], offline=True)
-    expected = [
-        run_with(alone, f"alone{i}00000", job_spec(source, tmp_path / "alone"))
-        for i, source in enumerate(sources)
-    ]
+    expected = run_alone(alone, sources, tmp_path / "alone")
     client = redis.Redis.from_url(server.url)
     models = ModelCache(folders=[tiny_models], offline=True, batching=PATIENT)
     worker = StudioWorker(client, device="cpu", concurrency=2, models=models)
