@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import lfilter
 
+from bridge.effects.iir import CascadeFilter
 from bridge.errors import SettingsError
 
 _OFFSET = -0.691  # BS.1770 makes a 0 dBFS 997 Hz sine in one channel read -3.01 LUFS
@@ -100,8 +100,7 @@ class LoudnessMeter:
             )
         self._rate = sample_rate
         self._channels = channels
-        self._filters = _k_weighting(sample_rate)
-        self._states = [np.zeros((channels, 2)) for _ in self._filters]
+        self._k_weighting = CascadeFilter(_k_weighting(sample_rate), channels=channels)
         self._frames = 0  # frames seen so far
         self._hop_index = 0  # index of the hop being filled
         self._hop_sum = np.zeros(channels)
@@ -135,10 +134,7 @@ class LoudnessMeter:
             raise ValueError(f"expected a ({self._channels}, n) block, got {block.shape}")
         if block.shape[1] == 0:
             return
-        weighted = block.astype(np.float64)  # a copy: the caller's array stays as it was
-        for i, (b, a) in enumerate(self._filters):
-            weighted, self._states[i] = lfilter(b, a, weighted, axis=1, zi=self._states[i])
-        energy = np.square(weighted)
+        energy = np.square(self._k_weighting.process(block))
         start = 0
         while start < energy.shape[1]:
             stop = min(energy.shape[1], start + self._hop_end(self._hop_index) - self._frames)
