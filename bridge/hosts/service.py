@@ -297,7 +297,7 @@ def task_program(log: Path, arguments: list[str]) -> str:
     return (
         "import sys; "
         f"sys.stdout = sys.stderr = open({str(log)!r}, 'a', encoding='utf-8', buffering=1); "
-        f"from bridge.cli import main; raise SystemExit(main({arguments!r}))"
+        f"from bridge.cli import process_main; raise SystemExit(process_main({arguments!r}))"
     )
 
 
