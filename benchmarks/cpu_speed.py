@@ -1,6 +1,6 @@
 """CPU speed: StemBridge vs demucs' apply_model on the same weights and audio, same run.
 
-    python benchmarks/cpu_speed.py [--seconds 30] [--device cpu] [--tiny]
+    python benchmarks/cpu_speed.py [--seconds 30] [--device cpu] [--tiny] [--repeat N]
 
 Writes a randomly initialised network in the released htdemucs configuration
 (41.98 M parameters) and a stereo clip, runs each side in its own process, and
@@ -15,13 +15,20 @@ effects) and the vocal-polish effects preset.
 Ratios against apply_model divide demucs' ``apply_model`` time by StemBridge's time
 from its model being loaded to its last stem written; file-to-file ratios divide whole
 process wall times (start, imports, model load, decoding, separating, writing), which
-for the first run include compiling.
+for the first run include compiling. StemBridge's side is the ``stembridge separate``
+command (see ``sides.py``).
+
+A shared machine's speed drifts by 10 % and more from one minute to the next, so
+``--repeat N`` runs demucs and the default side N times, one after the other in pairs,
+and reports each pair's ratios with their median; the other runs are compared with the
+pair whose demucs time is the median.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -37,21 +44,29 @@ from common import (
 
 
 def main() -> None:
-    args = comparison_parser(__doc__, seconds=30.0, device="cpu").parse_args()
+    parser = comparison_parser(__doc__, seconds=30.0, device="cpu")
+    parser.add_argument("--repeat", type=int, default=1, help="demucs/default pairs to run")
+    args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         # The children find the cache folder through platformdirs: an empty one here.
         os.environ["XDG_CACHE_HOME"] = str(work / "cache")
         models, clip = write_inputs(work, args, seed=7)
-        theirs = separate_with("demucs", models, clip, work / "demucs", device=args.device)
 
         def ours(name: str, **options: object) -> Measured:
             return separate_with(
                 "stembridge", models, clip, work / name, device=args.device, **options
             )
 
-        eager = ours("eager", no_compiled_core=True)
+        pairs = [
+            (
+                separate_with("demucs", models, clip, work / f"demucs{i}", device=args.device),
+                ours(f"eager{i}", no_compiled_core=True),
+            )
+            for i in range(args.repeat)
+        ]
+        theirs, eager = sorted(pairs, key=lambda pair: pair[0].wall_seconds)[len(pairs) // 2]
         plain = ours("plain", no_compiled_core=True, cpu_kernels="torch")
         first = ours("first")
         warm = ours("warm")
@@ -74,6 +89,18 @@ def main() -> None:
             "max_abs_difference_vs_demucs": errors.get(name),
         }
 
+    def ratios(pair: tuple[Measured, Measured]) -> dict:
+        demucs, stembridge = pair
+        return {
+            "vs_apply_model": round(
+                demucs.result["apply_model_seconds"] / stembridge.result["file_seconds"], 3
+            ),
+            "file_to_file": round(demucs.wall_seconds / stembridge.wall_seconds, 3),
+            "demucs_wall_seconds": round(demucs.wall_seconds, 2),
+            "stembridge_wall_seconds": round(stembridge.wall_seconds, 2),
+        }
+
+    paired = [ratios(pair) for pair in pairs]
     report = {
         "machine": machine(),
         "audio_seconds": args.seconds,
@@ -85,6 +112,13 @@ def main() -> None:
             "peak_rss_mb": round(theirs.peak_rss_bytes / 2**20),
         },
         "stembridge_default_onednn": side(eager, "eager"),
+        "default_pairs": paired,
+        "default_median_ratio_vs_apply_model": statistics.median(
+            pair["vs_apply_model"] for pair in paired
+        ),
+        "default_median_ratio_file_to_file": statistics.median(
+            pair["file_to_file"] for pair in paired
+        ),
         "stembridge_torch_kernels": side(plain, "plain"),
         "stembridge_compiled_first_run": side(first, "first"),
         "stembridge_compiled_warm_run": side(warm, "warm"),

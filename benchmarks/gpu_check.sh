@@ -24,10 +24,10 @@ SITE=${STEMBRIDGE_SITE:-/tmp/site}
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-# What gpu.py and its child processes import, demucs whole (demucs.api pulls in sphn and
-# lameenc) and bridge's own dependencies.
-needed="import bridge.models.loaded, bridge.pipeline.run, demucs.api, demucs.hf, soundfile, soxr"
-needed="$needed, pedalboard, msgspec, platformdirs, watchdog"
+# What gpu.py and its child processes import (the stembridge side runs the CLI), demucs
+# whole (demucs.api pulls in sphn and lameenc) and bridge's own dependencies.
+needed="import bridge.cli, bridge.models.loaded, bridge.pipeline.run, demucs.api, demucs.hf"
+needed="$needed, soundfile, soxr, pedalboard, msgspec, platformdirs, watchdog"
 if ! "$PYTHON" -c "$needed" 2>/dev/null; then
     if ! compgen -G "$WHEELS/*.whl" >/dev/null; then
         echo "gpu_check: this python lacks packages and $WHEELS holds no wheels; run" \

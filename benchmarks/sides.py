@@ -6,9 +6,11 @@
 
 ``demucs``: demucs' loader and ``apply_model(shifts=0, overlap=0.25)`` as its API runs
 them (whole file in memory, normalised like ``demucs.api.Separator``).
-``stembridge``: ``LoadedModel`` + ``separate_file``, as the CLI runs them; by default
-the raw model output (no exact-sum residual, no effects) so it can be compared with
-demucs, or with ``--exact-sum`` / ``--preset`` the post-processing users get.
+``stembridge``: the ``stembridge separate`` command itself (``bridge.cli.process_main``,
+what the console script runs), ``file_seconds`` being its manifest's job time from the
+model loaded to the last stem written; by default the raw model output (no exact-sum
+residual, no effects) so it can be compared with demucs, or with ``--exact-sum`` /
+``--preset`` the post-processing users get.
 Both write float WAV stems and print one JSON line of timings last.
 ``pure``: the network alone, warm, times the number of segments the clip needs.
 """
@@ -59,37 +61,43 @@ def run_demucs(args: argparse.Namespace) -> dict:
 
 
 def run_stembridge(args: argparse.Namespace) -> dict:
-    from bridge.manifest import read_manifest
-    from bridge.models.loaded import LoadedModel
-    from bridge.pipeline.run import NoResults, run_job
-    from bridge.pipeline.spec import JobSpec
-    from bridge.settings import EffectsSettings, OutputSettings, SeparationSettings
+    import contextlib
+    import io
+    import os
 
-    started = time.perf_counter()
-    settings = SeparationSettings(
-        device=args.device,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        compiled_core="off" if args.no_compiled_core else "auto",
-        cpu_kernels=args.cpu_kernels,
-    )
-    model = LoadedModel.load(settings, folders=[args.models], offline=True)
-    loaded = time.perf_counter()
-    spec = JobSpec(
-        input=str(args.input.absolute()),
-        folder=str(args.out.absolute() / args.input.stem),
-        separation=settings,
-        output=OutputSettings(format="wav", bit_depth=32, overwrite=True),
-        effects=EffectsSettings(preset=args.preset, exact_sum=args.exact_sum),
-    )
-    result = run_job("0123456789ab", spec, results=NoResults(), model_for=model.with_settings)
-    finished = time.perf_counter()
+    # The model folder and no network, as a user's environment would say them.
+    os.environ["STEMBRIDGE_MODEL_DIR"] = str(args.models)
+    os.environ["STEMBRIDGE_OFFLINE"] = "1"
+    from bridge.cli import process_main
+
+    argv = [
+        "separate",
+        str(args.input.absolute()),
+        "-o",
+        str(args.out.absolute()),
+        "--json",
+        "--overwrite",
+        "--format=wav",
+        "--bit-depth=32",
+        f"--device={args.device}",
+        f"--precision={args.precision}",
+        f"--compiled-core={'off' if args.no_compiled_core else 'auto'}",
+        f"--cpu-kernels={args.cpu_kernels}",
+        f"--preset={args.preset}",
+        "--exact-sum" if args.exact_sum else "--no-exact-sum",
+        *([f"--batch-size={args.batch_size}"] if args.batch_size else []),
+    ]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = process_main(argv)
+    report = json.loads(printed.getvalue())
+    if code != 0:
+        raise SystemExit(f"stembridge separate failed ({code}): {report['errors']}")
+    manifest = report["results"][0]
     return {
-        "load_seconds": loaded - started,
-        "file_seconds": finished - loaded,
-        "audio_seconds": read_manifest(result.manifest)["range"]["length_seconds"],
-        "folder": str(result.folder),
-        "batch_size": model.batch_size,
+        "file_seconds": manifest["timings"]["total_seconds"],
+        "audio_seconds": manifest["range"]["length_seconds"],
+        "folder": manifest["folder"],
     }
 
 
