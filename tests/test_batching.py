@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from dramatiq.brokers.redis import RedisBroker
 from bridge.broker.channel import ACTOR, EVENTS, NAMESPACE, QUEUE, Event
 from bridge.broker.remote import StudioWorker
 from bridge.cli import EXIT_USAGE, main
-from bridge.errors import JobCancelled, SettingsError
+from bridge.errors import JobCancelled, ModelNotFound, SettingsError
 from bridge.jobs.worker import ModelCache
 from bridge.manifest import read_manifest
 from bridge.models.batching import BatchingOptions, PassSharing, RunBatch, SharedPasses
@@ -398,6 +400,106 @@ def test_a_job_s_model_stays_loaded_while_another_job_loads_another(tiny_models:
     # ...and once no job holds it, another model's job replaces it
     cache.model(other)
     assert cache.model(htdemucs)._networks is not held._networks  # type: ignore[union-attr]
+
+
+def hub_after(gate: threading.Event, tiny_models: Path, folder: Path, calls: list[str]) -> Any:
+    """A stand-in for hf_hub_download serving ``tiny_models``' files once ``gate`` is set."""
+
+    def download(repo_id: str, filename: str) -> str:
+        calls.append(filename)
+        assert gate.wait(60), "the test never let the download finish"
+        target = folder / repo_id.replace("/", "--")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tiny_models / filename, target / filename)
+        return str(target / filename)
+
+    return download
+
+
+def without_htdemucs(tiny_models: Path, folder: Path) -> Path:
+    """The tiny models less htdemucs, which a cache on this folder must download."""
+    shutil.copytree(tiny_models, folder, ignore=shutil.ignore_patterns("htdemucs.*", "955717e8*"))
+    return folder
+
+
+def test_a_loaded_model_is_handed_out_while_another_thread_downloads(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    # Given a job holding hdemucs_mmi, and another thread's job needing htdemucs, which
+    # is not on disk and whose download has not finished
+    gate, calls = threading.Event(), []
+    cache = ModelCache(
+        folders=[without_htdemucs(tiny_models, tmp_path / "installed")],
+        download=hub_after(gate, tiny_models, tmp_path / "hub", calls),
+        offline=False,
+    )
+    mmi = SeparationSettings(device="cpu", model="hdemucs_mmi")
+
+    def job(settings: SeparationSettings) -> Any:
+        with cache.session() as model_for:
+            return model_for(settings)
+
+    with cache.session() as first, ThreadPoolExecutor(2) as pool:
+        held = first(mmi)
+        slow = pool.submit(job, SeparationSettings(device="cpu"))
+        try:
+            wait_for(lambda: calls, timeout=30)
+            # When a third job asks for the loaded model
+            again = pool.submit(job, mmi).result(timeout=20)
+        finally:
+            gate.set()
+        # Then it had it at once, the very networks, and the download went on
+        assert again._networks is held._networks
+        assert slow.result(timeout=60).sources == ("drums", "bass", "other", "vocals")
+
+
+def test_two_threads_wanting_one_model_load_it_once(tiny_models: Path, tmp_path: Path) -> None:
+    # Given two threads asking at once for a model that must be downloaded
+    gate, calls = threading.Event(), []
+    cache = ModelCache(
+        folders=[without_htdemucs(tiny_models, tmp_path / "installed")],
+        download=hub_after(gate, tiny_models, tmp_path / "hub", calls),
+        offline=False,
+    )
+    settings = SeparationSettings(device="cpu")
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(cache.model, settings)
+        wait_for(lambda: calls, timeout=30)
+        second = pool.submit(cache.model, settings)
+        time.sleep(0.2)  # the second is waiting for the first's load by now
+        gate.set()
+        a, b = first.result(timeout=60), second.result(timeout=60)
+    # Then each file came down once and both jobs have the same networks
+    assert sorted(calls) == ["955717e8.safetensors", "htdemucs.yaml"]
+    assert a._networks is b._networks  # type: ignore[union-attr]
+
+
+def test_a_failed_load_leaves_the_cache_able_to_load_again(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    # Given a hub that is unreachable the first time only
+    gate = threading.Event()
+    gate.set()
+    working = hub_after(gate, tiny_models, tmp_path / "hub", [])
+    failures = [OSError("network is unreachable")]
+
+    def download(repo_id: str, filename: str) -> str:
+        if failures:
+            raise failures.pop()
+        return str(working(repo_id, filename))
+
+    cache = ModelCache(
+        folders=[without_htdemucs(tiny_models, tmp_path / "installed")],
+        download=download,
+        offline=False,
+    )
+    # When the first job's load fails
+    with pytest.raises(ModelNotFound, match="network is unreachable"):
+        cache.model(SeparationSettings(device="cpu"))
+    # Then the next job, on another thread, loads it rather than waiting for ever
+    with ThreadPoolExecutor(1) as pool:
+        model = pool.submit(cache.model, SeparationSettings(device="cpu")).result(timeout=60)
+    assert model.sources == ("drums", "bass", "other", "vocals")
 
 
 def test_each_precision_has_its_own_passes() -> None:

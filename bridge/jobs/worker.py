@@ -68,9 +68,9 @@ class ModelCache:
         self._fetch = fetch
         self._offline = offline
         self._batching = batching
-        # Reentrant: a lineup's models load through _one while model() holds it.
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._loaded: dict[str, LoadedModel | ChunkedModel] = {}
+        self._loading: dict[str, threading.Event] = {}  # set when that load ends
         self._in_use: Counter[str] = Counter()
 
     def model(self, settings: SeparationSettings) -> Model:
@@ -79,8 +79,8 @@ class ModelCache:
         with self._lock:
             keep = {spec.name for spec in lineup.models} | set(self._in_use)
             self._loaded = {name: m for name, m in self._loaded.items() if name in keep}
-            if lineup.single is not None:
-                return self._one(lineup.single.name, settings)
+        if lineup.single is not None:
+            return self._one(lineup.single.name, settings)
 
         def load(spec: ModelSpec) -> LoadedModel | ChunkedModel:
             return self._one(spec.name, member_settings(settings, spec))
@@ -108,14 +108,24 @@ class ModelCache:
                 self._in_use = +self._in_use  # drop the names no job uses any more
 
     def _one(self, name: str, settings: SeparationSettings) -> LoadedModel | ChunkedModel:
-        with self._lock:
-            loaded = self._loaded.get(name)
-            if loaded is not None:
-                try:
-                    return loaded.with_settings(settings)
-                except StemBridgeError:
-                    del self._loaded[name]
-            self._loaded[name] = load_model(
+        """The model ``name``, loaded outside the lock: a thread whose model is loaded
+        never waits for another thread's load (or download); two threads wanting the same
+        model load it once, the second waiting for the first's copy."""
+        while True:
+            with self._lock:
+                loaded = self._loaded.get(name)
+                if loaded is not None:
+                    try:
+                        return loaded.with_settings(settings)
+                    except StemBridgeError:
+                        del self._loaded[name]
+                pending = self._loading.get(name)
+                if pending is None:
+                    ours = self._loading[name] = threading.Event()
+                    break
+            pending.wait()  # then look again: the load may have failed, or not fit
+        try:
+            model = load_model(
                 settings,
                 folders=self._folders,
                 download=self._download,
@@ -123,7 +133,13 @@ class ModelCache:
                 offline=self._offline,
                 batching=self._batching,
             )
-            return self._loaded[name]
+            with self._lock:
+                self._loaded[name] = model
+            return model
+        finally:
+            with self._lock:
+                del self._loading[name]
+            ours.set()
 
 
 class Worker:
