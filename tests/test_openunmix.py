@@ -383,3 +383,29 @@ def test_ten_minutes_peak_within_15_percent_of_one(
     short, long = (peak_rss(clips[m], tmp_path / f"out{m}", *flags) for m in (1, 10))
     # Then the longer file's peak is within 15% of the shorter one's
     assert long <= short * 1.15, (short / 2**20, long / 2**20)
+
+
+def test_install_from_refuses_files_that_do_not_hash_to_their_names_and_copies_nothing(
+    reference: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given umxse's four files under their published names, with other content (random
+    # networks do not hash to the published prefixes)
+    source = tmp_path / "download"
+    write_models(reference, source, "umxse", hidden=8, layers=1)
+    before = {path.name: path.read_bytes() for path in source.iterdir()}
+    installed = tmp_path / "installed"
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(installed))
+    # When they are installed from that folder
+    code = main(["models", "install", "--from", str(source), "umxse"])
+    # Then the first file is refused naming it, its published prefix and the fix
+    err = " ".join(capsys.readouterr().err.split())
+    first = MODELS["umxse"].files[0]
+    assert code == EXIT_MODEL
+    assert f"{source / first.name}: checksum mismatch (published {first.sha256}" in err
+    assert "not umxse's published file; download it again" in err
+    # And nothing was copied, and the folder it came from is as it was
+    assert not installed.exists() or not any(installed.iterdir())
+    assert {path.name: path.read_bytes() for path in source.iterdir()} == before

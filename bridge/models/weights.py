@@ -574,19 +574,42 @@ def _fetch_first(urls: Sequence[str], target: Path, fetch: Fetch) -> None:
     raise urllib.error.URLError("; ".join(errors) or "no download location is known")
 
 
-def _check_sha256(path: Path, expected: str) -> None:
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_sha256(path: Path, expected: str) -> None:
+    """Check a download against its published checksum; a damaged one is deleted."""
+    actual = _sha256(path)
     # A torch.hub file name carries only the first hex digits of its sha256.
-    if not digest.hexdigest().startswith(expected):
+    if not actual.startswith(expected):
         path.unlink(missing_ok=True)
         raise ModelCorrupt(
             f"{path}: checksum mismatch (published {expected}, downloaded "
-            f"{digest.hexdigest()}); the download was damaged; run again",
+            f"{actual}); the download was damaged; run again",
             path=path,
         )
+
+
+def _verify_model_files(files: ModelFiles) -> None:
+    """Check a model's files found in a folder against the checksums published for them
+    (Open-Unmix's, the prefix in each name); the files are left as they are.
+
+    Raises:
+        ModelCorrupt: A file's content does not hash to its published checksum.
+    """
+    for file, path in zip(files.spec.files, files.paths, strict=True):
+        if file.sha256 is not None and not (actual := _sha256(path)).startswith(file.sha256):
+            raise ModelCorrupt(
+                f"{path}: checksum mismatch (published {file.sha256}, this file hashes to "
+                f"{actual[: len(file.sha256)]}); it is damaged or not {files.spec.name}'s "
+                "published file; download it again",
+                path=path,
+            )
 
 
 class HubUnreachable(ConnectionError):
@@ -725,11 +748,7 @@ def verify_checkpoint(path: Path) -> None:
             "rename it or download it again",
             path=path,
         )
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    actual = digest.hexdigest()[: len(expected)]
+    actual = _sha256(path)[: len(expected)]
     if actual != expected:
         raise ModelCorrupt(
             f"{path}: checksum mismatch (the name says {expected}, the content hashes to "
@@ -754,8 +773,9 @@ def install_from(
 ) -> list[WeightFiles | ModelFiles]:
     """Copy the complete models found in ``source`` into the install folder.
 
-    Each ``.th`` file is checked against its checksum before it is copied, and files
-    appear in the target whole or not at all.
+    Every file is checked before anything is copied: each ``.th`` and ``.safetensors``
+    network (:func:`verify_network_file`), and each file with a published checksum
+    (Open-Unmix's). Files appear in the target whole or not at all.
 
     Args:
         source: A folder holding model files in an official form.
@@ -767,7 +787,7 @@ def install_from(
 
     Raises:
         ModelNotFound: ``source`` is not a folder, or holds none of the requested models.
-        ModelCorrupt: A file fails its checksum.
+        ModelCorrupt: A file fails its checksum (nothing is copied then).
     """
     require_folder(
         source,
@@ -783,6 +803,12 @@ def install_from(
             f"{source}: no complete model found; expected {expected}",
             path=source,
         )
+    for one in found:
+        if isinstance(one, ModelFiles):
+            _verify_model_files(one)
+        else:
+            for network in dict.fromkeys(one.networks):
+                verify_network_file(network)
     target.mkdir(parents=True, exist_ok=True)
     installed: list[WeightFiles | ModelFiles] = []
     for one in found:
@@ -793,10 +819,7 @@ def install_from(
             copies = tuple(_copy(path, target, name) for path, name in pairs)
             installed.append(ModelFiles(one.spec, str(target), copies))
         else:
-            distinct = list(dict.fromkeys(one.networks))
-            for network in distinct:
-                verify_network_file(network)
-            copied = {path: _copy(path, target) for path in distinct}
+            copied = {path: _copy(path, target) for path in dict.fromkeys(one.networks)}
             networks = tuple(copied[path] for path in one.networks)
             bag = _copy(one.bag_file, target) if one.bag_file else None
             installed.append(WeightFiles(one.spec, str(target), bag, networks))
