@@ -409,3 +409,37 @@ def test_install_from_refuses_files_that_do_not_hash_to_their_names_and_copies_n
     # And nothing was copied, and the folder it came from is as it was
     assert not installed.exists() or not any(installed.iterdir())
     assert {path.name: path.read_bytes() for path in source.iterdir()} == before
+
+
+def test_a_torch_hub_folder_is_imported_and_its_model_separates_from_there(
+    reference: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given the openunmix package's download folder holding umxse's four targets, a
+    # stray .pth beside them, and nothing installed
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    networks = write_models(reference, hub, "umxse", hidden=8, layers=1)
+    (hub / "vocals-00000000.pth").write_bytes(b"not umxse's")
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "installed"))
+    monkeypatch.setenv("STEMBRIDGE_OFFLINE", "1")
+    # When the folder is imported
+    assert main(["models", "import", str(tmp_path / "torch"), "--json"]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    # Then umxse is registered as the catalog model, from its files where they are
+    (model,) = result["models"]
+    assert (model["name"], model["family"], model["catalog"]) == ("umxse", "openunmix", "umxse")
+    assert model["files"] == [str(hub.resolve() / file.name) for file in MODELS["umxse"].files]
+    assert any(item["path"].endswith("vocals-00000000.pth") for item in result["skipped"])
+    # And it separates from there as the reference does
+    mix = mix_of(RATES["umxse"] * 4 + 321)
+    got = ours(tmp_path, "umxse", mix, rate=RATES["umxse"])
+    for target, stem in reference_stems(reference, networks, "umxse", mix).items():
+        np.testing.assert_allclose(got[target], stem, atol=1e-4, rtol=0)
+    # And a copy is refused, since the files do not hash to their published prefixes
+    assert main(["models", "import", str(tmp_path / "torch"), "--copy", "--json"]) == EXIT_OK
+    copied = json.loads(capsys.readouterr().out)
+    assert copied["models"] == []
+    assert any("checksum mismatch" in item["reason"] for item in copied["skipped"])
+    assert not (tmp_path / "installed").exists() or not any((tmp_path / "installed").iterdir())

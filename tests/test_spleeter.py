@@ -334,3 +334,42 @@ def test_files_that_are_not_a_checkpoint_are_refused_naming_them(tmp_path: Path)
     with pytest.raises(ModelCorrupt, match="not a TensorFlow checkpoint index") as refused:
         read_checkpoint(prefix)
     assert refused.value.path == tmp_path / "model.index"
+
+
+def test_a_pretrained_models_folder_is_imported_and_separates_from_there(
+    reference: Reference,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given spleeter's pretrained_models folder (2stems, 4stems, 5stems) and nothing
+    # installed
+    monkeypatch.setenv("STEMBRIDGE_MODEL_DIR", str(tmp_path / "installed"))
+    monkeypatch.setenv("STEMBRIDGE_OFFLINE", "1")
+    # When it is imported
+    assert main(["models", "import", str(reference.models), "--json"]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    # Then the six configurations are registered as the catalog's, from their release folders
+    found = {model["name"]: model for model in result["models"]}
+    releases = ("2stems", "4stems", "5stems")
+    assert sorted(found) == sorted(f"spleeter:{r}{s}" for r in releases for s in ("", "-16kHz"))
+    for name, model in found.items():
+        release = name.removeprefix("spleeter:").split("-")[0]
+        assert (model["family"], model["catalog"]) == ("spleeter", name)
+        assert model["files"] == [
+            str(reference.models.resolve() / release / file) for file in SPLEETER_FILES
+        ]
+    # And a configuration separates from there as spleeter does
+    mix, expected = reference.mixes["4stems"], reference.stems["4stems"]
+    stems = separate(tmp_path, "spleeter:4stems", mix, "--no-exact-sum")
+    peak = float(np.abs(mix).max())
+    for stem, theirs in expected.items():
+        np.testing.assert_allclose(stems[stem], theirs, atol=TOLERANCE * peak, rtol=0)
+    # And --copy puts each release folder in the install folder, where it is found
+    assert main(["models", "import", str(reference.models), "--copy", "--json"]) == EXIT_OK
+    copied = json.loads(capsys.readouterr().out)
+    assert {model["name"] for model in copied["models"]} == set(found)
+    for release in releases:
+        for file in SPLEETER_FILES:
+            source = reference.models / release / file
+            assert (tmp_path / "installed" / release / file).read_bytes() == source.read_bytes()

@@ -33,7 +33,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     install.set_defaults(command=run_install)
     imports = actions.add_parser(
         "import",
-        help="register the models in a UVR, python-audio-separator or MSST model folder",
+        help=(
+            "register the models in a UVR, python-audio-separator, MSST, Open-Unmix or "
+            "Spleeter model folder"
+        ),
     )
     imports.add_argument("folder", type=Path, metavar="FOLDER", help="the model folder")
     imports.add_argument(

@@ -15,6 +15,11 @@ The folders this reads, as their tools lay them out:
   ``download_checks.json``), ``.onnx`` files, demucs ``.yaml`` + ``.th``, ``.pth``, and
   UVR's tables as it downloads them (``mdx_model_data.json``).
 * MSST (and any folder): ``<name>.ckpt`` beside ``<name>.yaml`` or ``<name>_config.yaml``.
+* Open-Unmix (the ``openunmix`` package's torch hub folder, ``~/.cache/torch/hub/
+  checkpoints``, or any folder): a model's ``<target>-<sha256 prefix>.pth`` files, all of
+  them, under their published names.
+* Spleeter (its ``pretrained_models`` folder): ``<release>/checkpoint``, ``model.index``
+  and ``model.data-00000-of-00001`` for ``2stems``, ``4stems`` or ``5stems``.
 
 A ``.ckpt``'s config is looked for, in order, where UVR's table for its hash says, where
 ``download_checks.json`` pairs it, under its catalog model's config name, and by the name
@@ -27,7 +32,8 @@ sidecar in the data folder (:data:`bridge.models.registry.LINKS_NAME`), or with 
 writes the sidecar beside the copy.
 
 The folder is walked without following symbolic links out of it. Nothing is copied
-unless asked; a copy is verified (demucs checksums) and appears whole or not at all.
+unless asked; a copy is verified (demucs' and Open-Unmix's checksums) and appears whole
+or not at all.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from bridge.models.families.uvr_params import (
     uvr_hash,
 )
 from bridge.models.registry import (
+    Family,
     ImportedFolder,
     ImportedModel,
     links_folder,
@@ -61,9 +68,11 @@ from bridge.models.registry import (
     registry_path,
 )
 from bridge.models.weights import (
+    ModelFiles,
     find_in_folder,
     install_folder,
     require_folder,
+    verify_model_files,
     verify_network_file,
 )
 
@@ -78,9 +87,13 @@ _DEMUCS = ", ".join(name for name, spec in MODELS.items() if spec.family == "dem
 _LOOKED_FOR = (
     "MSST checkpoints (.ckpt with their .yaml beside them, or in model_data/mdx_c_configs "
     "as UVR keeps them), UVR MDX-Net models (.onnx with parameters from UVR's table, a "
-    f".json beside them or model_data/model_data.json) and demucs models ({_DEMUCS}: "
-    "<signature>-<sha256 prefix>.th or <signature>.safetensors files)"
+    f".json beside them or model_data/model_data.json), demucs models ({_DEMUCS}: "
+    "<signature>-<sha256 prefix>.th or <signature>.safetensors files), Open-Unmix models "
+    "(every <target>-<sha256 prefix>.pth of one) and Spleeter release folders (2stems, "
+    "4stems or 5stems with checkpoint, model.index and model.data-00000-of-00001)"
 )
+#: The catalog families whose models are fixed sets of files under published names.
+_NAMED_FILES = ("openunmix", "spleeter")
 _NOT_DEMUCS = (
     f"not a network of a demucs model StemBridge runs ({_DEMUCS}, as <signature>-<sha256 "
     "prefix>.th or <signature>.safetensors)"
@@ -248,6 +261,9 @@ def _scan_folder(scan: _Scan, here: Path, files: list[Path]) -> None:
         for found in _demucs(scan, here):
             scan.found.append(found)
             claimed.update(found.model.files)
+    for found in _named_files(scan, here):
+        scan.found.append(found)
+        claimed.update(found.model.files)
     taken = {found.model.name: found.model.files[0] for found in scan.found}
     for path in files:
         if path in claimed:
@@ -258,7 +274,10 @@ def _scan_folder(scan: _Scan, here: Path, files: list[Path]) -> None:
             continue
         if suffix == ".pth":
             scan.skip(
-                path, "a VR architecture model (UVR's VR_Models), which StemBridge does not run"
+                path,
+                "a VR architecture model (UVR's VR_Models), which StemBridge does not run, or "
+                "an Open-Unmix target whose model's other targets are not beside it under "
+                "their published names",
             )
             continue
         try:
@@ -302,6 +321,28 @@ def _demucs(scan: _Scan, here: Path) -> Iterator[_Found]:
             found=f"demucs networks with {bag}",
         )
         yield _Found(model, names=tuple(path.name for path in paths))
+
+
+def _named_files(scan: _Scan, here: Path) -> Iterator[_Found]:
+    """The catalog's Open-Unmix and Spleeter models whose every file is under ``here`` by
+    its published name (a Spleeter file's name keeps its release folder)."""
+    for spec in MODELS.values():
+        if spec.family not in _NAMED_FILES:
+            continue
+        paths = tuple(here / file.name for file in spec.files)
+        if not all(path.is_file() and scan.inside(path) for path in paths):
+            continue
+        family: Family = "openunmix" if spec.family == "openunmix" else "spleeter"
+        what = "target networks" if family == "openunmix" else "release folder"
+        model = ImportedModel(
+            name=spec.name,
+            family=family,
+            stems=spec.sources,
+            files=paths,
+            catalog=spec.name,
+            found=f"its {what} under the published names",
+        )
+        yield _Found(model, names=tuple(file.name for file in spec.files))
 
 
 def _msst(scan: _Scan, checkpoint: Path) -> _Found:
@@ -480,6 +521,8 @@ def _copy(found: _Found, target: Path) -> ImportedModel:
         for path in model.files:
             if path.suffix == ".th":
                 verify_network_file(path)
+    elif model.catalog is not None and model.family in _NAMED_FILES:
+        verify_model_files(ModelFiles(MODELS[model.catalog], str(model.files[0]), model.files))
     pairs = [*zip(model.files, found.names, strict=True)]
     pairs += [(extra, extra.name) for extra in found.extras]
     for source, name in pairs:
@@ -490,9 +533,9 @@ def _copy(found: _Found, target: Path) -> ImportedModel:
                 "without --copy"
             )
     try:
-        target.mkdir(parents=True, exist_ok=True)
         for source, name in pairs:
             if not (target / name).exists():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
                 atomic.copy_file(source, target / name)
         if found.params is not None:
             sidecar = sidecar_path(target / found.names[0])

@@ -595,7 +595,7 @@ def _check_sha256(path: Path, expected: str) -> None:
         )
 
 
-def _verify_model_files(files: ModelFiles) -> None:
+def verify_model_files(files: ModelFiles) -> None:
     """Check a model's files found in a folder against the checksums published for them
     (Open-Unmix's, the prefix in each name); the files are left as they are.
 
@@ -805,7 +805,7 @@ def install_from(
         )
     for one in found:
         if isinstance(one, ModelFiles):
-            _verify_model_files(one)
+            verify_model_files(one)
         else:
             for network in dict.fromkeys(one.networks):
                 verify_network_file(network)
