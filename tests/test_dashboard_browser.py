@@ -433,3 +433,44 @@ def test_drop_two_songs_mix_their_stems_and_take_them_away(
         )
     finally:
         assert daemon.stop() == 0, daemon.output()
+
+
+def test_the_live_queue_polls_while_the_daemon_is_down_and_goes_live_again(
+    tmp_path: Path, browser: object
+) -> None:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+    assert isinstance(browser, WebDriver)
+    # Given the queue open live on a daemon's dashboard
+    port = free_port()
+    config = write_config(tmp_path / "config.toml", tmp_path / "state", dashboard_port=port)
+
+    def start() -> DaemonProcess:
+        daemon = DaemonProcess(["serve", "--config", str(config)], tmp_path / "daemon.log")
+        wait_for(lambda: "daemon ready" in daemon.output(), what="the daemon to start")
+        return daemon
+
+    def mode_is(mode: str) -> bool:
+        return bool(browser.execute_script(f"return StemBridge.mode() === '{mode}'"))
+
+    daemon = start()
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_for(lambda: mode_is("events"), what="the queue to go live")
+        # When the daemon stops, the page falls back to polling and says it is unreachable
+        assert daemon.stop() == 0, daemon.output()
+        wait_for(lambda: mode_is("polling"), what="the queue to poll")
+        wait_for(
+            lambda: (
+                "not reachable"
+                in browser.execute_script("return document.getElementById('status').textContent")
+            ),
+            what="the status to say so",
+        )
+        # Then, once a daemon serves that port again, the page is live again on its own
+        daemon = start()
+        wait_for(lambda: mode_is("events"), timeout=30, what="the queue to go live again")
+        status = browser.execute_script("return document.getElementById('status').textContent")
+        assert status.startswith("live ")
+    finally:
+        assert daemon.stop() == 0, daemon.output()

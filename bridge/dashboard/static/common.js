@@ -4,10 +4,13 @@
 // only ever set as textContent.
 const StemBridge = (() => {
   const POLL_MS = 500;
+  // A stream the server answered with no stream at all is opened again this much later.
+  const REOPEN_MS = 5000;
   let csrf = null;
   let canChange = false;
   let session = null;
   let mode = "starting";
+  let polling = null; // the running poll loop's token, or null when none runs
 
   function el(tag, attributes = {}, ...children) {
     const node = document.createElement(tag);
@@ -109,13 +112,20 @@ const StemBridge = (() => {
 
   function poll(refresh) {
     mode = "polling";
+    if (polling !== null) return;
+    const loop = {};
+    polling = loop;
     const tick = async () => {
+      if (polling !== loop) return; // the stream is back
+      let status;
       try {
         await refresh();
-        setStatus("updated " + new Date().toLocaleTimeString());
+        status = "updated " + new Date().toLocaleTimeString();
       } catch (error) {
-        setStatus("not reachable: " + error.message);
+        status = "not reachable: " + error.message;
       }
+      if (polling !== loop) return; // the stream came back while this one was fetching
+      setStatus(status);
       setTimeout(tick, POLL_MS);
     };
     tick();
@@ -128,23 +138,33 @@ const StemBridge = (() => {
 
   // Load the session, then show(data) for each `kind` event of the stream at `path`;
   // where the stream cannot be had (no EventSource, a proxy that buffers, an error),
-  // poll with refresh() instead, which fetches the same data and calls show itself.
+  // poll with refresh() instead, which fetches the same data and calls show itself,
+  // until the stream is back (a daemon restarted, a network that came back).
   async function startLive(path, kind, show, refresh) {
     if (!(await openSession())) return;
     if (!window.EventSource) {
       poll(refresh);
       return;
     }
-    const source = new EventSource(path);
     mode = "connecting";
+    listen(path, kind, show, refresh);
+  }
+
+  function listen(path, kind, show, refresh) {
+    const source = new EventSource(path);
     source.addEventListener(kind, (event) => {
+      polling = null; // a poll loop started by an error stops at its next tick
       mode = "events";
       show(JSON.parse(event.data));
       setStatus("live " + new Date().toLocaleTimeString());
     });
     source.addEventListener("error", () => {
-      source.close();
-      if (mode !== "polling") poll(refresh);
+      poll(refresh);
+      // The browser reconnects by itself (the server asks for 2 s), except after an
+      // answer that was no stream (an error page, a proxy's): then open a new one.
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(() => listen(path, kind, show, refresh), REOPEN_MS);
+      }
     });
   }
 
