@@ -28,7 +28,13 @@ from test_mdx23c import (
 from test_parity import run_stembridge
 
 from bridge.models.catalog import MODELS
-from bridge.models.compiled import Backend, CompiledNetwork, compiled_networks
+from bridge.models.compiled import (
+    ONNX_RUNTIME,
+    Backend,
+    CompiledNetwork,
+    _environment,
+    compiled_networks,
+)
 from bridge.models.families.mdx23c import load_mdx23c
 from bridge.settings import SeparationSettings
 
@@ -243,3 +249,35 @@ def test_a_cache_folder_that_cannot_be_made_leaves_the_core_eager(
     # Then it says why and runs the eager network: a separation never fails for the cache
     assert "did not compile" in caplog.text and "it runs eagerly" in caplog.text
     torch.testing.assert_close(result, run_ours(ours, chunk), atol=0, rtol=0)
+
+
+def test_compiling_deletes_the_artefacts_another_torch_built_and_nothing_else(
+    mdx23c_pair: tuple[torch.nn.Module, torch.nn.Module], tmp_path: Path
+) -> None:
+    # Given a cache folder holding a pair an older torch built on this machine, one built
+    # for another CPU, another backend's, a record that cannot be read, and an artefact
+    # without its record
+    here = _environment(ONNX_RUNTIME)
+
+    def pair(name: str, **changes: object) -> tuple[Path, Path]:
+        (tmp_path / f"{name}.json").write_text(json.dumps({**here, **changes}))
+        (tmp_path / f"{name}.onnx").write_bytes(b"old")
+        return tmp_path / f"{name}.onnx", tmp_path / f"{name}.json"
+
+    stale = pair("Mdx23c-0123-1x2", torch="1.0.0")
+    elsewhere = pair("Mdx23c-4567-1x2", torch="1.0.0", cpu="another CPU")
+    other_backend = pair("Mdx23c-89ab-1x2", torch="1.0.0", backend="openvino")
+    (tmp_path / "broken.json").write_text("{")
+    (tmp_path / "broken.onnx").write_bytes(b"?")
+    (tmp_path / "building.onnx").write_bytes(b"half")
+    # When a core is compiled into it
+    _, ours = mdx23c_pair
+    network = CompiledNetwork(ours, folder=tmp_path)
+    run_ours(network, audio(1, SMALL_CHUNK, seed=8))
+    assert network.compiled == 1
+    # Then only the older torch's pair is gone, and the new artefact is there
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in (*elsewhere, *other_backend))
+    for name in ("broken.json", "broken.onnx", "building.onnx"):
+        assert (tmp_path / name).exists()
+    assert len(list(tmp_path.glob("Mdx23c-*.onnx"))) == 3

@@ -7,7 +7,8 @@ convolution, linear layer and attention) is exported and compiled. The artefact 
 the cache folder (:func:`cache_folder`) under a name made of the model's weights and the
 input shape, with a sidecar saying which torch and CPU built it, so the next process (a
 later ``separate``, every daemon job) loads it instead of compiling again; an artefact
-that does not load, or that another torch or CPU built, is compiled again.
+that does not load, or that another torch or CPU built, is compiled again, and compiling
+one deletes the builds another torch made on this kind of machine.
 
 Cores: HT Demucs (``cac=True``, as every released one) and MDX23C. Other networks, or a
 core the backend refuses, run eagerly, and the log says why.
@@ -22,6 +23,7 @@ use for "exported and optimised for this CPU".
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -430,6 +432,7 @@ class CompiledNetwork(nn.Module):
         except (OSError, StemBridgeError) as exc:  # this process still has the core
             log.warning("%s: not recorded (%s); the next run compiles it again", sidecar, exc)
         self.compiled += 1
+        _prune_other_builds(self.folder, environment)
         log.warning(
             "compiled core ready in %.0f s (%s; differs from eager by %.2g)",
             time.perf_counter() - started,
@@ -468,6 +471,34 @@ def _check(artefact: Path, sidecar: Path, environment: dict[str, object]) -> str
     if record.get("sha256") != _file_sha256(artefact):
         return "its content changed since it was built (damaged)"
     return None
+
+
+def _prune_other_builds(folder: Path, environment: dict[str, object]) -> None:
+    """Delete the artefacts this backend built on this kind of machine under another torch
+    or artefact format.
+
+    None of them can be used here again (each would be compiled anew first), and a released
+    model's takes hundreds of MB. Run when a core has just been compiled, so that a torch
+    upgrade clears the old builds as the new ones are made. Builds for other CPUs are
+    kept: a cache folder in a shared home serves several machines, which must not delete
+    each other's. So are records that cannot be read, another backend's, and artefacts
+    without a record (one may be being built).
+    """
+    same = ("backend", "machine", "cpu", "capability")
+    for sidecar in folder.glob("*.json"):
+        try:
+            record = parse_json(sidecar.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or any(record.get(k) != environment[k] for k in same):
+            continue
+        if all(record.get(key) == value for key, value in environment.items()):
+            continue
+        for path in list(folder.glob(f"{glob.escape(sidecar.stem)}.*")):
+            if path != sidecar:
+                path.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)  # last: a record never outlives what it describes
+        log.info("deleted %s: built by torch %s", sidecar.with_suffix(""), record.get("torch"))
 
 
 def _environment(backend: Backend) -> dict[str, object]:
