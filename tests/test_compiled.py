@@ -3,6 +3,7 @@ references, the artefact reused by a second process, and bad artefacts rebuilt."
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -220,8 +221,10 @@ def test_a_core_the_backend_refuses_runs_eagerly(
 def test_which_networks_get_a_compiled_core(
     mdx23c_pair: tuple[torch.nn.Module, torch.nn.Module],
 ) -> None:
-    # Given a small MDX23C (under a million parameters) and a network without a core
-    _, ours = mdx23c_pair
+    # Given a small MDX23C (under a million parameters) and a network without a core (a
+    # copy: compiled_networks swaps the layers of an eager network for oneDNN ones in
+    # place, and the module's other tests export the fixture's network)
+    ours = copy.deepcopy(mdx23c_pair[1])
     other = torch.nn.Linear(2, 2)
     # Then auto leaves the small one eager, on compiles it, off and the GPU never do
     networks = [ours, other]
@@ -271,8 +274,7 @@ def test_compiling_deletes_the_artefacts_another_torch_built_and_nothing_else(
     (tmp_path / "broken.onnx").write_bytes(b"?")
     (tmp_path / "building.onnx").write_bytes(b"half")
     # When a core is compiled into it
-    _, ours = mdx23c_pair
-    network = CompiledNetwork(ours, folder=tmp_path)
+    network = CompiledNetwork(copy.deepcopy(mdx23c_pair[1]), folder=tmp_path)
     run_ours(network, audio(1, SMALL_CHUNK, seed=8))
     assert network.compiled == 1
     # Then only the older torch's pair is gone, and the new artefact is there
