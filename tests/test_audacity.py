@@ -411,3 +411,31 @@ def test_missing_pipes_explained_by_whether_audacity_runs(
     paths = PipePaths(tmp_path / "to", tmp_path / "from")
     with pytest.raises(error, match=said):
         ScriptPipe(paths, running=lambda: running)
+
+
+def test_a_command_pipe_missing_for_a_moment_while_audacity_runs_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    # Given Audacity running, its command pipe missing for 1 s (as between two clients
+    # under load), then both pipes there and answered
+    paths = PipePaths(tmp_path / "to", tmp_path / "from")
+
+    def serve() -> None:
+        time.sleep(1.0)
+        os.mkfifo(paths.to_server)
+        os.mkfifo(paths.from_server)
+        reader = os.open(paths.to_server, os.O_RDONLY | os.O_NONBLOCK)
+        writer = os.open(paths.from_server, os.O_WRONLY)  # waits for the client's end
+        with os.fdopen(reader, "rb") as commands, os.fdopen(writer, "wb", buffering=0) as out:
+            while (line := commands.readline()) == b"":
+                time.sleep(0.05)
+            out.write(line.split(b'"')[1] + b"\nBatchCommand finished: OK\n\n")
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        # When connecting, Then it connects instead of calling scripting disabled
+        with ScriptPipe(paths, connect_timeout_seconds=10, running=lambda: True):
+            pass
+    finally:
+        server.join(timeout=10)

@@ -48,6 +48,10 @@ ENABLE_HINT = (
 _FINISHED = re.compile(rb"BatchCommand finished: ([^\n]*)\n\n$")
 _POLL_SECONDS = 0.05
 _SYNC_ATTEMPT_SECONDS = 3.0
+#: How long a missing command pipe is waited for while Audacity runs, before scripting is
+#: called disabled: Audacity replaces its pipes while it starts, and under load the pipe
+#: was seen missing for a moment between two clients' connections.
+_MISSING_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -126,14 +130,16 @@ class ScriptPipe:
         self.paths = paths or default_pipe_paths()
         self.command_timeout_seconds = command_timeout_seconds
         deadline = time.monotonic() + connect_timeout_seconds
+        grace = min(deadline, time.monotonic() + _MISSING_GRACE_SECONDS)
         reconnecting = False
         while True:
             try:
                 self._transport = _open_transport(self.paths, deadline, running)
-            except (AudacityNotRunning, ScriptingDisabled):
+            except (AudacityNotRunning, ScriptingDisabled) as missing:
                 # Audacity replaces its pipes while it starts: a pipe that was there a
                 # moment ago may be missing for the next connection.
-                if not reconnecting or time.monotonic() >= deadline:
+                waited = grace if isinstance(missing, ScriptingDisabled) else -1.0
+                if time.monotonic() >= (deadline if reconnecting else waited):
                     raise
                 time.sleep(_POLL_SECONDS)
                 continue
