@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bridge.jobs.store import Job, JobStore
 
 T = TypeVar("T")
+
+
+def child_json(script: str, *, timeout: float = 120) -> Any:
+    """Run ``python -c script`` in a fresh interpreter; the JSON on its last stdout line."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, check=True
+    )
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def write_config(

@@ -370,6 +370,17 @@ def test_pipe_that_takes_commands_but_never_answers_times_out(tmp_path: Path) ->
         os.close(reader)
 
 
+def answer_the_first_command(reader: int, paths: PipePaths) -> None:
+    """As Audacity would: reply to the first command read from ``reader`` (the client's
+    synchronising echo) on the reply pipe, once the client has opened its end."""
+    writer = os.open(paths.from_server, os.O_WRONLY)  # waits for the client's end
+    with os.fdopen(reader, "rb") as commands, os.fdopen(writer, "wb", buffering=0) as out:
+        while (line := commands.readline()) == b"":
+            time.sleep(0.05)
+        marker = line.split(b'"')[1]
+        out.write(marker + b"\nBatchCommand finished: OK\n\n")
+
+
 def test_reply_pipe_made_after_the_command_pipe_is_waited_for(tmp_path: Path) -> None:
     # Given a server that, as Audacity starting up, reads commands before its reply pipe exists
     paths = PipePaths(tmp_path / "to", tmp_path / "from")
@@ -379,12 +390,7 @@ def test_reply_pipe_made_after_the_command_pipe_is_waited_for(tmp_path: Path) ->
     def serve() -> None:
         time.sleep(0.5)
         os.mkfifo(paths.from_server)
-        writer = os.open(paths.from_server, os.O_WRONLY)  # waits for the client's end
-        with os.fdopen(reader, "rb") as commands, os.fdopen(writer, "wb", buffering=0) as out:
-            while (line := commands.readline()) == b"":
-                time.sleep(0.05)
-            marker = line.split(b'"')[1]
-            out.write(marker + b"\nBatchCommand finished: OK\n\n")
+        answer_the_first_command(reader, paths)
 
     server = threading.Thread(target=serve)
     server.start()
@@ -424,12 +430,7 @@ def test_a_command_pipe_missing_for_a_moment_while_audacity_runs_is_waited_for(
         time.sleep(1.0)
         os.mkfifo(paths.to_server)
         os.mkfifo(paths.from_server)
-        reader = os.open(paths.to_server, os.O_RDONLY | os.O_NONBLOCK)
-        writer = os.open(paths.from_server, os.O_WRONLY)  # waits for the client's end
-        with os.fdopen(reader, "rb") as commands, os.fdopen(writer, "wb", buffering=0) as out:
-            while (line := commands.readline()) == b"":
-                time.sleep(0.05)
-            out.write(line.split(b'"')[1] + b"\nBatchCommand finished: OK\n\n")
+        answer_the_first_command(os.open(paths.to_server, os.O_RDONLY | os.O_NONBLOCK), paths)
 
     server = threading.Thread(target=serve)
     server.start()

@@ -8,6 +8,8 @@ import pytest
 
 from bridge.cli import EXIT_OK, main
 
+from processes import child_json
+
 
 @pytest.mark.parametrize(
     "where",
@@ -42,13 +44,7 @@ def test_the_console_script_and_python_m_bridge_run_the_process_entry_point() ->
     assert "raise SystemExit(process_main())" in (root / "bridge" / "__main__.py").read_text()
 
 
-def test_a_command_process_tunes_and_freezes_the_collector_and_main_leaves_it(
-    tmp_path: Path,
-) -> None:
-    import json
-    import subprocess
-    import sys
-
+def test_a_command_process_tunes_and_freezes_the_collector_and_main_leaves_it() -> None:
     # Given a child process that runs one command through main, then through process_main
     script = (
         "import gc, json, os\n"
@@ -60,10 +56,7 @@ def test_a_command_process_tunes_and_freezes_the_collector_and_main_leaves_it(
         "print(json.dumps({'before': before, 'after_main': after_main, 'code': code,\n"
         "                  'after': (gc.get_threshold(), gc.get_freeze_count())}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    seen = json.loads(result.stdout.splitlines()[-1])
+    seen = child_json(script, timeout=60)
     # Then main changed nothing, and process_main answered as main does, with the first
     # generation's threshold raised and everything alive frozen for the exit
     assert seen["after_main"] == seen["before"]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from scipy.signal import lfilter
 
 from bridge.effects.iir import CascadeFilter
 from bridge.effects.loudness import _k_weighting
+
+from processes import child_json
 
 
 def reference(sections: list, signal: np.ndarray) -> np.ndarray:
@@ -119,7 +117,4 @@ def test_separating_does_not_import_scipy_signal() -> None:
         "import bridge.cli, bridge.models.loaded, bridge.pipeline.run, bridge.effects.stage\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('scipy'))))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert json.loads(result.stdout.splitlines()[-1]) == []
+    assert child_json(script) == []

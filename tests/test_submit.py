@@ -14,7 +14,7 @@ from bridge.cli import EXIT_INPUT, EXIT_OK, EXIT_USAGE, main
 from bridge.jobs.status_file import read_status
 from bridge.jobs.store import JobStore
 
-from processes import DaemonProcess, wait_for, write_config
+from processes import DaemonProcess, child_json, wait_for, write_config
 from signals import music, write_audio
 
 
@@ -41,10 +41,7 @@ def test_host_commands_never_import_torch(config: Path, tmp_path: Path) -> None:
         "heavy = [m for m in ('torch', 'numpy', 'soundfile') if m in sys.modules]\n"
         "print(json.dumps({'heavy': heavy}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert json.loads(result.stdout.splitlines()[-1]) == {"heavy": []}
+    assert child_json(script, timeout=60) == {"heavy": []}
 
 
 def test_submit_wait_without_daemon_separates_here(

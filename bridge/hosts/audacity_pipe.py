@@ -137,9 +137,15 @@ class ScriptPipe:
                 self._transport = _open_transport(self.paths, deadline, running)
             except (AudacityNotRunning, ScriptingDisabled) as missing:
                 # Audacity replaces its pipes while it starts: a pipe that was there a
-                # moment ago may be missing for the next connection.
-                waited = grace if isinstance(missing, ScriptingDisabled) else -1.0
-                if time.monotonic() >= (deadline if reconnecting else waited):
+                # moment ago may be missing for the next connection. A first attempt
+                # waits only while Audacity runs, and only for the grace period.
+                if reconnecting:
+                    give_up = deadline
+                elif isinstance(missing, ScriptingDisabled):
+                    give_up = grace
+                else:
+                    raise
+                if time.monotonic() >= give_up:
                     raise
                 time.sleep(_POLL_SECONDS)
                 continue

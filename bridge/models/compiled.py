@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from bridge.atomic import commit, write_bytes
 from bridge.documents import parse_json
 from bridge.errors import StemBridgeError
+from bridge.models.weights import file_sha256
 from bridge.settings import SeparationSettings
 
 log = logging.getLogger(__name__)
@@ -426,7 +427,7 @@ class CompiledNetwork(nn.Module):
             )
             artefact.unlink(missing_ok=True)
             return None
-        record = {**environment, "sha256": _file_sha256(artefact), "max_difference": error}
+        record = {**environment, "sha256": file_sha256(artefact), "max_difference": error}
         try:
             write_bytes(sidecar, json.dumps(record, indent=1).encode())
         except (OSError, StemBridgeError) as exc:  # this process still has the core
@@ -468,7 +469,7 @@ def _check(artefact: Path, sidecar: Path, environment: dict[str, object]) -> str
     changed = [key for key, value in environment.items() if record.get(key) != value]
     if changed:
         return "it was built by " + ", ".join(f"{key} {record.get(key)}" for key in changed)
-    if record.get("sha256") != _file_sha256(artefact):
+    if record.get("sha256") != file_sha256(artefact):
         return "its content changed since it was built (damaged)"
     return None
 
@@ -521,14 +522,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _difference(core: nn.Module, loaded: Core, inputs: tuple[Tensor, ...]) -> float:

@@ -69,6 +69,7 @@ from bridge.models.registry import (
 )
 from bridge.models.weights import (
     ModelFiles,
+    find_files,
     find_in_folder,
     install_folder,
     require_folder,
@@ -329,8 +330,8 @@ def _named_files(scan: _Scan, here: Path) -> Iterator[_Found]:
     for spec in MODELS.values():
         if spec.family not in _NAMED_FILES:
             continue
-        paths = tuple(here / file.name for file in spec.files)
-        if not all(path.is_file() and scan.inside(path) for path in paths):
+        files = find_files(spec, folders=[here])
+        if files is None or not all(scan.inside(path) for path in files.paths):
             continue
         family: Family = "openunmix" if spec.family == "openunmix" else "spleeter"
         what = "target networks" if family == "openunmix" else "release folder"
@@ -338,7 +339,7 @@ def _named_files(scan: _Scan, here: Path) -> Iterator[_Found]:
             name=spec.name,
             family=family,
             stems=spec.sources,
-            files=paths,
+            files=files.paths,
             catalog=spec.name,
             found=f"its {what} under the published names",
         )

@@ -574,7 +574,8 @@ def _fetch_first(urls: Sequence[str], target: Path, fetch: Fetch) -> None:
     raise urllib.error.URLError("; ".join(errors) or "no download location is known")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, hex, read in 1 MiB pieces."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
@@ -584,7 +585,7 @@ def _sha256(path: Path) -> str:
 
 def _check_sha256(path: Path, expected: str) -> None:
     """Check a download against its published checksum; a damaged one is deleted."""
-    actual = _sha256(path)
+    actual = file_sha256(path)
     # A torch.hub file name carries only the first hex digits of its sha256.
     if not actual.startswith(expected):
         path.unlink(missing_ok=True)
@@ -603,7 +604,7 @@ def verify_model_files(files: ModelFiles) -> None:
         ModelCorrupt: A file's content does not hash to its published checksum.
     """
     for file, path in zip(files.spec.files, files.paths, strict=True):
-        if file.sha256 is not None and not (actual := _sha256(path)).startswith(file.sha256):
+        if file.sha256 is not None and not (actual := file_sha256(path)).startswith(file.sha256):
             raise ModelCorrupt(
                 f"{path}: checksum mismatch (published {file.sha256}, this file hashes to "
                 f"{actual[: len(file.sha256)]}); it is damaged or not {files.spec.name}'s "
@@ -748,7 +749,7 @@ def verify_checkpoint(path: Path) -> None:
             "rename it or download it again",
             path=path,
         )
-    actual = _sha256(path)[: len(expected)]
+    actual = file_sha256(path)[: len(expected)]
     if actual != expected:
         raise ModelCorrupt(
             f"{path}: checksum mismatch (the name says {expected}, the content hashes to "
