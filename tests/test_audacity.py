@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -381,6 +381,17 @@ def answer_the_first_command(reader: int, paths: PipePaths) -> None:
         out.write(marker + b"\nBatchCommand finished: OK\n\n")
 
 
+def connect_while(serve: Callable[[], None], paths: PipePaths) -> None:
+    """Connect to ``paths`` (Audacity reported running) while ``serve`` runs on a thread."""
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        with ScriptPipe(paths, connect_timeout_seconds=10, running=lambda: True):
+            pass
+    finally:
+        server.join(timeout=10)
+
+
 def test_reply_pipe_made_after_the_command_pipe_is_waited_for(tmp_path: Path) -> None:
     # Given a server that, as Audacity starting up, reads commands before its reply pipe exists
     paths = PipePaths(tmp_path / "to", tmp_path / "from")
@@ -392,15 +403,9 @@ def test_reply_pipe_made_after_the_command_pipe_is_waited_for(tmp_path: Path) ->
         os.mkfifo(paths.from_server)
         answer_the_first_command(reader, paths)
 
-    server = threading.Thread(target=serve)
-    server.start()
-    try:
-        # When connecting
-        # Then the connection waits for the reply pipe instead of calling scripting disabled
-        with ScriptPipe(paths, connect_timeout_seconds=10, running=lambda: True):
-            pass
-    finally:
-        server.join(timeout=10)
+    # When connecting
+    # Then the connection waits for the reply pipe instead of calling scripting disabled
+    connect_while(serve, paths)
 
 
 @pytest.mark.parametrize(
@@ -432,11 +437,5 @@ def test_a_command_pipe_missing_for_a_moment_while_audacity_runs_is_waited_for(
         os.mkfifo(paths.from_server)
         answer_the_first_command(os.open(paths.to_server, os.O_RDONLY | os.O_NONBLOCK), paths)
 
-    server = threading.Thread(target=serve)
-    server.start()
-    try:
-        # When connecting, Then it connects instead of calling scripting disabled
-        with ScriptPipe(paths, connect_timeout_seconds=10, running=lambda: True):
-            pass
-    finally:
-        server.join(timeout=10)
+    # When connecting, Then it connects instead of calling scripting disabled
+    connect_while(serve, paths)
