@@ -70,9 +70,11 @@ class SeparationSettings:
             ``off`` none (the default: the eager networks on oneDNN's kernels were faster,
             and the compiled core's memory is about 5x theirs); decided when a model is
             loaded, so a warm model keeps it.
-        cpu_kernels: On an x86-64 CPU, run the networks' linear layers, attention and
-            convolutions on oneDNN's kernels (``onednn``, see :mod:`bridge.models.onednn`)
-            or on torch's own (``torch``); decided when a model is loaded.
+        cpu_kernels: ``onednn``: on an x86-64 CPU, the networks' linear layers, attention
+            and convolutions on oneDNN's kernels (:mod:`bridge.models.onednn`), and on any
+            CPU HT Demucs' transformer group norms as layer norms
+            (:mod:`bridge.models.token_norm`); ``torch``: the networks' own layers on
+            torch's kernels. Decided when a model is loaded.
         wiener_iterations: Open-Unmix's Wiener filter steps; ``None`` means its 1.
         residual: Open-Unmix: Wiener-filter with the mix minus the targets too.
     """
@@ -238,7 +240,9 @@ class SeparationSettings:
             flag="--cpu-kernels",
             help="on an x86-64 CPU, run the networks' linear layers, attention and "
             "convolutions on oneDNN's kernels (onednn, the default; on an AMD EPYC their "
-            "matrix products ran 4.8x faster) or on torch's own (torch)",
+            "matrix products ran 4.8x faster), and on any CPU HT Demucs' transformer group "
+            "norms as layer norms; or run the networks' own layers on torch's kernels "
+            "(torch)",
         ),
     ] = "onednn"
 

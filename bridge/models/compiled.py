@@ -294,10 +294,12 @@ def compiled_networks(
 ) -> list[nn.Module]:
     """The networks as ``settings`` run them on the CPU: those with a core that
     ``compiled_core`` selects in a :class:`CompiledNetwork` (its cores load or compile at
-    their first call), the others with their layers on oneDNN's kernels where
-    ``cpu_kernels`` says so (:mod:`bridge.models.onednn`); on other devices as they are."""
+    their first call), the others, where ``cpu_kernels`` says so, with their layers on
+    oneDNN's kernels (:mod:`bridge.models.onednn`, x86-64) and their transformer group
+    norms as layer norms (:mod:`bridge.models.token_norm`); on other devices as they are."""
     from bridge.models.onednn import unavailable, use_onednn
     from bridge.models.runner import resolve_device
+    from bridge.models.token_norm import use_token_norms
 
     if resolve_device(settings.device).type != "cpu":
         return list(networks)
@@ -320,6 +322,8 @@ def compiled_networks(
             log.debug("%d layers run on oneDNN's kernels", swapped)
         else:
             log.info("the networks run on torch's CPU kernels: %s", reason)
+        normed = sum(use_token_norms(network, skip=(CompiledNetwork,)) for network in chosen)
+        log.debug("%d transformer group norms run as layer norms", normed)
     return chosen
 
 
