@@ -18,9 +18,11 @@ from bridge.models.onednn import (
     OneDnnAttention,
     OneDnnConv,
     OneDnnLinear,
+    query_block,
     unavailable,
     use_onednn,
 )
+from bridge.models.token_norm import TokenGroupNorm
 from bridge.settings import SeparationSettings
 
 from reference import demucs_bag, separate_reference
@@ -83,6 +85,23 @@ def test_each_swapped_layer_matches_torch_and_keeps_its_parameters(batch_first: 
             got, weights = swapped.attention(*args, need_weights=False)
             assert weights is None
             assert got.shape == want.shape
+            assert _compare(want, got) < TOLERANCE
+
+
+def test_attention_in_blocks_of_queries_matches_torch() -> None:
+    # 2048 keys: blocks of 512 queries, the last of 3000 queries a short one.
+    assert query_block(2048) == 512 and query_block(2688) == 390
+    assert query_block(10**8) == 1  # never an empty block
+    torch.manual_seed(3)
+    original = nn.MultiheadAttention(16, 2, batch_first=True)
+    swapped = nn.Sequential(nn.MultiheadAttention(16, 2, batch_first=True))
+    swapped[0].load_state_dict(original.state_dict())
+    use_onednn(swapped)
+    keys = torch.randn(2, 2048, 16)
+    with torch.inference_mode():
+        for queries in (keys, torch.randn(2, 3000, 16)):
+            want, _ = original(queries, keys, keys, need_weights=False)
+            got, _ = swapped[0](queries, keys, keys, need_weights=False)
             assert _compare(want, got) < TOLERANCE
 
 
@@ -151,3 +170,6 @@ def test_settings_choose_the_kernels_and_cpu_only(tiny_models: Path) -> None:
     assert not any(
         isinstance(m, (OneDnnLinear, OneDnnAttention, OneDnnConv)) for m in plain[0].modules()
     )
+    # The transformer's group norms go with the kernels: torch's setting keeps demucs' own.
+    assert any(isinstance(m, TokenGroupNorm) for m in fast[0].modules())
+    assert not any(isinstance(m, TokenGroupNorm) for m in plain[0].modules())
