@@ -228,5 +228,7 @@ def _png(picture: np.ndarray) -> bytes:
     from PIL import Image  # the optional 'pictures' extra: checked by draw_stem_pictures
 
     buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG")
+    # zlib's fastest level: a spectrogram took 3.6 ms instead of 11 ms at the default,
+    # for a file 6 % larger (70 KB), on every job's way to its manifest.
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
