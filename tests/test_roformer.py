@@ -424,3 +424,33 @@ def test_wrong_channels_and_too_short_audio_are_refused(small_bs_files: tuple[Pa
             network(torch.zeros(1, 1, 4096))
         with pytest.raises(ValueError, match="more than 512 samples"):
             network(torch.zeros(1, 2, 512))
+
+
+def test_rotary_positions_match_the_reference_on_every_path() -> None:
+    from rotary_embedding_torch import RotaryEmbedding as Reference
+
+    from bridge.models.families.roformer import _pairs_as_complex
+
+    torch.manual_seed(5)
+    reference = Reference(dim=32)
+    ours = roformer.RotaryEmbedding(32)
+    assert torch.equal(ours.freqs, reference.freqs)
+    # Keys as the attention cuts them from its projection: permuted, at an offset.
+    keys = torch.randn(2, 50, 3 * 4 * 32).unflatten(-1, (3, 4, 32)).permute(2, 0, 3, 1, 4)[1]
+    # Pairs that are not adjacent in memory (an odd offset), and features past the turned
+    # ones, which stay as they are.
+    odd = torch.randn(2, 4, 50, 33)[..., 1:]
+    wider = torch.randn(2, 4, 50, 40)
+    with torch.inference_mode():
+        for x, complex_pairs in ((keys, True), (odd, False), (wider, True)):
+            assert _pairs_as_complex(x[..., :32]) is complex_pairs
+            want = reference.rotate_queries_or_keys(x)
+            got = ours(x)
+            assert got.shape == want.shape
+            assert float((got - want).abs().max()) < 1e-5
+        # bf16 (the GPU's autocast) has no complex type: the pairs are turned one by one.
+        half = keys.to(torch.bfloat16)
+        assert not _pairs_as_complex(half)
+        got = ours(half)
+        assert got.dtype == torch.bfloat16
+        assert float((got.float() - reference.rotate_queries_or_keys(keys)).abs().max()) < 5e-2
